@@ -1,0 +1,1 @@
+"""Cosmic Horizons event-streaming service (Faust on Kafka, RabbitMQ, schema registry)."""

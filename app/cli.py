@@ -1,0 +1,223 @@
+"""``cosmic``: the command line of the service (local stack, worker, topics, tables, demo)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+import click
+
+from app.errors import CosmicError
+from app.settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(1)
+
+
+@click.group(help="Cosmic Horizons events: local stack, worker, topics and tables.")
+def main() -> None:
+    pass
+
+
+# -- stack ---------------------------------------------------------------------------------
+@main.group(help="The local stack: Kafka (KRaft), RabbitMQ and the schema registry, no Docker.")
+def stack() -> None:
+    pass
+
+
+@stack.command("up", help="Start what is not running (idempotent).")
+@click.option("--brokers", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per component.")
+def stack_up(brokers: str, timeout: float) -> None:
+    from app.stack.manager import StackManager
+
+    try:
+        manager = StackManager(settings=_settings(), echo=click.echo)
+        manager.up(brokers=int(brokers), timeout=timeout)
+        for status in manager.status():
+            click.echo(status.line())
+    except CosmicError as exc:
+        _fail(exc)
+
+
+@stack.command("down", help="Stop every process the stack started (data is kept).")
+def stack_down() -> None:
+    from app.stack.manager import StackManager
+
+    try:
+        StackManager(settings=_settings(), echo=click.echo).down()
+    except CosmicError as exc:
+        _fail(exc)
+
+
+@stack.command("status", help="Each component's version, address, health and log; exit 1 if any is down.")
+def stack_status() -> None:
+    from app.stack.manager import StackManager
+
+    try:
+        statuses = StackManager(settings=_settings(), echo=click.echo).status()
+    except CosmicError as exc:
+        _fail(exc)
+        return
+    for status in statuses:
+        click.echo(status.line())
+    sys.exit(0 if all(s.healthy for s in statuses) else 1)
+
+
+# -- topics --------------------------------------------------------------------------------
+@main.group(help="Topics as code (app/topic_specs.py).")
+def topics() -> None:
+    pass
+
+
+@topics.command("ensure", help="Create missing topics; report drift; never delete or truncate.")
+def topics_ensure() -> None:
+    from app.topic_admin import ensure_topics
+
+    settings = _settings()
+    try:
+        reports = asyncio.run(
+            ensure_topics(
+                bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
+                prefix=settings.topic_prefix,
+            )
+        )
+    except CosmicError as exc:
+        _fail(exc)
+        return
+    for report in reports:
+        click.echo(report.line())
+    created = sum(r.created for r in reports)
+    drifted = sum(bool(r.drift) for r in reports)
+    click.echo(f"{created} created, {drifted} with drift, {len(reports) - created - drifted} unchanged")
+    if created == 0 and drifted == 0:
+        click.echo("nothing to change")
+    sys.exit(1 if drifted else 0)
+
+
+@topics.command("describe", help="The live partitions, replication and configs of every spec'd topic.")
+def topics_describe() -> None:
+    from app.topic_admin import describe_live
+
+    settings = _settings()
+    try:
+        reports = asyncio.run(describe_live(bootstrap=settings.kafka_bootstrap, prefix=settings.topic_prefix))
+    except CosmicError as exc:
+        _fail(exc)
+        return
+    for report in reports:
+        configs = ", ".join(f"{k}={report.configs[k]}" for k in ("retention.ms", "cleanup.policy") if k in report.configs)
+        click.echo(f"{report.line()}  {configs}")
+
+
+# -- worker --------------------------------------------------------------------------------
+@main.command(
+    "worker",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+    help="Run a Faust worker (extra arguments go to `faust worker`).",
+)
+@click.pass_context
+def worker(ctx: click.Context) -> None:
+    from app.topic_admin import ensure_topics
+
+    settings = _settings()
+    try:
+        asyncio.run(
+            ensure_topics(
+                bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
+                prefix=settings.topic_prefix,
+            )
+        )
+    except CosmicError as exc:
+        _fail(exc)
+    from app.main import app
+
+    sys.argv = ["cosmic", "worker", "--loglevel", settings.log_level, *ctx.args]
+    app.main()
+
+
+# -- tables --------------------------------------------------------------------------------
+@main.command("tables", help="The app's tables: name, changelog topic, partitions, keys on disk.")
+def tables() -> None:
+    from app.main import app
+    from app.table_store import count_keys
+
+    app.discover()
+    settings = _settings()
+    for name, table in sorted(app.tables.items()):
+        keys = count_keys(settings=settings, table=name)
+        click.echo(
+            f"{name:<20} changelog={table.changelog_topic.get_topic_name():<40} "
+            f"partitions={table.partitions}  keys={'-' if keys is None else keys}"
+        )
+
+
+# -- demo / run ----------------------------------------------------------------------------
+@main.command("demo", help="Publish demo job lifecycles to job-lifecycle.")
+@click.option("--jobs", type=int, default=None, help="How many jobs (default: until interrupted).")
+@click.option("--interval", type=float, default=0.5, show_default=True)
+def demo(jobs: int | None, interval: float) -> None:
+    from app.demo import run_demo
+
+    try:
+        sent = asyncio.run(run_demo(settings=_settings(), jobs=jobs, interval=interval))
+    except KeyboardInterrupt:
+        return
+    click.echo(f"demo: {sent} events published")
+
+
+@main.command("run", help="The main job: stack up, topics, a worker and the demo source.")
+@click.option("--jobs", type=int, default=None, help="Stop the demo after this many jobs.")
+def run(jobs: int | None) -> None:
+    from app.stack.manager import StackManager
+
+    settings = _settings()
+    try:
+        StackManager(settings=settings, echo=click.echo).up()
+    except CosmicError as exc:
+        _fail(exc)
+    worker_proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=dict(os.environ))
+    base = f"http://{settings.web_host}:{settings.web_port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and worker_proc.poll() is None:
+        try:
+            urllib.request.urlopen(f"{base}/api/jobs/-", timeout=2)
+        except urllib.error.HTTPError:
+            break  # the web server answers (404 for the placeholder id)
+        except OSError:
+            time.sleep(1)
+    if worker_proc.poll() is not None:
+        _fail(CosmicError(f"the worker exited with code {worker_proc.returncode}"))
+    click.echo("")
+    click.echo("Cosmic Horizons events is running:")
+    click.echo(f"  worker web API       {base}/api/jobs/<job_id>")
+    click.echo(f"  RabbitMQ management  http://127.0.0.1:15672/  (guest / guest)")
+    click.echo(f"  Kafka bootstrap      {settings.kafka_bootstrap}")
+    click.echo("Publishing demo events; Ctrl-C stops the demo and the worker (`cosmic stack down` stops the stack).")
+    from app.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(settings=settings, jobs=jobs, interval=0.5))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        worker_proc.send_signal(signal.SIGTERM)
+        try:
+            worker_proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker_proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""The Faust application. Agents, tables and web views attach to ``app`` from their own
+modules, found by ``autodiscover``; importing this module does no network or disk I/O."""
+
+from __future__ import annotations
+
+import faust
+
+from app.settings import Settings
+
+settings = Settings.from_env()
+
+
+def create_app(*, settings: Settings) -> faust.App:
+    """Build the Faust app from ``settings``."""
+    return faust.App(
+        settings.app_id,
+        broker=settings.kafka_broker_url,
+        store="rocksdb://",
+        datadir=str(settings.worker_data_dir),
+        autodiscover=["agents", "tables", "app.web"],
+        origin="app.main",
+        version=1,
+        topic_replication_factor=settings.replication_factor,
+        topic_partitions=10,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        # Faust's built-in views expose table contents and internals: off.
+        web_tables_enabled=False,
+        web_router_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+    )
+
+
+app = create_app(settings=settings)
+
+
+def main() -> None:
+    """Entry point of ``python -m app.main worker``: Faust's own command line."""
+    app.main()
+
+
+if __name__ == "__main__":
+    main()

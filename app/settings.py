@@ -1,0 +1,108 @@
+"""One typed settings object, read from ``COSMIC_*`` environment variables.
+
+Nothing here touches the network or the disk; ``Settings.from_env()`` only reads
+``os.environ``. Secrets (passwords inside URLs, JWT keys) are never defaulted to
+real values in code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from app.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_data_dir() -> Path:
+    return PROJECT_ROOT / ".data"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Every knob of the service. Field ``foo_bar`` is read from ``COSMIC_FOO_BAR``."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    schema_registry_url: str = "http://127.0.0.1:8081"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    data_dir: Path = field(default_factory=_default_data_dir)
+    app_id: str = "cosmic-horizons"
+    replication_factor: int = 1
+    topic_prefix: str = ""
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Build settings from ``COSMIC_*`` variables; unknown values raise ConfigError."""
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(f"COSMIC_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(name=f.name, raw=raw, kind=f.type)
+        settings = cls(**values)  # type: ignore[arg-type]
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if not 0 < self.web_port < 65536:
+            raise ConfigError(f"COSMIC_WEB_PORT must be a TCP port, got {self.web_port}")
+        if self.replication_factor < 1:
+            raise ConfigError("COSMIC_REPLICATION_FACTOR must be at least 1")
+        if not self.kafka_bootstrap.strip():
+            raise ConfigError("COSMIC_KAFKA_BOOTSTRAP must name at least one host:port")
+
+    @property
+    def kafka_broker_url(self) -> str:
+        """The bootstrap list in Faust's ``kafka://h1:p1;h2:p2`` form."""
+        hosts = [h.strip() for h in self.kafka_bootstrap.split(",") if h.strip()]
+        return ";".join(f"kafka://{h}" for h in hosts)
+
+    @property
+    def rabbitmq_url_redacted(self) -> str:
+        """The RabbitMQ URL with its password replaced, safe to log."""
+        return redact_url(self.rabbitmq_url)
+
+    @property
+    def worker_data_dir(self) -> Path:
+        return self.data_dir / "worker"
+
+    @property
+    def stack_dir(self) -> Path:
+        return self.data_dir / "stack"
+
+
+def redact_url(url: str) -> str:
+    """Replace the password of ``scheme://user:password@host`` with ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _convert(*, name: str, raw: str, kind: object) -> object:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind_name == "int":
+            return int(raw)
+        if kind_name == "Path":
+            return Path(raw).expanduser()
+        if kind_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+    except ValueError as exc:
+        raise ConfigError(f"COSMIC_{name.upper()}={raw!r} is not a valid {kind_name}") from exc
+    return raw

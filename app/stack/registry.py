@@ -1,0 +1,90 @@
+"""The schema registry of the local stack: the project's Confluent-compatible server
+(``python -m app.registry``) storing schemas in Kafka's ``_schemas`` topic."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from app.settings import PROJECT_ROOT
+from app.stack.process import (
+    MARKER_ENV,
+    find_marked_pids,
+    port_accepts,
+    spawn_detached,
+    terminate,
+    wait_until,
+)
+
+
+class RegistryProcess:
+    def __init__(self, *, root: Path, url: str, bootstrap: str) -> None:
+        parts = urlsplit(url)
+        self.root = root
+        self.url = url.rstrip("/")
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 8081
+        self.bootstrap = bootstrap
+
+    @staticmethod
+    def available() -> bool:
+        """False until the event-contracts work ships ``app.registry``."""
+        try:
+            return importlib.util.find_spec("app.registry.__main__") is not None
+        except ImportError:
+            return False
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "registry.log"
+
+    @property
+    def marker(self) -> str:
+        return f"cosmic.stack.registry={self.root}"
+
+    def ports(self) -> dict[str, int]:
+        return {"schema registry": self.port}
+
+    def running_pid(self) -> int | None:
+        pids = find_marked_pids(marker=self.marker)
+        return pids[0] if pids else None
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        if self.running_pid():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env[MARKER_ENV] = self.marker
+        pid = spawn_detached(
+            argv=[
+                sys.executable, "-m", "app.registry", "--host", self.host, "--port", str(self.port),
+                "--bootstrap", self.bootstrap,
+            ],
+            log_path=self.log_path,
+            env=env,
+            cwd=PROJECT_ROOT,
+        )
+        wait_until(
+            what=f"schema registry on {self.url}", check=self.healthy, timeout=timeout,
+            log_path=self.log_path, pid=pid,
+        )
+
+    def stop(self, *, timeout: float = 20.0) -> int | None:
+        pid = self.running_pid()
+        if pid:
+            terminate(pid=pid, timeout=timeout)
+        return pid
+
+    def healthy(self) -> bool:
+        if not port_accepts(host=self.host, port=self.port):
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/subjects", timeout=5) as response:
+                return isinstance(json.loads(response.read()), list)
+        except Exception:  # noqa: BLE001
+            return False

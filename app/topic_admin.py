@@ -1,0 +1,136 @@
+"""Create the topics of :mod:`app.topic_specs` on a broker and report drift; never delete."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from app.errors import CosmicError
+from app.topic_specs import TopicSpec, all_topic_specs
+
+
+class TopicAdminError(CosmicError):
+    """Talking to the Kafka admin API failed."""
+
+
+@dataclass(kw_only=True)
+class TopicReport:
+    name: str
+    created: bool = False
+    partitions: int | None = None
+    replication_factor: int | None = None
+    configs: dict[str, str] = field(default_factory=dict)
+    drift: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        state = "created" if self.created else ("DRIFT" if self.drift else "ok")
+        text = f"{self.name:<24} {state:<8} partitions={self.partitions} rf={self.replication_factor}"
+        if self.drift:
+            text += "  " + "; ".join(self.drift)
+        return text
+
+
+def full_name(*, spec: TopicSpec, prefix: str) -> str:
+    return f"{prefix}{spec.name}"
+
+
+async def ensure_topics(
+    *, bootstrap: str, replication_factor: int, prefix: str = "",
+    specs: tuple[TopicSpec, ...] | None = None,
+) -> list[TopicReport]:
+    """Create missing topics; for existing ones report partition/config drift without changing them."""
+    specs = specs or all_topic_specs()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        reports: list[TopicReport] = []
+        to_create = [s for s in specs if full_name(spec=s, prefix=prefix) not in existing]
+        for spec in to_create:
+            name = full_name(spec=spec, prefix=prefix)
+            try:
+                response = await admin.create_topics(
+                    [NewTopic(name, spec.partitions, replication_factor, topic_configs=spec.configs())]
+                )
+            except TopicAlreadyExistsError:
+                continue
+            for topic_error in getattr(response, "topic_errors", []):
+                _topic, code, message = topic_error[0], topic_error[1], topic_error[2] if len(topic_error) > 2 else ""
+                if code not in (0, TopicAlreadyExistsError.errno):
+                    raise TopicAdminError(f"creating topic {name} failed: error {code} {message}")
+        names = [full_name(spec=s, prefix=prefix) for s in specs]
+        described = await _describe_when_visible(admin=admin, names=names)
+        created = {full_name(spec=s, prefix=prefix) for s in to_create}
+        for spec in specs:
+            name = full_name(spec=spec, prefix=prefix)
+            report = described[name]
+            report.created = name in created
+            if report.partitions != spec.partitions:
+                report.drift.append(f"partitions {report.partitions} (spec {spec.partitions})")
+            if report.replication_factor != replication_factor:
+                report.drift.append(
+                    f"replication factor {report.replication_factor} (settings {replication_factor})"
+                )
+            for key, want in spec.configs().items():
+                have = report.configs.get(key)
+                if have != want:
+                    report.drift.append(f"{key}={have} (spec {want})")
+            reports.append(report)
+        return reports
+    except KafkaError as exc:
+        raise TopicAdminError(f"Kafka admin request to {bootstrap} failed: {exc!r}") from exc
+    finally:
+        await admin.close()
+
+
+async def describe_topics(*, admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, TopicReport]:
+    """Partitions, replication factor and topic configs of ``names`` as the broker sees them."""
+    reports: dict[str, TopicReport] = {}
+    metadata = await admin.describe_topics(names)
+    for topic in metadata:
+        name = topic["topic"]
+        partitions = topic.get("partitions") or [] if topic.get("error_code", 0) == 0 else []
+        rf = len(partitions[0]["replicas"]) if partitions else None
+        reports[name] = TopicReport(name=name, partitions=len(partitions) or None, replication_factor=rf)
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    for response in await admin.describe_configs(resources):
+        for resource in response.resources:
+            _code, _msg, _type, name, entries = resource[:5]
+            if name in reports:
+                reports[name].configs = {entry[0]: entry[1] for entry in entries}
+    return reports
+
+
+async def _describe_when_visible(
+    *, admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0
+) -> dict[str, TopicReport]:
+    """Describe ``names``, retrying while freshly created topics are not in metadata yet."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await describe_topics(admin=admin, names=names)
+        pending = [n for n in names if n not in described or described[n].partitions is None]
+        if not pending:
+            return described
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicAdminError(f"topics not visible in metadata after {timeout:.0f} s: {pending}")
+        await asyncio.sleep(0.3)
+
+
+async def describe_live(*, bootstrap: str, prefix: str = "") -> list[TopicReport]:
+    """The live state of every spec'd topic that exists (for ``cosmic topics describe``)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        names = [full_name(spec=s, prefix=prefix) for s in all_topic_specs()]
+        present = [n for n in names if n in existing]
+        described = await describe_topics(admin=admin, names=present) if present else {}
+        return [described.get(n, TopicReport(name=n, drift=["missing"])) for n in names]
+    except KafkaError as exc:
+        raise TopicAdminError(f"Kafka admin request to {bootstrap} failed: {exc!r}") from exc
+    finally:
+        await admin.close()

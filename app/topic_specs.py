@@ -1,0 +1,70 @@
+"""Topics as code: name, partitions, retention, cleanup policy and key of every topic (seed 001).
+
+Pure data: :mod:`app.topic_admin` creates and checks them on a broker, :mod:`app.topics`
+declares the Faust topic objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY_MS = 24 * 60 * 60 * 1000
+DLQ_SUFFIX = ".dlq"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+    key: str
+    cleanup_policy: str = "delete"
+    has_dead_letter: bool = True
+    description: str = ""
+
+    def configs(self) -> dict[str, str]:
+        """The topic-level Kafka configs this spec sets (and ``ensure`` checks for drift)."""
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+
+    def dead_letter(self) -> "TopicSpec":
+        """The ``<topic>.dlq`` companion: same partitions, same retention, keyed like its source."""
+        return TopicSpec(
+            name=self.name + DLQ_SUFFIX,
+            partitions=self.partitions,
+            retention_ms=self.retention_ms,
+            key=self.key,
+            has_dead_letter=False,
+            description=f"dead letters of {self.name}: the event plus error, reason and origin",
+        )
+
+
+#: The input topics of seed 001; each has a dead-letter topic ``<name>.dlq``.
+SOURCE_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(name="job-lifecycle", partitions=10, retention_ms=30 * DAY_MS, key="job_id",
+              description="job state changes, keyed by job_id so each job's events stay in order"),
+    TopicSpec(name="job-metrics", partitions=20, retention_ms=30 * DAY_MS, key="job_id",
+              description="resource-usage samples of running jobs"),
+    TopicSpec(name="audit-trail", partitions=5, retention_ms=90 * DAY_MS, key="resource_id",
+              description="who did what to which resource, hash-chained per partition"),
+    TopicSpec(name="notifications", partitions=5, retention_ms=7 * DAY_MS, key="user_id",
+              description="notifications to users"),
+    TopicSpec(name="system-health", partitions=3, retention_ms=7 * DAY_MS, key="component",
+              description="health reports and alerts of workers and components"),
+)
+
+
+def all_topic_specs() -> tuple[TopicSpec, ...]:
+    """Every topic the service needs: the sources and their dead-letter topics."""
+    specs: list[TopicSpec] = []
+    for spec in SOURCE_TOPICS:
+        specs.append(spec)
+        if spec.has_dead_letter:
+            specs.append(spec.dead_letter())
+    return tuple(specs)
+
+
+def spec_by_name(name: str) -> TopicSpec:
+    for spec in all_topic_specs():
+        if spec.name == name:
+            return spec
+    raise KeyError(name)

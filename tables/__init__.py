@@ -1,0 +1,1 @@
+"""Table declarations (RocksDB through rocksdict; memory store in unit tests)."""
