@@ -141,6 +141,7 @@ def worker(ctx: click.Context) -> None:
         )
     except CosmicError as exc:
         _fail(exc)
+    settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     from app.main import app
 
     sys.argv = ["cosmic", "worker", "--loglevel", settings.log_level, *ctx.args]

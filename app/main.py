@@ -15,7 +15,7 @@ def create_app(*, settings: Settings) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=settings.kafka_broker_url,
-        store="rocksdb://",
+        store=settings.store,
         datadir=str(settings.worker_data_dir),
         autodiscover=["agents", "tables", "app.web"],
         origin="app.main",

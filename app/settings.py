@@ -36,6 +36,8 @@ class Settings:
     replication_factor: int = 1
     topic_prefix: str = ""
     log_level: str = "info"
+    #: Faust table store: RocksDB (rocksdict driver) for workers; ``memory://`` in unit tests.
+    store: str = "rocksdb://"
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":

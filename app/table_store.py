@@ -6,6 +6,9 @@ from pathlib import Path
 
 from app.settings import Settings
 
+#: Faust's RocksDB store keeps each partition's changelog offset under this key.
+FAUST_OFFSET_KEY = b"__faust\0offset__"
+
 
 def table_partition_dirs(*, settings: Settings, table: str) -> list[Path]:
     """The ``<table>-<partition>.db`` directories of ``table`` in the worker's data dir."""
@@ -24,7 +27,7 @@ def count_keys(*, settings: Settings, table: str) -> int | None:
     for path in dirs:
         db = rocksdict.Rdict(str(path), access_type=rocksdict.AccessType.read_only(), options=rocksdict.Options(raw_mode=True))
         try:
-            total += sum(1 for _ in db.keys())
+            total += sum(1 for key in db.keys() if key != FAUST_OFFSET_KEY)
         finally:
             db.close()
     return total

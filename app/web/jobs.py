@@ -5,11 +5,12 @@ from __future__ import annotations
 from faust.web import Request, Response, View
 
 from app.main import app
+from app.web.routing import owner_routed
 from tables.job_state import job_state
 
 
 @app.page("/api/jobs/{job_id}")
-@app.table_route(table=job_state, match_info="job_id")
+@owner_routed(table=job_state, match_info="job_id")
 async def get_job(web: View, request: Request, job_id: str) -> Response:
     state = job_state.get(job_id)
     if state is None:

@@ -1,0 +1,114 @@
+"""`cosmic stack up | down | status` as a user runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from app.settings import PROJECT_ROOT
+from app.stack.process import find_marked_pids, port_is_free
+
+
+def _cosmic(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def test_status_of_the_running_stack_names_versions_and_logs(stack):
+    out = _cosmic("stack", "status", env=dict(os.environ))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"kafka            {stack.kafka_version}" in out.stdout
+    assert "rabbitmq" in out.stdout and stack.rabbitmq_version in out.stdout
+    assert out.stdout.count("healthy") == 3
+    assert "log: " in out.stdout
+
+
+def test_up_twice_is_not_an_error(stack):
+    out = _cosmic("stack", "up", env=dict(os.environ))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "kafka: already running" in out.stdout
+    assert "rabbitmq: already running" in out.stdout
+
+
+async def _create_topic(bootstrap: str, name: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            await admin.create_topics([NewTopic(name, 1, 1)])
+        return await admin.list_topics()
+    finally:
+        await admin.close()
+
+
+def test_a_separate_stack_goes_up_twice_keeps_data_and_goes_down_cleanly(tmp_path: Path):
+    """A second stack on its own ports and data dir: up, up again, status, down, up (data kept), down."""
+    env = {
+        **os.environ,
+        "COSMIC_DATA_DIR": str(tmp_path / "data"),
+        "COSMIC_KAFKA_BOOTSTRAP": "127.0.0.1:19192",
+        "COSMIC_RABBITMQ_URL": "amqp://svc:not-guest@127.0.0.1:5772/jobs",
+        "COSMIC_SCHEMA_REGISTRY_URL": "http://127.0.0.1:18181",
+    }
+    ports = [19192, 19193, 5772, 15772, 25772, 18181]
+    stack_root = str(tmp_path / "data" / "stack")
+    try:
+        first = _cosmic("stack", "up", env=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "kafka: up in" in first.stdout and "rabbitmq: up in" in first.stdout
+
+        again = _cosmic("stack", "up", env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "already running" in again.stdout
+
+        status = _cosmic("stack", "status", env=env)
+        assert status.returncode == 0, status.stdout
+        assert "127.0.0.1:19192" in status.stdout and "amqp://127.0.0.1:5772" in status.stdout
+
+        # The URL's user and vhost were created on the private RabbitMQ node.
+        import aio_pika
+
+        async def amqp_roundtrip() -> None:
+            connection = await aio_pika.connect(env["COSMIC_RABBITMQ_URL"], timeout=10)
+            await connection.close()
+
+        asyncio.run(amqp_roundtrip())
+
+        assert "survivor" in asyncio.run(_create_topic("127.0.0.1:19192", "survivor"))
+
+        down = _cosmic("stack", "down", env=env)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert find_marked_pids(marker=stack_root) == []
+        assert all(port_is_free(host="127.0.0.1", port=p) for p in ports)
+        status_down = _cosmic("stack", "status", env=env)
+        assert status_down.returncode != 0
+        assert "DOWN" in status_down.stdout
+
+        # Data survives down/up: the topic is still there.
+        up_again = _cosmic("stack", "up", env=env)
+        assert up_again.returncode == 0, up_again.stdout + up_again.stderr
+        assert "survivor" in asyncio.run(_create_topic("127.0.0.1:19192", "other"))
+    finally:
+        final = _cosmic("stack", "down", env=env)
+        assert final.returncode == 0, final.stdout + final.stderr
+    assert find_marked_pids(marker=stack_root) == []
+    assert all(port_is_free(host="127.0.0.1", port=p) for p in ports)
+
+
+def test_port_taken_by_a_stranger_fails_fast_with_its_name(tmp_path: Path):
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", 0))
+        stranger.listen()
+        port = stranger.getsockname()[1]
+        env = {**os.environ, "COSMIC_DATA_DIR": str(tmp_path / "d"), "COSMIC_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}
+        out = _cosmic("stack", "up", env=env, timeout=60)
+    assert out.returncode != 0
+    assert f"port {port}" in out.stderr and "already in use" in out.stderr

@@ -1,0 +1,66 @@
+"""`cosmic topics ensure | describe` against the real broker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from app.settings import PROJECT_ROOT
+from app.topic_admin import describe_live, ensure_topics
+from app.topic_specs import all_topic_specs
+
+
+def _cosmic(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], env=env, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_ensure_creates_everything_then_changes_nothing(stack, uid):
+    env = {**os.environ, "COSMIC_TOPIC_PREFIX": f"{uid}-"}
+    first = _cosmic("topics", "ensure", env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert f"{len(all_topic_specs())} created, 0 with drift" in first.stdout
+    second = _cosmic("topics", "ensure", env=env)
+    assert second.returncode == 0
+    assert "0 created, 0 with drift" in second.stdout
+    assert "nothing to change" in second.stdout
+    described = _cosmic("topics", "describe", env=env)
+    assert described.returncode == 0
+    assert f"{uid}-job-metrics" in described.stdout and "partitions=20" in described.stdout
+
+
+async def test_live_topics_match_the_spec(stack, uid):
+    prefix = f"{uid}-"
+    await ensure_topics(bootstrap=stack.kafka_bootstrap, replication_factor=1, prefix=prefix)
+    live = {r.name: r for r in await describe_live(bootstrap=stack.kafka_bootstrap, prefix=prefix)}
+    for spec in all_topic_specs():
+        report = live[prefix + spec.name]
+        assert report.partitions == spec.partitions
+        assert report.replication_factor == 1
+        assert report.configs["retention.ms"] == str(spec.retention_ms)
+        assert report.configs["cleanup.policy"] == "delete"
+
+
+async def test_drift_is_reported_and_never_repaired_destructively(stack, uid):
+    prefix = f"{uid}-"
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(f"{prefix}notifications", 2, 1, topic_configs={"retention.ms": "1000"})]
+        )
+    finally:
+        await admin.close()
+    reports = {r.name: r for r in await ensure_topics(bootstrap=stack.kafka_bootstrap, replication_factor=1, prefix=prefix)}
+    drift = reports[f"{prefix}notifications"].drift
+    assert any("partitions 2 (spec 5)" in d for d in drift)
+    assert any("retention.ms=1000" in d for d in drift)
+    assert not reports[f"{prefix}notifications"].created
+    live = {r.name: r for r in await describe_live(bootstrap=stack.kafka_bootstrap, prefix=prefix)}
+    assert live[f"{prefix}notifications"].partitions == 2  # untouched
+    assert live[f"{prefix}notifications"].configs["retention.ms"] == "1000"

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from app.errors import ConfigError
+from app.settings import Settings, redact_url
+
+
+def test_defaults_match_the_documented_local_stack():
+    s = Settings.from_env(environ={})
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.rabbitmq_url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert s.schema_registry_url == "http://127.0.0.1:8081"
+    assert s.web_port == 6066
+    assert s.replication_factor == 1
+
+
+def test_cosmic_variables_override_defaults():
+    s = Settings.from_env(
+        environ={
+            "COSMIC_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+            "COSMIC_WEB_PORT": "7000",
+            "COSMIC_DATA_DIR": "/srv/cosmic",
+            "COSMIC_REPLICATION_FACTOR": "3",
+        }
+    )
+    assert s.kafka_broker_url == "kafka://k1:9092;kafka://k2:9092"
+    assert s.web_port == 7000
+    assert s.data_dir == Path("/srv/cosmic")
+    assert s.worker_data_dir == Path("/srv/cosmic/worker")
+    assert s.replication_factor == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("COSMIC_WEB_PORT", "http"), ("COSMIC_WEB_PORT", "70000"), ("COSMIC_REPLICATION_FACTOR", "0")],
+)
+def test_malformed_values_raise_config_error_naming_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(environ={name: value})
+
+
+def test_passwords_are_redacted_for_logs():
+    s = Settings.from_env(environ={"COSMIC_RABBITMQ_URL": "amqp://svc:s3cret@rabbit:5672/prod"})
+    assert "s3cret" not in s.rabbitmq_url_redacted
+    assert s.rabbitmq_url_redacted == "amqp://svc:***@rabbit:5672/prod"
+    assert redact_url("http://registry:8081") == "http://registry:8081"
