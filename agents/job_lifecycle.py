@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import logging
 
+from app.codecs import utc_ms
 from app.main import app
-from app.models import JobLifecycleEvent
+from app.models import JobEvent
 from app.topics import job_lifecycle_topic
 from tables.job_state import job_state
 
 logger = logging.getLogger(__name__)
 
 
-def apply_event(*, state: dict | None, event: JobLifecycleEvent) -> dict:
+def apply_event(*, state: dict | None, event: JobEvent) -> dict:
     """The job's new state after ``event`` (a pure function of the old state and the event)."""
     new = dict(state or {"job_id": event.job_id, "status": None, "events": 0})
     status = event.status_after()
-    if status is not None:
-        new["status"] = status
-        new.setdefault("timestamps", {})[status] = event.timestamp
-    new["updated_at"] = event.timestamp
+    at = utc_ms(event.timestamp)
+    new["status"] = status
+    new["timestamps"] = {**new.get("timestamps", {}), status: at}
+    new["updated_at"] = at
     new["last_event_id"] = event.event_id
     new["events"] = int(new.get("events", 0)) + 1
     if event.user_id:
         new["user_id"] = event.user_id
-    if event.correlation_id:
-        new["correlation_id"] = event.correlation_id
+    new["correlation_id"] = event.correlation_id
     return new
 
 

@@ -142,10 +142,32 @@ def worker(ctx: click.Context) -> None:
     except CosmicError as exc:
         _fail(exc)
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
-    from app.main import app
+    from app.main import app, codecs
+
+    _warm_up_codecs(codecs=codecs, registry_url=settings.schema_registry_url)
 
     sys.argv = ["cosmic", "worker", "--loglevel", settings.log_level, *ctx.args]
     app.main()
+
+
+def _warm_up_codecs(*, codecs, registry_url: str, timeout: float = 60.0) -> None:  # noqa: ANN001
+    """Register/look up every topic's schema before the worker starts (waits for the registry)."""
+    from app.errors import EventEncodeError, SchemaNotRegisteredError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            ids = codecs.warm_up()
+        except SchemaNotRegisteredError as exc:
+            _fail(exc)
+        except EventEncodeError as exc:
+            if time.monotonic() > deadline:
+                _fail(exc)
+            click.echo(f"waiting for the schema registry at {registry_url}: {exc}", err=True)
+            time.sleep(2)
+            continue
+        click.echo("schemas: " + ", ".join(f"{t}-value={i}" for t, i in ids.items()))
+        return
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -162,6 +184,45 @@ def tables() -> None:
             f"{name:<20} changelog={table.changelog_topic.get_topic_name():<40} "
             f"partitions={table.partitions}  keys={'-' if keys is None else keys}"
         )
+
+
+# -- send ---------------------------------------------------------------------------------
+@main.command("send", help="Validate and publish JSON event(s): an argument, --file, or stdin.")
+@click.argument("event_json", required=False)
+@click.option("--file", "path", type=click.Path(exists=True, dir_okay=False), help="A file with one event or an array.")
+def send(event_json: str | None, path: str | None) -> None:
+    import json
+
+    from app.errors import EventValidationError
+    from app.publisher import EventPublisher
+
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            raw = handle.read()
+    elif event_json and event_json != "-":
+        raw = event_json
+    else:
+        raw = sys.stdin.read()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        click.echo(json.dumps({"error": "malformed JSON", "field": "", "reason": str(exc)}), err=True)
+        sys.exit(2)
+
+    async def publish() -> list[str]:
+        async with EventPublisher(settings=_settings()) as publisher:
+            return await publisher.publish_json(data)
+
+    try:
+        ids = asyncio.run(publish())
+    except EventValidationError as exc:
+        click.echo(json.dumps(exc.to_dict()), err=True)
+        sys.exit(2)
+    except CosmicError as exc:
+        _fail(exc)
+        return
+    for event_id in ids:
+        click.echo(event_id)
 
 
 # -- demo / run ----------------------------------------------------------------------------

@@ -3,58 +3,93 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import time
 import uuid
+from datetime import datetime, timedelta
 
-from aiokafka import AIOKafkaProducer
-
+from app.models import (
+    JobCancelled,
+    JobCompleted,
+    JobEvent,
+    JobFailed,
+    JobQueued,
+    JobStatusChanged,
+    JobSubmitted,
+    MetricsSummary,
+    ResourceRequest,
+    utc_now,
+)
 from app.settings import Settings
 
-LIFECYCLES = (
-    ("JobSubmitted", "JobQueued", "JobStatusChanged:RUNNING", "JobCompleted"),
-    ("JobSubmitted", "JobQueued", "JobStatusChanged:RUNNING", "JobFailed"),
-    ("JobSubmitted", "JobQueued", "JobCancelled"),
-)
+SYSTEMS = ("frontera", "stampede3", "lonestar6")
+JOB_TYPES = ("calibration", "imaging")
 
 
-def lifecycle_events(*, job_id: str, user_id: str, rng: random.Random) -> list[dict]:
-    correlation_id = str(uuid.uuid4())
-    events = []
-    for step in rng.choice(LIFECYCLES):
-        event_type, _, new_status = step.partition(":")
-        events.append(
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_type": event_type,
-                "job_id": job_id,
-                "timestamp": int(time.time() * 1000),
-                "user_id": user_id,
-                "correlation_id": correlation_id,
-                "new_status": new_status,
-            }
+def lifecycle_events(
+    *, job_id: str, user_id: str, rng: random.Random, start: datetime | None = None,
+    outcome: str | None = None,
+) -> list[JobEvent]:
+    """A complete, valid lifecycle of one job: submitted, queued, running, then an outcome."""
+    t = start or utc_now()
+    corr = str(uuid.uuid4())
+    outcome = outcome or rng.choice(("COMPLETED", "COMPLETED", "FAILED", "CANCELLED"))
+
+    def base(name: str, step: int) -> dict:
+        return dict(
+            event_id=str(uuid.uuid4()), event_type=name, timestamp=t + timedelta(milliseconds=step),
+            correlation_id=corr, user_id=user_id, schema_version=1, job_id=job_id,
         )
+
+    events: list[JobEvent] = [
+        JobSubmitted(
+            **base("JobSubmitted", 0), tacc_system=rng.choice(SYSTEMS),
+            resource_request=ResourceRequest(nodes=rng.randint(1, 8), gpus=rng.choice((0, 4, 8)), walltime="02:00:00"),
+            estimated_cost_usd=round(rng.uniform(1, 500), 2), priority=rng.randint(0, 10),
+            job_type=rng.choice(JOB_TYPES),
+        ),
+        JobQueued(**base("JobQueued", 1), queue_name="normal", queue_position=rng.randint(0, 50)),
+        JobStatusChanged(
+            **base("JobStatusChanged", 2), previous_status="QUEUED", new_status="RUNNING",
+            transition_reason="scheduler started the job",
+        ),
+    ]
+    if outcome == "COMPLETED":
+        events.append(
+            JobCompleted(
+                **base("JobCompleted", 3),
+                metrics_summary=MetricsSummary(
+                    execution_time_s=round(rng.uniform(60, 7200), 1), cpu_pct_mean=round(rng.uniform(10, 100), 1),
+                    gpu_pct_mean=round(rng.uniform(0, 100), 1), memory_gb_max=round(rng.uniform(1, 512), 1),
+                ),
+                result_location=f"s3://cosmic-results/{job_id}/",
+            )
+        )
+    elif outcome == "FAILED":
+        events.append(
+            JobFailed(
+                **base("JobFailed", 3), error_code="OOM", error_message="node ran out of memory",
+                retry_count=0, retriable=False,
+            )
+        )
+    else:
+        events.append(JobCancelled(**base("JobCancelled", 3), cancelled_by=user_id, reason="no longer needed"))
     return events
 
 
 async def run_demo(*, settings: Settings, jobs: int | None, interval: float, seed: int | None = None) -> int:
     """Publish ``jobs`` job lifecycles (forever when None), one event every ``interval`` s."""
+    from app.publisher import EventPublisher
+
     rng = random.Random(seed)
-    topic = settings.topic_prefix + "job-lifecycle"
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
     sent = 0
-    try:
+    async with EventPublisher(settings=settings) as publisher:
         n = 0
         while jobs is None or n < jobs:
             n += 1
             job_id = f"demo-job-{uuid.uuid4().hex[:8]}"
             for event in lifecycle_events(job_id=job_id, user_id=f"user-{rng.randint(1, 5)}", rng=rng):
-                await producer.send_and_wait(topic, json.dumps(event).encode(), key=job_id.encode())
+                await publisher.publish(event)
                 sent += 1
                 await asyncio.sleep(interval)
             print(f"demo: job {job_id} published ({sent} events so far)", flush=True)
-    finally:
-        await producer.stop()
     return sent

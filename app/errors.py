@@ -25,3 +25,54 @@ class PortInUseError(StackError):
 
 class RegistryError(CosmicError):
     """The schema registry's storage (its Kafka topic) failed or timed out."""
+
+
+class CodecError(CosmicError):
+    """Base class of encode/decode errors of event payloads."""
+
+
+class EventDecodeError(CodecError):
+    """Bytes on a topic are not Confluent-framed Avro of a known schema.
+
+    ``reason`` is a short machine-readable cause (``not-framed``, ``unknown-schema-id``,
+    ``registry-unavailable``, ``bad-avro``); the pipeline routes such records to the
+    dead-letter topic with it.
+    """
+
+    def __init__(self, message: str, *, reason: str, schema_id: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.schema_id = schema_id
+
+
+class EventEncodeError(CodecError):
+    """An event could not be encoded (not valid for its schema, or schema not registered)."""
+
+
+class SchemaNotRegisteredError(EventEncodeError):
+    """Auto-registration is off and the topic's schema is not registered under its subject."""
+
+
+class EventValidationError(CosmicError):
+    """Untrusted event JSON is not a valid event; the HTTP layer answers 400 with ``to_dict()``.
+
+    ``field`` is the dotted path of the offending field (``resource_request.walltime``; ``""``
+    for the whole body), ``reason`` says what is wrong in words a client can act on, and
+    ``index`` is the event's position in a batch (None for a single event).
+    """
+
+    def __init__(self, *, field: str, reason: str, index: int | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.index = index
+        where = field or "event"
+        if index is not None:
+            where = f"event [{index}]" + (f" field {field}" if field else "")
+        super().__init__(f"invalid event: {where}: {reason}")
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON body of the 400 answer (``index`` only for batch items)."""
+        body: dict[str, object] = {"error": "invalid event", "field": self.field, "reason": self.reason}
+        if self.index is not None:
+            body["index"] = self.index
+        return body

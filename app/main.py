@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import faust
 
+from app.codecs import Codecs
 from app.settings import Settings
 
 settings = Settings.from_env()
+#: The Avro codecs of every topic (Faust codec names ``avro:<topic>``); no I/O until used.
+codecs = Codecs(settings=settings)
+codecs.register_with_faust()
 
 
 def create_app(*, settings: Settings) -> faust.App:

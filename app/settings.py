@@ -38,6 +38,11 @@ class Settings:
     log_level: str = "info"
     #: Faust table store: RocksDB (rocksdict driver) for workers; ``memory://`` in unit tests.
     store: str = "rocksdb://"
+    #: Register the topics' schemas on first use (local default); off in production,
+    #: where schemas are registered by a deploy step and the worker only looks them up.
+    schema_auto_register: bool = True
+    #: Largest ``POST /api/events`` body accepted (bytes); larger bodies get 413.
+    ingest_max_bytes: int = 1_048_576
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":

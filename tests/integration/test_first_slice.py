@@ -3,40 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import random
 import shutil
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaProducer
-
-from app.settings import PROJECT_ROOT
-
-LIFECYCLE = [("JobSubmitted", ""), ("JobQueued", ""), ("JobStatusChanged", "RUNNING"), ("JobCompleted", "")]
+from app.demo import lifecycle_events
+from app.publisher import EventPublisher
+from app.settings import PROJECT_ROOT, Settings
 
 
-async def _produce_lifecycles(*, bootstrap: str, topic: str, jobs: list[str]) -> dict[str, str]:
-    """Each job gets a full lifecycle; returns job_id → last event_id."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
+async def _publish_lifecycles(*, env: dict[str, str], jobs: list[str]) -> dict[str, str]:
+    """Each job gets a full lifecycle (Avro, through the publisher); returns job_id → last event_id."""
+    settings = Settings.from_env(environ=env)
+    rng = random.Random(11)
     last: dict[str, str] = {}
-    try:
-        for step, (event_type, new_status) in enumerate(LIFECYCLE):
-            for job_id in jobs:
-                event_id = str(uuid.uuid4())
-                body = {
-                    "event_id": event_id, "event_type": event_type, "job_id": job_id,
-                    "timestamp": 1_700_000_000_000 + step, "user_id": "u-1",
-                    "correlation_id": f"corr-{job_id}", "new_status": new_status,
-                }
-                await producer.send(topic, json.dumps(body).encode(), key=job_id.encode())
-                last[job_id] = event_id
-        await producer.flush()
-    finally:
-        await producer.stop()
+    async with EventPublisher(settings=settings) as publisher:
+        batch = []
+        for job_id in jobs:
+            events = lifecycle_events(job_id=job_id, user_id="u-1", rng=rng, outcome="COMPLETED")
+            batch += events
+            last[job_id] = events[-1].event_id
+        await publisher.publish_many(batch)
     return last
 
 
@@ -60,9 +50,7 @@ def _wait_for_states(worker, jobs: list[str], *, timeout: float = 90.0) -> dict[
 async def test_events_reach_the_table_and_survive_an_empty_data_dir(worker_factory, worker_env, uid):
     jobs = [f"job-{uid}-{i}" for i in range(40)]
     worker = worker_factory().start()
-    last = await _produce_lifecycles(
-        bootstrap=worker_env["COSMIC_KAFKA_BOOTSTRAP"], topic=f"{uid}-job-lifecycle", jobs=jobs
-    )
+    last = await _publish_lifecycles(env=worker_env, jobs=jobs)
     states = await asyncio.to_thread(_wait_for_states, worker, jobs)
     for job_id in jobs:
         assert states[job_id]["events"] == 4
