@@ -1,40 +1,230 @@
-"""``track_job_lifecycle``: apply each job-lifecycle event to the ``job_state`` table."""
+"""``track_job_lifecycle``: dedupe, validate and apply each job-lifecycle event.
+
+Per event (see :mod:`app.state_machine` for the transition and out-of-order rules):
+dedupe by event_id, decide (apply / park / reject), write ``job_state`` (one value per job,
+fenced by source offset), update the partition's ``job_counts`` and ``active_jobs``
+(fenced likewise), mark the event processed, then emit one AuditRecord per applied
+transition to ``audit-trail`` and a NotificationSent to ``notifications`` on completion,
+failure and retry. Emitted events get deterministic ids (uuid5 of the source event id), so
+a replay after a crash re-emits the same ids and downstream consumers apply them once.
+Rejected events go to ``job-lifecycle.dlq`` with their reason.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import uuid
+from collections import Counter
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
 
 from app.codecs import utc_ms
-from app.main import app
-from app.models import JobEvent
+from app.errors import RejectedEvent
+from app.main import app, codecs, settings
+from app.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
+from app.state_machine import ACTIVE_STATUSES, Transition, decide
+from app.streams import Origin, dead_letter, emit, process_events
 from app.topics import job_lifecycle_topic
+from tables.active_jobs import active_jobs
+from tables.job_counts import job_counts
 from tables.job_state import job_state
+from tables.processed_events import processed_events
 
 logger = logging.getLogger(__name__)
 
+HISTORY_LENGTH = 32
+ID_NAMESPACE = uuid.UUID("6f1c1f2e-2b1d-4b8e-9a57-0c05a1c0de00")
+#: Events recognised as already applied, by how: "duplicate" (same event_id at a new
+#: offset) or "replay" (same offset after a worker restart).
+IDEMPOTENCY_HITS: Counter[str] = Counter()
 
-def apply_event(*, state: dict | None, event: JobEvent) -> dict:
-    """The job's new state after ``event`` (a pure function of the old state and the event)."""
-    new = dict(state or {"job_id": event.job_id, "status": None, "events": 0})
-    status = event.status_after()
-    at = utc_ms(event.timestamp)
-    new["status"] = status
-    new["timestamps"] = {**new.get("timestamps", {}), status: at}
-    new["updated_at"] = at
-    new["last_event_id"] = event.event_id
-    new["events"] = int(new.get("events", 0)) + 1
-    if event.user_id:
-        new["user_id"] = event.user_id
-    new["correlation_id"] = event.correlation_id
-    return new
+
+def derived_id(source_event_id: str, purpose: str) -> str:
+    """A deterministic event id for an effect of ``source_event_id``."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"{purpose}:{source_event_id}"))
+
+
+def _entry(event: JobEvent, origin: Origin) -> dict[str, Any]:
+    """What is stored when an event is parked (enough to apply or dead-letter it later)."""
+    return {
+        "event_id": event.event_id,
+        "at_ms": utc_ms(event.timestamp),
+        "seq": origin.offset,
+        "topic": origin.topic,
+        "partition": origin.partition,
+        "offset": origin.offset,
+        "timestamp_ms": origin.timestamp_ms,
+        "key": base64.b64encode(origin.key or b"").decode(),
+        "value": base64.b64encode(origin.value or b"").decode(),
+    }
+
+
+def _decode_parked(entry: dict[str, Any]) -> tuple[JobEvent, int]:
+    event = codecs.for_topic("job-lifecycle").decode(base64.b64decode(entry["value"]))
+    return event, entry["at_ms"]  # type: ignore[return-value]
+
+
+def _origin_of(entry: dict[str, Any]) -> Origin:
+    return Origin(
+        topic=entry["topic"], partition=entry["partition"], offset=entry["offset"],
+        timestamp_ms=entry.get("timestamp_ms"), key=base64.b64decode(entry["key"]),
+        value=base64.b64decode(entry["value"]),
+    )
+
+
+def _transition_from(data: dict[str, Any]) -> Transition:
+    return Transition(**data)
+
+
+async def handle_job_event(event: JobEvent, origin: Origin) -> None:
+    job_id = event.job_id
+    state = job_state.get(job_id)
+    offset = origin.offset
+    if state is not None and state.get("offset", -1) >= offset:
+        # Handled before a restart: recall what it did instead of deciding again.
+        IDEMPOTENCY_HITS["replay"] += 1
+        record = next((h for h in state.get("history", []) if h["offset"] == offset), None)
+        transitions = [_transition_from(t) for t in record["transitions"]] if record else []
+        rejected = [tuple(r) for r in record["rejected"]] if record else []
+    else:
+        seen = processed_events[event.event_id].current() or any(
+            h["event_id"] == event.event_id for h in (state or {}).get("history", [])
+        )
+        if seen:
+            IDEMPOTENCY_HITS["duplicate"] += 1
+            raise RejectedEvent(f"event {event.event_id} was already applied", reason="duplicate")
+        outcome = decide(
+            state=state, event=event, at_ms=utc_ms(event.timestamp), parked_entry=_entry(event, origin),
+            decode_parked=_decode_parked, max_retries=settings.max_job_retries,
+        )
+        transitions = outcome.transitions
+        rejected = outcome.rejected
+        if outcome.state is not None:
+            new_state = dict(outcome.state)
+            new_state["offset"] = offset
+            history = list(new_state.get("history", []))[-(HISTORY_LENGTH - 1):]
+            history.append(
+                {
+                    "offset": offset,
+                    "event_id": event.event_id,
+                    "transitions": [asdict(t) for t in transitions],
+                    "rejected": [list(r) for r in rejected],
+                }
+            )
+            new_state["history"] = history
+            job_state[job_id] = new_state
+            state = new_state
+    user_id = (state or {}).get("user_id")
+    if transitions:
+        _update_counts(partition=origin.partition, offset=offset, transitions=transitions)
+        _update_active(partition=origin.partition, offset=offset, user_id=user_id, job_id=job_id,
+                       status=transitions[-1].to_status)
+    own_rejection = next(((r, m) for e, r, m in rejected if e["offset"] == offset), None)
+    if own_rejection is None:
+        processed_events[event.event_id] = 1  # applied or parked: never apply it again
+    for transition in transitions:
+        await emit(_audit_record(job_id=job_id, user_id=user_id, transition=transition, event=event))
+        notification = _notification(job_id=job_id, user_id=user_id, transition=transition, state=state)
+        if notification is not None:
+            await emit(notification)
+    for entry, reason, message in rejected:
+        if entry["offset"] != offset:  # parked earlier, rejected now
+            await dead_letter(origin=_origin_of(entry), reason=reason,
+                              error=RejectedEvent(message, reason=reason), attempts=1)
+    if own_rejection is not None:
+        reason, message = own_rejection
+        raise RejectedEvent(message, reason=reason)
+
+
+def _update_counts(*, partition: int, offset: int, transitions: list[Transition]) -> None:
+    key = str(partition)
+    current = job_counts.get(key) or {"offset": -1, "counts": {}}
+    if current["offset"] >= offset:
+        return
+    counts = dict(current["counts"])
+    for t in transitions:
+        if t.from_status:
+            counts[t.from_status] = counts.get(t.from_status, 0) - 1
+        counts[t.to_status] = counts.get(t.to_status, 0) + 1
+    job_counts[key] = {"offset": offset, "counts": counts}
+
+
+def _update_active(*, partition: int, offset: int, user_id: str | None, job_id: str, status: str) -> None:
+    key = f"{partition}/{user_id or '-'}"
+    current = active_jobs.get(key) or {"offset": -1, "jobs": []}
+    if current["offset"] >= offset:
+        return
+    jobs = set(current["jobs"])
+    if status in ACTIVE_STATUSES:
+        jobs.add(job_id)
+    else:
+        jobs.discard(job_id)
+    active_jobs[key] = {"offset": offset, "jobs": sorted(jobs)}
+
+
+def _moment(at_ms: int) -> datetime:
+    return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
+
+
+def _audit_record(*, job_id: str, user_id: str | None, transition: Transition, event: JobEvent) -> AuditRecord:
+    actor = user_id or "system"
+    if isinstance(event, JobCancelled) and event.event_id == transition.event_id:
+        actor = event.cancelled_by
+    return AuditRecord(
+        event_id=derived_id(transition.event_id, "audit"),
+        event_type="AuditRecord",
+        timestamp=_moment(transition.at_ms),
+        correlation_id=event.correlation_id,
+        user_id=user_id,
+        schema_version=1,
+        action="job.transition",
+        actor=actor,
+        resource_type="job",
+        resource_id=job_id,
+        outcome="SUCCESS",
+        before=json.dumps({"status": transition.from_status}),
+        after=json.dumps({"status": transition.to_status, "retry_count": transition.retry_count}),
+        source_event_id=transition.event_id,
+    )
+
+
+def _notification(
+    *, job_id: str, user_id: str | None, transition: Transition, state: dict[str, Any] | None
+) -> NotificationSent | None:
+    if not user_id:
+        return None
+    if transition.is_retry:
+        severity, title = "WARNING", f"Job {job_id} is being retried (attempt {transition.retry_count + 1})"
+    elif transition.to_status == "COMPLETED":
+        severity, title = "INFO", f"Job {job_id} completed"
+    elif transition.to_status == "FAILED":
+        severity, title = "ERROR", f"Job {job_id} failed"
+    else:
+        return None
+    error = (state or {}).get("last_error") or {}
+    body = title if transition.to_status != "FAILED" else f"{title}: {error.get('code', '')} {error.get('message', '')}".strip()
+    nid = derived_id(transition.event_id, "notification")
+    return NotificationSent(
+        event_id=nid,
+        event_type="NotificationSent",
+        timestamp=_moment(transition.at_ms),
+        correlation_id=(state or {}).get("correlation_id") or nid,
+        user_id=user_id,
+        schema_version=1,
+        notification_id=nid,
+        channel="WEBSOCKET",
+        severity=severity,
+        title=title,
+        body=body,
+        job_id=job_id,
+    )
 
 
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight event.
 @app.agent(job_lifecycle_topic, concurrency=1)
-async def track_job_lifecycle(events):
-    async for event in events:
-        try:
-            job_state[event.job_id] = apply_event(state=job_state.get(event.job_id), event=event)
-        except Exception:  # noqa: BLE001 - one bad event must not stop the agent
-            logger.exception("job-lifecycle event %s of job %s not applied", event.event_id, event.job_id)
-        yield event.event_id
+async def track_job_lifecycle(stream):
+    async for result in process_events(stream, topic="job-lifecycle", handler=handle_job_event):
+        yield result

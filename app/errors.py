@@ -76,3 +76,18 @@ class EventValidationError(CosmicError):
         if self.index is not None:
             body["index"] = self.index
         return body
+
+
+class RetriableError(CosmicError):
+    """A transient failure (broker, registry or webhook unavailable): retry with backoff."""
+
+
+class RejectedEvent(CosmicError):
+    """An event that is not applied by design (invalid transition, unknown job, duplicate…).
+
+    ``reason`` is a short machine-readable code; the event goes to the dead-letter topic.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -43,6 +43,13 @@ class Settings:
     schema_auto_register: bool = True
     #: Largest ``POST /api/events`` body accepted (bytes); larger bodies get 413.
     ingest_max_bytes: int = 1_048_576
+    #: Attempts for an event whose handler hits a retriable error (broker or webhook down)
+    #: before it is dead-lettered; backoff doubles from 0.5 s, capped at 8 s.
+    max_attempts: int = 5
+    #: A retriable FAILED job may go back to QUEUED this many times.
+    max_job_retries: int = 3
+    #: How long processed event ids are remembered for deduplication (hours).
+    dedupe_window_hours: int = 168
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":

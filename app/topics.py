@@ -1,28 +1,18 @@
-"""The Faust topic objects of the service, named from :mod:`app.topic_specs` plus the
-settings' ``topic_prefix`` (empty in production; a uuid in tests). Values are Confluent
-Avro (codec ``avro:<topic>``); the value type is left to the codec, which names the event
-class of each record (several event types share a topic)."""
+"""The Faust topic objects the agents consume: raw bytes, decoded inside the agent (see
+:mod:`app.streams`), named from :mod:`app.topic_specs` plus ``COSMIC_TOPIC_PREFIX``."""
 
 from __future__ import annotations
 
-from app.codecs import codec_name
-from app.main import app, settings
+from app.streams import raw_topic
 from app.topic_specs import spec_by_name
 
 
-def full_topic_name(topic: str) -> str:
-    return settings.topic_prefix + topic
+def _topic(name: str):  # noqa: ANN202
+    return raw_topic(name, partitions=spec_by_name(name).partitions)
 
 
-def _avro_topic(topic: str):  # noqa: ANN202 - faust.TopicT
-    return app.topic(
-        full_topic_name(topic),
-        key_type=str,
-        key_serializer="raw",
-        value_type=None,
-        value_serializer=codec_name(topic),
-        partitions=spec_by_name(topic).partitions,
-    )
-
-
-job_lifecycle_topic = _avro_topic("job-lifecycle")
+job_lifecycle_topic = _topic("job-lifecycle")
+audit_trail_topic = _topic("audit-trail")
+notifications_topic = _topic("notifications")
+job_metrics_topic = _topic("job-metrics")
+system_health_topic = _topic("system-health")

@@ -1,4 +1,11 @@
-"""``job_state``: job_id → the job's current state, partitioned like ``job-lifecycle``."""
+"""``job_state``: job_id → everything about one job, in ONE value (one changelog record per
+event, so a crash can never persist half of an event's effect on a job):
+
+status, per-status timestamps, retry_count, user_id, job_type, last_event_id,
+correlation_id, ``parked`` (early events waiting for a predecessor), ``offset`` (the last
+source offset handled: the replay fence) and ``history`` (the last events handled, with the
+transitions they caused, so a replay re-emits the same side effects).
+"""
 
 from __future__ import annotations
 
@@ -10,5 +17,5 @@ job_state = app.Table(
     default=None,
     key_type=str,
     partitions=spec_by_name("job-lifecycle").partitions,
-    help="job_id -> {status, updated_at, last_event_id, user_id, correlation_id, events}",
+    help="job_id -> job state (see tables/job_state.py)",
 )

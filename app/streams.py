@@ -1,0 +1,145 @@
+"""What every agent shares: raw consumption, decoding, emitting events, and dead letters.
+
+Agents consume *raw bytes* and decode inside :func:`process_events`, so bytes that are not
+our Avro (or name an unknown schema id) become dead letters instead of crashing the agent.
+Per event, a handler either succeeds, raises :class:`RejectedEvent` (dead-lettered with
+its reason), raises :class:`RetriableError` (retried with backoff, then dead-lettered), or
+raises anything else (dead-lettered as ``error``). The agent always keeps consuming.
+
+Dead letters go to ``<topic>.dlq`` with the original key and value bytes untouched (so a
+re-drive is lossless) and headers naming the reason, error class, message, stack trace,
+the original topic/partition/offset/timestamp, and the attempt count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import traceback
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from app.errors import EventDecodeError, RejectedEvent, RetriableError
+from app.main import app, codecs, settings
+from app.models import EventBase
+from app.publisher import prepare_record
+from app.topic_specs import DLQ_SUFFIX
+
+logger = logging.getLogger(__name__)
+
+#: Dead letters and duplicates by (source topic, reason), for health and /metrics.
+DLQ_COUNTS: Counter[tuple[str, str]] = Counter()
+
+DLQ_HEADERS = (
+    "dlq.reason", "dlq.error_class", "dlq.error_message", "dlq.stack_trace", "dlq.topic",
+    "dlq.partition", "dlq.offset", "dlq.timestamp", "dlq.attempts", "dlq.dead_lettered_at",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Origin:
+    """Where an event came from."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def raw_topic(name: str, *, partitions: int):  # noqa: ANN201 - faust TopicT
+    """A Faust topic of raw bytes (keys and values); decoding happens in the agent."""
+    return app.topic(
+        settings.topic_prefix + name, key_type=bytes, value_type=bytes,
+        key_serializer="raw", value_serializer="raw", partitions=partitions,
+    )
+
+
+async def emit(event: EventBase) -> None:
+    """Produce ``event`` through the worker's producer, exactly like every ingest path."""
+    record = prepare_record(event=event, codecs=codecs, topic_prefix=settings.topic_prefix)
+    await app.producer.send_and_wait(
+        record.topic, record.key, record.value, None, record.timestamp_ms / 1000.0, list(record.headers)
+    )
+
+
+async def dead_letter(*, origin: Origin, reason: str, error: BaseException | None, attempts: int) -> None:
+    """Send the original record to ``<topic>.dlq`` with why and where it came from."""
+    headers = list(origin.headers) + [
+        ("dlq.reason", reason.encode()),
+        ("dlq.error_class", type(error).__name__.encode() if error else b""),
+        ("dlq.error_message", str(error).encode()[:4096] if error else b""),
+        ("dlq.stack_trace", "".join(traceback.format_exception(error)).encode()[-8192:] if error else b""),
+        ("dlq.topic", origin.topic.encode()),
+        ("dlq.partition", str(origin.partition).encode()),
+        ("dlq.offset", str(origin.offset).encode()),
+        ("dlq.timestamp", str(origin.timestamp_ms or "").encode()),
+        ("dlq.attempts", str(attempts).encode()),
+        ("dlq.dead_lettered_at", str(int(time.time() * 1000)).encode()),
+    ]
+    await app.producer.send_and_wait(
+        origin.topic + DLQ_SUFFIX, origin.key, origin.value, origin.partition, None, headers
+    )
+    DLQ_COUNTS[(_unprefixed(origin.topic), reason)] += 1
+    logger.warning(
+        "dead-lettered %s[%s]@%s: %s%s", origin.topic, origin.partition, origin.offset, reason,
+        f" ({type(error).__name__}: {error})" if error else "",
+    )
+
+
+def _unprefixed(topic: str) -> str:
+    prefix = settings.topic_prefix
+    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+
+
+def backoff_delay(attempt: int) -> float:
+    """0.5, 1, 2, 4, 8, 8 … seconds before attempt ``attempt + 1``."""
+    return min(0.5 * 2 ** (attempt - 1), 8.0)
+
+
+Handler = Callable[[EventBase, Origin], Awaitable[Any]]
+
+
+async def handle_one(*, topic: str, origin: Origin, handler: Handler) -> bool:
+    """Decode and handle one record; dead-letter on failure. True if the handler succeeded."""
+    try:
+        event = codecs.for_topic(topic).decode(origin.value or b"")
+    except EventDecodeError as exc:
+        await dead_letter(origin=origin, reason=f"undecodable:{exc.reason}", error=exc, attempts=1)
+        return False
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await handler(event, origin)
+            return True
+        except RejectedEvent as exc:
+            await dead_letter(origin=origin, reason=exc.reason, error=exc, attempts=attempt)
+            return False
+        except RetriableError as exc:
+            if attempt >= settings.max_attempts:
+                await dead_letter(origin=origin, reason="retries-exhausted", error=exc, attempts=attempt)
+                return False
+            logger.info("retriable error on %s@%s (attempt %d): %s", origin.topic, origin.offset, attempt, exc)
+            await asyncio.sleep(backoff_delay(attempt))
+        except Exception as exc:  # noqa: BLE001 - one bad event must never stop the agent
+            logger.exception("handler failed on %s[%s]@%s", origin.topic, origin.partition, origin.offset)
+            await dead_letter(origin=origin, reason="error", error=exc, attempts=attempt)
+            return False
+
+
+async def process_events(stream, *, topic: str, handler: Handler):  # noqa: ANN001, ANN201
+    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name); yields event ids."""
+    async for event in stream.events():
+        message = event.message
+        origin = Origin(
+            topic=message.topic, partition=message.partition, offset=message.offset,
+            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+            key=message.key, value=message.value, headers=tuple(message.headers or ()),
+        )
+        ok = await handle_one(topic=topic, origin=origin, handler=handler)
+        yield (origin.offset, ok)

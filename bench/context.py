@@ -1,0 +1,120 @@
+"""What every section gets: isolated settings (own topic prefix and app id), sizes, helpers."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+from app.codecs import Codecs
+from app.demo import lifecycle_events
+from app.models import JobEvent
+from app.settings import Settings
+
+T = TypeVar("T")
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be taken (the run fails; no report is written)."""
+
+
+@dataclass(kw_only=True)
+class BenchContext:
+    """Shared by the sections of one run; ``settings`` carry the run's own prefix and app id."""
+
+    settings: Settings
+    run_id: str
+    quick: bool
+    events: int
+    codec_repetitions: int
+    ingest_repetitions: int
+    batch_size: int
+    http_concurrency: int
+    workdir: Path
+    log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr, flush=True))
+    _codecs: Codecs | None = None
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.settings.topic_prefix
+
+    @property
+    def codecs(self) -> Codecs:
+        """One Codecs for the run (schemas registered under the run's prefixed subjects)."""
+        if self._codecs is None:
+            self._codecs = Codecs(settings=self.settings)
+        return self._codecs
+
+
+def make_events(n: int, *, seed: int = 7) -> list[JobEvent]:
+    """``n`` valid job-lifecycle events: whole lifecycles (submitted, queued, running, outcome)
+    of fresh jobs, so the mix is ~25 % each of JobSubmitted, JobQueued, JobStatusChanged and an
+    outcome (JobCompleted / JobFailed / JobCancelled). New event ids on every call."""
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    events: list[JobEvent] = []
+    job = 0
+    while len(events) < n:
+        job += 1
+        events.extend(
+            lifecycle_events(job_id=f"bench-{run}-{job}", user_id=f"user-{rng.randint(1, 50)}", rng=rng)
+        )
+    return events[:n]
+
+
+def event_mix(events: Sequence[Any]) -> dict[str, int]:
+    mix: dict[str, int] = {}
+    for event in events:
+        mix[event.event_type] = mix.get(event.event_type, 0) + 1
+    return dict(sorted(mix.items()))
+
+
+def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    """Seconds ``fn()`` took (perf_counter)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def figure(*, label: str, unit: str, runs: Sequence[float], digits: int = 1) -> dict[str, Any]:
+    """One reported number: the median of ``runs``, with the runs and their range kept."""
+    if not runs:
+        raise BenchError(f"no runs for {label}")
+    return {
+        "label": label,
+        "unit": unit,
+        "value": round(statistics.median(runs), digits),
+        "min": round(min(runs), digits),
+        "max": round(max(runs), digits),
+        "runs": [round(r, digits) for r in runs],
+        "repetitions": len(runs),
+    }
+
+
+def ratio(*, label: str, numerator: dict[str, Any], denominator: dict[str, Any]) -> dict[str, Any]:
+    """A ratio of two figures' medians (unitless; the unit field says what over what)."""
+    value = numerator["value"] / denominator["value"]
+    return {"label": label, "unit": "ratio", "value": round(value, 3), "repetitions": 1}
+
+
+def fmt(value: float, unit: str) -> str:
+    """A figure with its unit, formatted for the report."""
+    if unit == "ratio":
+        return f"{value:.2f} × ({value * 100:.0f} %)"
+    if unit == "events/s":
+        return f"{value:,.0f} events/s"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit in ("bytes/event", "events"):
+        return f"{value:,.0f} {unit}"
+    return f"{value:,.1f} {unit}"

@@ -1,0 +1,147 @@
+"""Ingest: POST /api/events, the Python publisher and `cosmic send` against a real worker and broker."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+import subprocess
+import sys
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from app.demo import lifecycle_events
+from app.publisher import EventPublisher
+from app.settings import PROJECT_ROOT, Settings
+from app.validation import event_to_json
+
+
+def _valid_events(job_id: str) -> list[dict]:
+    return [event_to_json(e) for e in lifecycle_events(job_id=job_id, user_id="frank", rng=random.Random(9), outcome="COMPLETED")]
+
+
+async def _records(*, bootstrap: str, topic: str) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out = []
+        for tp in partitions:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                out.extend(batch.get(tp, []))
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict | None = None):
+    async with session.post(url, data=body, headers={"Content-Type": "application/json", **(headers or {})}) as r:
+        return r.status, await r.json(content_type=None)
+
+
+async def test_post_accepts_one_event_or_a_batch_and_rejects_bad_input_naming_the_field(worker_factory, worker_env, uid):
+    worker = await asyncio.to_thread(worker_factory().start)
+    url = f"{worker.base_url}/api/events"
+    topic = f"{uid}-job-lifecycle"
+    events = _valid_events(f"job-{uid}")
+    async with aiohttp.ClientSession() as session:
+        status, body = await _post(session, url, json.dumps(events[0]).encode())
+        assert status == 202, body
+        assert body["accepted"] == 1 and body["event_ids"] == [events[0]["event_id"]]
+
+        status, body = await _post(session, url, json.dumps(events[1:]).encode())
+        assert status == 202 and body["event_ids"] == [e["event_id"] for e in events[1:]]
+
+        bad_cases = {
+            "malformed JSON": (b'{"event_type": "JobQueued",', ""),
+            "unknown event_type": ({**events[1], "event_type": "JobExploded"}, "event_type"),
+            "missing field": ({k: v for k, v in events[1].items() if k != "queue_name"}, "queue_name"),
+            "mistyped field": ({**events[0], "priority": "high"}, "priority"),
+            "mistyped nested field": (
+                {**events[0], "resource_request": {**events[0]["resource_request"], "nodes": "four"}},
+                "resource_request.nodes",
+            ),
+            "bad uuid": ({**events[1], "event_id": "not-a-uuid"}, "event_id"),
+            "timestamp too far in the future": ({**events[1], "timestamp": "2999-01-01T00:00:00Z"}, "timestamp"),
+            "timestamp before 2000": ({**events[1], "timestamp": 86_400_000}, "timestamp"),
+            "unknown field": ({**events[1], "queue_nmae": "typo"}, "queue_nmae"),
+        }
+        for name, (payload, field) in bad_cases.items():
+            raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            status, body = await _post(session, url, raw)
+            assert status == 400, (name, body)
+            assert body["field"] == field, (name, body)
+            assert body["reason"], name
+
+        # A batch is all-or-nothing and names the failing item.
+        batch = [dict(e, event_id=None) for e in copy.deepcopy(events)]
+        for item in batch:
+            item.pop("event_id")
+        batch[2]["new_status"] = "EXPLODED"
+        status, body = await _post(session, url, json.dumps(batch).encode())
+        assert status == 400 and body["index"] == 2 and body["field"] == "new_status", body
+
+        # Over the documented size → 413, nothing read past the limit.
+        limit = Settings.from_env(environ=worker_env).ingest_max_bytes
+        status, body = await _post(session, url, b"[" + b" " * limit + b"]")
+        assert status == 413 and body["limit_bytes"] == limit
+
+        # The correlation id of the request reaches events that carry none.
+        fresh = _valid_events(f"job-{uid}-corr")[0]
+        fresh.pop("correlation_id")
+        status, body = await _post(session, url, json.dumps(fresh).encode(), {"X-Correlation-ID": f"req-{uid}"})
+        assert status == 202 and body["correlation_ids"] == [f"req-{uid}"]
+
+    records = await _records(bootstrap=worker_env["COSMIC_KAFKA_BOOTSTRAP"], topic=topic)
+    produced = {dict(r.headers)["event_id"].decode() for r in records}
+    assert produced == {e["event_id"] for e in events} | {fresh["event_id"]}, "a rejected event was produced"
+
+
+async def test_the_three_ingest_paths_produce_the_same_bytes(worker_factory, worker_env, uid):
+    worker = await asyncio.to_thread(worker_factory().start)
+    event = _valid_events(f"job-{uid}")[0]
+    body = json.dumps(event)
+
+    async with aiohttp.ClientSession() as session:
+        status, answer = await _post(session, f"{worker.base_url}/api/events", body.encode())
+        assert status == 202, answer
+    async with EventPublisher(settings=Settings.from_env(environ=worker_env)) as publisher:
+        assert await publisher.publish_json(json.loads(body)) == [event["event_id"]]
+    sent = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "app.cli", "send", body], env=worker_env, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.split() == [event["event_id"]]
+
+    records = await _records(bootstrap=worker_env["COSMIC_KAFKA_BOOTSTRAP"], topic=f"{uid}-job-lifecycle")
+    assert len(records) == 3
+    assert len({r.value for r in records}) == 1, "the three paths wrote different bytes"
+    assert len({r.key for r in records}) == 1 and records[0].key == f"job-{uid}".encode()
+    assert len({r.timestamp for r in records}) == 1
+    assert len({r.partition for r in records}) == 1
+
+
+def test_cosmic_send_rejects_bad_input_with_the_field_and_exit_2(stack, uid):
+    env = {**__import__("os").environ, "COSMIC_TOPIC_PREFIX": f"{uid}-"}
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "send", json.dumps({"event_type": "JobQueued", "job_id": "j"})],
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2
+    error = json.loads(out.stderr.strip().splitlines()[-1])
+    assert error["field"] == "queue_name"
+    out = subprocess.run(
+        [sys.executable, "-m", "app.cli", "send", "{not json"], env=env, cwd=PROJECT_ROOT,
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2 and "malformed JSON" in out.stderr

@@ -1,0 +1,71 @@
+"""Unit-test fixtures: the app's codecs on an in-memory registry, captured emits and dead letters."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class MemoryRegistryClient:
+    """Just the registry calls the codec makes, with Confluent's id semantics."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[int, object] = {}
+        self.subjects: dict[str, dict[str, int]] = {}
+        self.calls = 0
+
+    def register(self, subject, schema, schema_type="AVRO"):  # noqa: ANN001
+        self.calls += 1
+        text = str(schema)
+        for sid, known in self.by_id.items():
+            if str(known) == text:
+                break
+        else:
+            sid = len(self.by_id) + 1
+            self.by_id[sid] = schema
+        self.subjects.setdefault(subject, {})[text] = sid
+        return sid
+
+    def check_version(self, subject, schema, schema_type="AVRO"):  # noqa: ANN001
+        sid = self.subjects.get(subject, {}).get(str(schema))
+        return None if sid is None else type("Found", (), {"schema_id": sid})()
+
+    def get_by_id(self, schema_id):  # noqa: ANN001
+        self.calls += 1
+        return self.by_id.get(schema_id)
+
+
+@pytest.fixture
+def memory_registry(monkeypatch):
+    """Point every codec of the app at an in-memory registry client."""
+    from app.main import codecs
+
+    client = MemoryRegistryClient()
+    for codec in codecs.by_topic.values():
+        monkeypatch.setattr(codec, "client", client)
+        monkeypatch.setattr(codec.serializer, "schemaregistry_client", client)
+        monkeypatch.setattr(codec, "_writer_id", None)
+        codec.serializer.id_to_decoder_func.clear()
+        codec.serializer.id_to_writers.clear()
+    return client
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Record what agents emit and dead-letter instead of producing to Kafka."""
+    import app.streams
+
+    sent: dict[str, list] = {"emitted": [], "dead": []}
+
+    async def fake_emit(event):  # noqa: ANN001
+        sent["emitted"].append(event)
+
+    async def fake_dead_letter(*, origin, reason, error, attempts):  # noqa: ANN001
+        sent["dead"].append((origin, reason, attempts))
+
+    monkeypatch.setattr(app.streams, "emit", fake_emit)
+    monkeypatch.setattr(app.streams, "dead_letter", fake_dead_letter)
+    import agents.job_lifecycle
+
+    monkeypatch.setattr(agents.job_lifecycle, "emit", fake_emit)
+    monkeypatch.setattr(agents.job_lifecycle, "dead_letter", fake_dead_letter)
+    return sent
