@@ -125,11 +125,14 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
     own_rejection = next(((r, m) for e, r, m in rejected if e["offset"] == offset), None)
     if own_rejection is None:
         processed_events[event.event_id] = 1  # applied or parked: never apply it again
+    effects = []
     for transition in transitions:
-        await emit(_audit_record(job_id=job_id, user_id=user_id, transition=transition, event=event))
+        effects.append(_audit_record(job_id=job_id, user_id=user_id, transition=transition, event=event))
         notification = _notification(job_id=job_id, user_id=user_id, transition=transition, state=state)
         if notification is not None:
-            await emit(notification)
+            effects.append(notification)
+    if effects:
+        await emit(*effects)
     for entry, reason, message in rejected:
         if entry["offset"] != offset:  # parked earlier, rejected now
             await dead_letter(origin=_origin_of(entry), reason=reason,

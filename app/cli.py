@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import click
@@ -23,6 +24,12 @@ def _settings() -> Settings:
 def _fail(exc: Exception) -> None:
     click.echo(f"error: {exc}", err=True)
     sys.exit(1)
+
+
+MODE = click.option(
+    "--mode", type=click.Choice(["auto", "online", "offline"]), default="auto", show_default=True,
+    help="online: the running worker's API; offline: its data dir, read-only; auto: online if a worker answers.",
+)
 
 
 @click.group(help="Cosmic Horizons events: local stack, worker, topics and tables.")
@@ -171,18 +178,27 @@ def _warm_up_codecs(*, codecs, registry_url: str, timeout: float = 60.0) -> None
 
 
 # -- tables --------------------------------------------------------------------------------
-@main.command("tables", help="The app's tables: name, changelog topic, partitions, keys on disk.")
-def tables() -> None:
+@main.command("tables", help="The app's tables: name, changelog topic, partitions, keys.")
+@MODE
+def tables(mode: str) -> None:
+    import json
+
+    settings = _settings()
+    answer = _online(settings, "/api/tables", mode)
+    if answer is not None and answer[0] == 200:
+        for row in json.loads(answer[1])["tables"]:
+            click.echo(f"{row['name']:<24} changelog={row['changelog']:<48} partitions={row['partitions']}  "
+                       f"keys={row['keys']}  (worker)")
+        return
     from app.main import app
     from app.table_store import count_keys
 
     app.discover()
-    settings = _settings()
     for name, table in sorted(app.tables.items()):
         keys = count_keys(settings=settings, table=name)
         click.echo(
-            f"{name:<20} changelog={table.changelog_topic.get_topic_name():<40} "
-            f"partitions={table.partitions}  keys={'-' if keys is None else keys}"
+            f"{name:<24} changelog={table.changelog_topic.get_topic_name():<48} "
+            f"partitions={table.partitions}  keys={'-' if keys is None else keys}  (disk)"
         )
 
 
@@ -223,6 +239,183 @@ def send(event_json: str | None, path: str | None) -> None:
         return
     for event_id in ids:
         click.echo(event_id)
+
+
+# -- table inspection ----------------------------------------------------------------------
+def _operator_token(settings: Settings) -> str | None:
+    token = os.environ.get("COSMIC_OPERATOR_TOKEN")
+    if token:
+        return token
+    if settings.jwt_secret:
+        from app.auth import mint_token
+
+        return mint_token(settings=settings, sub="cosmic-cli", role=settings.jwt_operator_role, ttl_s=300)
+    return None
+
+
+def _worker_get(settings: Settings, path: str) -> tuple[int, bytes] | None:
+    """GET the local worker's API as an operator; None when no worker answers."""
+    request = urllib.request.Request(f"http://{settings.web_host}:{settings.web_port}{path}")
+    token = _operator_token(settings)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return None
+
+
+def _online(settings: Settings, path: str, mode: str) -> tuple[int, bytes] | None:
+    if mode == "offline":
+        return None
+    answer = _worker_get(settings, path)
+    if answer is None and mode == "online":
+        _fail(CosmicError(f"no worker answers on {settings.web_host}:{settings.web_port}"))
+    if answer is not None and answer[0] in (401, 403):
+        _fail(CosmicError(f"the worker refused: {answer[1].decode(errors='replace')} "
+                          "(set COSMIC_OPERATOR_TOKEN, or COSMIC_JWT_SECRET to mint one)"))
+    return answer
+
+
+@main.group("table", help="Read one table: `get NAME KEY`, `dump NAME`.")
+def table_group() -> None:
+    pass
+
+
+@table_group.command("get")
+@click.argument("name")
+@click.argument("key")
+@MODE
+def table_get(name: str, key: str, mode: str) -> None:
+    import json
+    from urllib.parse import quote
+
+    from app import table_store
+
+    settings = _settings()
+    answer = _online(settings, f"/api/tables/{quote(name)}/keys/{quote(key, safe='')}", mode)
+    if answer is not None:
+        status, body = answer
+        click.echo(body.decode())
+        sys.exit(0 if status == 200 else 1)
+    try:
+        value = table_store.get(settings=settings, table=name, key=key)
+    except KeyError:
+        click.echo(json.dumps({"error": "key not found", "table": name, "key": key}))
+        sys.exit(1)
+    except CosmicError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps({"key": key, "value": value}))
+
+
+@table_group.command("dump")
+@click.argument("name")
+@click.option("--prefix", default="", help="Only keys starting with this.")
+@click.option("--limit", type=int, default=None)
+@MODE
+def table_dump(name: str, prefix: str, limit: int | None, mode: str) -> None:
+    import json
+    from urllib.parse import quote, urlencode
+
+    from app import table_store
+
+    settings = _settings()
+    query = urlencode({"prefix": prefix, **({"limit": limit} if limit else {})})
+    answer = _online(settings, f"/api/tables/{quote(name)}?{query}", mode)
+    if answer is not None:
+        status, body = answer
+        click.echo(body.decode(), nl=False)
+        sys.exit(0 if status == 200 else 1)
+    try:
+        for item in table_store.dump(settings=settings, table=name, prefix=prefix, limit=limit):
+            click.echo(json.dumps(item))
+    except CosmicError as exc:
+        _fail(exc)
+
+
+# -- dead letters --------------------------------------------------------------------------
+@main.group("dlq", help="The Kafka dead-letter topics: list, show, redrive.")
+def dlq_group() -> None:
+    pass
+
+
+@dlq_group.command("list", help="Every dead-letter topic with its record count by reason.")
+def dlq_list() -> None:
+    from app.dlq import summary
+
+    try:
+        rows = asyncio.run(summary(settings=_settings()))
+    except CosmicError as exc:
+        _fail(exc)
+        return
+    for row in rows:
+        reasons = ", ".join(f"{k}={v}" for k, v in row["by_reason"].items()) or "-"
+        click.echo(f"{row['topic']:<28} {row['records']:>8}  {reasons}")
+
+
+@dlq_group.command("show", help="Dead letters of TOPIC as JSON lines (decoded event when possible).")
+@click.argument("topic")
+@click.option("--reason", default=None)
+@click.option("--limit", type=int, default=20, show_default=True)
+def dlq_show(topic: str, reason: str | None, limit: int) -> None:
+    import json
+
+    from app.dlq import show
+
+    try:
+        for entry in asyncio.run(show(settings=_settings(), topic=topic, reason=reason, limit=limit)):
+            click.echo(json.dumps(entry))
+    except CosmicError as exc:
+        _fail(exc)
+
+
+@dlq_group.command("redrive", help="Send dead letters of TOPIC back to their source topic (each once).")
+@click.argument("topic")
+@click.option("--reason", default=None, help="Only records dead-lettered for this reason.")
+@click.option("--dry-run", is_flag=True)
+def dlq_redrive(topic: str, reason: str | None, dry_run: bool) -> None:
+    import json
+
+    from app.dlq import redrive
+
+    try:
+        click.echo(json.dumps(asyncio.run(redrive(settings=_settings(), topic=topic, reason=reason, dry_run=dry_run))))
+    except CosmicError as exc:
+        _fail(exc)
+
+
+# -- rebuild -------------------------------------------------------------------------------
+@main.command("rebuild", help="Recompute job state from job-lifecycle alone and report differences with the table.")
+@click.option("--job", "job_id", default=None, help="Only this job.")
+@MODE
+def rebuild(job_id: str | None, mode: str) -> None:
+    import json
+
+    from app import table_store
+    from app.codecs import Codecs
+    from app.rebuild import differences, read_topic, recompute
+
+    settings = _settings()
+    records = asyncio.run(read_topic(settings=settings, topic=settings.topic_prefix + "job-lifecycle"))
+    expected = recompute(records=records, codecs=Codecs(settings=settings), max_retries=settings.max_job_retries,
+                         job_id=job_id)
+    answer = _online(settings, "/api/tables/job_state" + (f"?prefix={job_id}" if job_id else ""), mode)
+    if answer is not None:
+        if answer[0] != 200:
+            _fail(CosmicError(f"worker answered {answer[0]}: {answer[1][:200]!r}"))
+        items = [json.loads(line) for line in answer[1].decode().splitlines() if line]
+    else:
+        items = list(table_store.dump(settings=settings, table="job_state", prefix=job_id or ""))
+    actual = {item["key"]: item["value"] for item in items if job_id is None or item["key"] == job_id}
+    diffs = differences(expected=expected, actual=actual)
+    for diff in diffs:
+        click.echo(json.dumps(diff))
+    click.echo(f"rebuild: {len(expected)} jobs recomputed from {len(records)} records, {len(diffs)} differences")
+    sys.exit(1 if diffs else 0)
 
 
 # -- demo / run ----------------------------------------------------------------------------

@@ -91,3 +91,36 @@ class RejectedEvent(CosmicError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class DeliveryFailed(RetriableError):
+    """A notification channel failed transiently (connection refused, timeout, HTTP 5xx/429,
+    SMTP 4xx): the delivery is retried with backoff."""
+
+    def __init__(self, message: str, *, channel: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.status = status
+
+
+class DeliveryRejected(CosmicError):
+    """A notification channel refused a delivery for good (HTTP 4xx, an invalid URL, SMTP 5xx):
+    retrying cannot help, so the event is dead-lettered at once."""
+
+    def __init__(self, message: str, *, channel: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.channel = channel
+        self.status = status
+
+
+class InvalidPreferences(CosmicError):
+    """A notification-preferences update is not valid; ``field`` names the offending field."""
+
+    def __init__(self, *, field: str, reason: str) -> None:
+        super().__init__(f"invalid notification preferences: {field or 'body'}: {reason}")
+        self.field = field
+        self.reason = reason
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON body of the 400 answer."""
+        return {"error": "invalid notification preferences", "field": self.field, "reason": self.reason}

@@ -43,6 +43,14 @@ class Settings:
     schema_auto_register: bool = True
     #: Largest ``POST /api/events`` body accepted (bytes); larger bodies get 413.
     ingest_max_bytes: int = 1_048_576
+    #: Notification webhooks: seconds one POST may take (connect + answer) before it counts
+    #: as a transient failure and is retried.
+    webhook_timeout_seconds: float = 5.0
+    #: SMTP server for EMAIL notifications, ``smtp://[user:password@]host[:port]`` (add
+    #: ``?starttls=1`` for STARTTLS) or ``smtps://…`` (implicit TLS); empty = email off.
+    smtp_url: str = ""
+    #: The From address of notification emails.
+    smtp_from: str = "cosmic-horizons@localhost"
     #: Attempts for an event whose handler hits a retriable error (broker or webhook down)
     #: before it is dead-lettered; backoff doubles from 0.5 s, capped at 8 s.
     max_attempts: int = 5
@@ -50,6 +58,12 @@ class Settings:
     max_job_retries: int = 3
     #: How long processed event ids are remembered for deduplication (hours).
     dedupe_window_hours: int = 168
+    #: JWT verification: an HS256 shared secret, or the path of an RS256 public key (PEM).
+    #: With neither set, every authenticated endpoint refuses (401).
+    jwt_secret: str = ""
+    jwt_public_key_file: str = ""
+    jwt_audience: str = "cosmic-horizons"
+    jwt_operator_role: str = "operator"
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -70,6 +84,10 @@ class Settings:
             raise ConfigError(f"COSMIC_WEB_PORT must be a TCP port, got {self.web_port}")
         if self.replication_factor < 1:
             raise ConfigError("COSMIC_REPLICATION_FACTOR must be at least 1")
+        if not self.webhook_timeout_seconds > 0:
+            raise ConfigError("COSMIC_WEBHOOK_TIMEOUT_SECONDS must be a positive number of seconds")
+        if self.smtp_url and urlsplit(self.smtp_url).scheme not in ("smtp", "smtps"):
+            raise ConfigError("COSMIC_SMTP_URL must be smtp://host[:port] or smtps://host[:port]")
         if not self.kafka_bootstrap.strip():
             raise ConfigError("COSMIC_KAFKA_BOOTSTRAP must name at least one host:port")
 
@@ -108,6 +126,8 @@ def _convert(*, name: str, raw: str, kind: object) -> object:
     try:
         if kind_name == "int":
             return int(raw)
+        if kind_name == "float":
+            return float(raw)
         if kind_name == "Path":
             return Path(raw).expanduser()
         if kind_name == "bool":

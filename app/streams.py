@@ -59,12 +59,19 @@ def raw_topic(name: str, *, partitions: int):  # noqa: ANN201 - faust TopicT
     )
 
 
-async def emit(event: EventBase) -> None:
-    """Produce ``event`` through the worker's producer, exactly like every ingest path."""
-    record = prepare_record(event=event, codecs=codecs, topic_prefix=settings.topic_prefix)
-    await app.producer.send_and_wait(
-        record.topic, record.key, record.value, None, record.timestamp_ms / 1000.0, list(record.headers)
-    )
+async def emit(*events: EventBase) -> None:
+    """Produce ``events`` through the worker's producer, exactly like every ingest path, and
+    return once Kafka acknowledged all of them (sent together, awaited together)."""
+    futures = []
+    for event in events:
+        record = prepare_record(event=event, codecs=codecs, topic_prefix=settings.topic_prefix)
+        futures.append(
+            await app.producer.send(
+                record.topic, record.key, record.value, None, record.timestamp_ms / 1000.0, list(record.headers)
+            )
+        )
+    for future in futures:
+        await future
 
 
 async def dead_letter(*, origin: Origin, reason: str, error: BaseException | None, attempts: int) -> None:

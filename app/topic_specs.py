@@ -21,10 +21,20 @@ class TopicSpec:
     cleanup_policy: str = "delete"
     has_dead_letter: bool = True
     description: str = ""
+    #: Further topic-level configs, e.g. ``(("min.compaction.lag.ms", "60000"),)``.
+    extra_configs: tuple[tuple[str, str], ...] = ()
 
     def configs(self) -> dict[str, str]:
-        """The topic-level Kafka configs this spec sets (and ``ensure`` checks for drift)."""
-        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+        """The topic-level Kafka configs this spec sets (and ``ensure`` checks for drift).
+
+        ``retention.ms`` only where records are deleted by age: a compacted-only topic keeps
+        the latest record of every key for ever, whatever its retention.
+        """
+        configs = {"cleanup.policy": self.cleanup_policy}
+        if "delete" in self.cleanup_policy.split(","):
+            configs["retention.ms"] = str(self.retention_ms)
+        configs.update(self.extra_configs)
+        return configs
 
     def dead_letter(self) -> "TopicSpec":
         """The ``<topic>.dlq`` companion: same partitions, same retention, keyed like its source."""
@@ -53,10 +63,19 @@ SOURCE_TOPICS: tuple[TopicSpec, ...] = (
 )
 
 
+#: Topics the service adds beyond seed 001 (no dead-letter topics of their own).
+EXTRA_TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(name="notification-preferences", partitions=5, retention_ms=-1, key="user_id",
+              cleanup_policy="compact", has_dead_letter=False,
+              description="each user's notification preferences (latest per user; JSON), "
+                          "co-partitioned with notifications"),
+)
+
+
 def all_topic_specs() -> tuple[TopicSpec, ...]:
-    """Every topic the service needs: the sources and their dead-letter topics."""
+    """Every topic the service needs: the sources, their dead-letter topics, the extras."""
     specs: list[TopicSpec] = []
-    for spec in SOURCE_TOPICS:
+    for spec in SOURCE_TOPICS + EXTRA_TOPICS:
         specs.append(spec)
         if spec.has_dead_letter:
             specs.append(spec.dead_letter())

@@ -107,6 +107,7 @@ def worker_env(tmp_path: Path, uid: str, stack: Stack) -> dict[str, str]:
             "COSMIC_WEB_PORT": str(free_port()),
             "COSMIC_STORE": "rocksdb://",
             "COSMIC_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+            "COSMIC_JWT_SECRET": f"test-secret-{uid}",
         }
     )
     return env
@@ -142,10 +143,18 @@ class WorkerProcess:
             time.sleep(0.5)
         raise AssertionError(f"worker web not up in {timeout} s:\n{self.log_tail()}")
 
-    def get_json(self, path: str) -> tuple[int, object]:
+    def operator_token(self) -> str:
+        from app.auth import mint_token
+
+        return mint_token(settings=Settings.from_env(environ=self.env), sub="test-operator", role="operator")
+
+    def get_json(self, path: str, *, operator: bool = False) -> tuple[int, object]:
         """(status, decoded JSON body — or the raw text when the body is not JSON)."""
+        request = urllib.request.Request(f"{self.base_url}{path}")
+        if operator:
+            request.add_header("Authorization", f"Bearer {self.operator_token()}")
         try:
-            with urllib.request.urlopen(f"{self.base_url}{path}", timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=30) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
@@ -153,6 +162,19 @@ class WorkerProcess:
             return status, json.loads(raw or b"null")
         except ValueError:
             return status, raw.decode(errors="replace")
+
+    def table(self, name: str) -> dict:
+        """The worker's whole table ``name`` (operator API), key → value."""
+        request = urllib.request.Request(f"{self.base_url}/api/tables/{name}")
+        request.add_header("Authorization", f"Bearer {self.operator_token()}")
+        with urllib.request.urlopen(request, timeout=60) as response:
+            lines = response.read().decode().splitlines()
+        return {json.dumps(item["key"]) if not isinstance(item["key"], str) else item["key"]: item["value"]
+                for item in map(json.loads, filter(None, lines))}
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush, no commit."""
+        self.stop(sig=signal.SIGKILL, timeout=30)
 
     def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -56,8 +56,8 @@ def captured(monkeypatch):
 
     sent: dict[str, list] = {"emitted": [], "dead": []}
 
-    async def fake_emit(event):  # noqa: ANN001
-        sent["emitted"].append(event)
+    async def fake_emit(*events):  # noqa: ANN002
+        sent["emitted"].extend(events)
 
     async def fake_dead_letter(*, origin, reason, error, attempts):  # noqa: ANN001
         sent["dead"].append((origin, reason, attempts))

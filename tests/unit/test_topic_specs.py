@@ -1,4 +1,4 @@
-from app.topic_specs import DAY_MS, SOURCE_TOPICS, all_topic_specs, spec_by_name
+from app.topic_specs import DAY_MS, EXTRA_TOPICS, SOURCE_TOPICS, all_topic_specs, spec_by_name
 
 
 def test_source_topics_follow_seed_001():
@@ -20,8 +20,13 @@ def test_every_source_topic_has_a_dead_letter_topic_like_it():
         assert dlq.name in names
         assert (dlq.partitions, dlq.retention_ms, dlq.key) == (source.partitions, source.retention_ms, source.key)
         assert not dlq.has_dead_letter
-    assert len(all_topic_specs()) == 2 * len(SOURCE_TOPICS)
+    assert len(all_topic_specs()) == 2 * len(SOURCE_TOPICS) + len(EXTRA_TOPICS)
 
 
 def test_configs_are_what_ensure_checks():
     assert spec_by_name("audit-trail").configs() == {"retention.ms": str(90 * DAY_MS), "cleanup.policy": "delete"}
+
+
+def test_compacted_topics_carry_no_retention():
+    for spec in EXTRA_TOPICS:
+        assert spec.cleanup_policy == "compact" and "retention.ms" not in spec.configs()
