@@ -107,7 +107,7 @@ def worker_env(tmp_path: Path, uid: str, stack: Stack) -> dict[str, str]:
             "COSMIC_WEB_PORT": str(free_port()),
             "COSMIC_STORE": "rocksdb://",
             "COSMIC_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-            "COSMIC_JWT_SECRET": f"test-secret-{uid}",
+            "COSMIC_JWT_SECRET": f"test-secret-{uid}-{uuid.uuid4().hex}",
         }
     )
     return env

@@ -1,0 +1,47 @@
+"""What the ``deliver_notifications`` agent did with each notification.
+
+``notification_deliveries``: ``"<notification_id>:<channel>"`` → ``{"channel", "status",
+"at", "attempts"}``, written once a channel has delivered (status ``delivered``, ``feed``
+for the websocket feed, ``disabled`` for email without SMTP). A channel with an entry is
+never delivered again, which makes delivery once per notification and channel across
+retries, redeliveries and worker restarts. Bounded like ``processed_events``: a tumbling
+window of one day by the record's Kafka timestamp (the notification's own timestamp, the
+same for every copy of it), expiring ``COSMIC_DEDUPE_WINDOW_HOURS`` (7 days, the
+retention of ``notifications``) after the newest record of its partition.
+
+``notification_status``: user_id → ``{"notifications": [...]}``, the user's most recent
+:data:`RECENT_PER_USER` notifications, newest last, each ``{"notification_id", "job_id",
+"severity", "title", "at", "read", "read_at", "deliveries": {channel: {...}}}`` — what
+``GET /api/users/{user_id}/notifications`` answers. A NotificationRead marks its entry read.
+
+Both are written while handling a record of ``notifications`` (key user_id): a key derived
+from a notification id lives on the partition of the notification's user, so Faust's
+sharding stays consistent, and ``notification_status`` (keyed by user_id) can be
+owner-routed.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from app.main import app, settings
+from app.topic_specs import spec_by_name
+
+RECENT_PER_USER = 50
+DELIVERY_WINDOW = timedelta(days=1)
+
+notification_deliveries = app.Table(
+    "notification_deliveries",
+    default=None,
+    key_type=str,
+    partitions=spec_by_name("notifications").partitions,
+    help="notification_id:channel -> {channel, status, at, attempts} (windowed, expiring)",
+).tumbling(DELIVERY_WINDOW, expires=timedelta(hours=settings.dedupe_window_hours))
+
+notification_status = app.Table(
+    "notification_status",
+    default=None,
+    key_type=str,
+    partitions=spec_by_name("notifications").partitions,
+    help="user_id -> {notifications: recent notifications with delivery status}",
+)
