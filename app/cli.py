@@ -474,5 +474,9 @@ def run(jobs: int | None) -> None:
             worker_proc.kill()
 
 
+from app.cli_audit import audit as _audit  # noqa: E402 - registered after the group exists
+
+main.add_command(_audit)
+
 if __name__ == "__main__":
     main()

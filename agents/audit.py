@@ -1,0 +1,213 @@
+"""``record_audit_trail``: chain every audit record once, per partition, and index it.
+
+Each record of ``audit-trail`` partition *p* (decoded by :func:`app.streams.process_events`;
+undecodable ones are dead-lettered there) becomes the next entry of *p*'s hash chain
+(:mod:`app.audit_chain`): entry ``n`` in ``audit_chain["p:n"]``, chained to entry ``n - 1``.
+It is also appended to the resource index and the actor index (:mod:`tables.audit_index`).
+A record whose event_id was already chained at another offset — the lifecycle agent
+re-emits its audit records with the same ids after a crash — is a duplicate: dead-lettered
+with reason ``duplicate`` and never chained twice.
+
+Crash atomicity
+---------------
+Per record the handler writes, with no ``await`` in between: the chain entry, the
+processed id, the head pointer, then the two index keys. In the worker's own store those
+writes happen in one synchronous step, so a killed process keeps all of them or none. But
+each write is also a record of a *different* changelog topic, and a worker that recovers
+from the changelogs (new host, lost disk, rebalance) can see any subset of the writes of
+the records after the last committed offset, which are then replayed. What bounds the
+damage:
+
+* Faust flushes the producer before it commits source offsets, so every write of a
+  committed record is in its changelog;
+* within ONE changelog partition records persist in order (the producer keeps one batch
+  in flight per partition), and all entries of partition *p* live in partition *p* of the
+  ``audit_chain`` changelog, so the surviving entries are always a gap-free prefix.
+
+So the agent never trusts the head pointer alone; it derives the head from the entries
+(:func:`chain_head`): it steps back while the entry the pointer names is missing (the
+head's changelog record survived, the entry's did not) and forward while the next entry
+exists and links to it (the entry survived, the head did not). Then:
+
+1. A replayed offset at or below the head's ``source_offset`` was handled before the
+   crash: its entry is found by offset (offsets grow with seq) and nothing is chained;
+   the head pointer, processed id and indexes are rewritten if they lag. If no entry has
+   that offset, it had been dead-lettered as a duplicate, and is again.
+2. An offset above the head was not chained (the entries are a prefix). If the processed
+   id says the event was chained at *this* offset, only the entry was lost: it is chained
+   again, at the same seq with the same previous hash — so with the same hash, since the
+   chain's input (records in offset order, the same dedupe decisions) is the same.
+3. The indexes carry their own offset fences, so a replay appends an item once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from app.audit_chain import GENESIS_HASH, entry_key, make_entry
+from app.errors import RejectedEvent
+from app.main import app
+from app.models import AuditRecord
+from app.streams import Origin, process_events
+from app.topics import audit_trail_topic
+from app.validation import event_to_json
+from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
+from tables.audit_index import ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, audit_by_actor, audit_by_resource
+
+logger = logging.getLogger(__name__)
+
+#: Audit records recognised as already chained: "duplicate" (same event_id at another
+#: offset) or "replay" (same offset again after a restart).
+AUDIT_HITS: Counter[str] = Counter()
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest entry of a partition's chain (seq -1: empty chain)."""
+
+    seq: int
+    hash: str
+    offset: int
+
+    def pointer(self) -> dict[str, Any]:
+        return {"offset": self.offset, "seq": self.seq, "hash": self.hash}
+
+
+EMPTY_HEAD = ChainHead(seq=-1, hash=GENESIS_HASH, offset=-1)
+
+
+def _entry(partition: int, seq: int) -> dict[str, Any] | None:
+    return audit_chain.get(entry_key(partition, seq)) if seq >= 0 else None
+
+
+def _head_of(entry: dict[str, Any] | None) -> ChainHead:
+    if entry is None:
+        return EMPTY_HEAD
+    return ChainHead(seq=entry["seq"], hash=entry["hash"], offset=entry["source_offset"])
+
+
+def chain_head(partition: int) -> ChainHead:
+    """The newest entry of ``partition``'s chain, from the head pointer checked against the entries."""
+    pointer = audit_chain_heads.get(str(partition))
+    seq = pointer["seq"] if pointer else -1
+    entry = _entry(partition, seq)
+    while seq >= 0 and entry is None:  # the pointer survived a crash, its entry did not
+        seq -= 1
+        entry = _entry(partition, seq)
+    head = _head_of(entry)
+    while True:  # entries survived a crash, the pointer to them did not
+        following = _entry(partition, head.seq + 1)
+        if following is None or following.get("prev_hash") != head.hash:
+            if following is not None:
+                logger.error("audit chain %s: entry %s does not link to entry %s", partition,
+                             head.seq + 1, head.seq)
+            return head
+        head = _head_of(following)
+
+
+def entry_at_offset(partition: int, offset: int, head: ChainHead) -> dict[str, Any] | None:
+    """The entry of ``partition`` chained from source ``offset`` (binary search; offsets grow with seq)."""
+    low, high = 0, head.seq
+    while low <= high:
+        middle = (low + high) // 2
+        entry = _entry(partition, middle)
+        if entry is None:
+            return None
+        if entry["source_offset"] == offset:
+            return entry
+        if entry["source_offset"] < offset:
+            low = middle + 1
+        else:
+            high = middle - 1
+    return None
+
+
+def _chained_offset(event: AuditRecord) -> int | None:
+    """The audit-trail offset ``event``'s id was chained at, if known (window, then resource index)."""
+    marked = audit_processed[event.event_id].current()
+    if marked:
+        return marked - 1
+    indexed = audit_by_resource.get(event.resource_id) or {}
+    for item in indexed.get("records", ()):
+        if item["event_id"] == event.event_id:
+            return item["offset"]
+    return None
+
+
+async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
+    partition, offset = origin.partition, origin.offset
+    head = chain_head(partition)
+    if offset <= head.offset:
+        # Handled before a restart: chained then, or dead-lettered as a duplicate then.
+        entry = entry_at_offset(partition, offset, head)
+        if entry is None:
+            AUDIT_HITS["duplicate"] += 1
+            raise RejectedEvent(f"audit event {event.event_id} was already chained", reason="duplicate")
+        AUDIT_HITS["replay"] += 1
+        if entry["event_id"] != event.event_id:
+            logger.error("audit chain %s: offset %s holds %s, replayed as %s", partition, offset,
+                         entry["event_id"], event.event_id)
+        if audit_processed[event.event_id].current() != offset + 1:
+            audit_processed[event.event_id] = offset + 1
+    else:
+        chained_at = _chained_offset(event)
+        if chained_at is not None and chained_at != offset:
+            AUDIT_HITS["duplicate"] += 1
+            raise RejectedEvent(
+                f"audit event {event.event_id} was already chained (offset {chained_at})", reason="duplicate"
+            )
+        entry = make_entry(
+            seq=head.seq + 1, event_id=event.event_id, record=event_to_json(event), prev_hash=head.hash,
+            source_offset=offset,
+        )
+        # Entry first, then what points at it (see the module docstring).
+        audit_chain[entry_key(partition, entry["seq"])] = entry
+        audit_processed[event.event_id] = offset + 1
+        head = _head_of(entry)
+    if audit_chain_heads.get(str(partition)) != head.pointer():
+        audit_chain_heads[str(partition)] = head.pointer()
+    _index(event=event, entry=entry, partition=partition, offset=offset)
+
+
+def index_item(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    """What the indexes keep of one chained record."""
+    return {
+        "seq": entry["seq"],
+        "partition": partition,
+        "event_id": event.event_id,
+        "action": event.action,
+        "actor": event.actor,
+        "at": entry["record"]["timestamp"],
+        "outcome": event.outcome,
+        "resource_type": event.resource_type,
+        "resource_id": event.resource_id,
+        "source_event_id": event.source_event_id,
+        "offset": offset,
+    }
+
+
+def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int) -> None:
+    item = index_item(event=event, entry=entry, partition=partition, offset=offset)
+    by_resource = audit_by_resource.get(event.resource_id) or {"offsets": {}, "records": []}
+    if by_resource["offsets"].get(str(partition), -1) < offset:
+        audit_by_resource[event.resource_id] = {
+            "offsets": {**by_resource["offsets"], str(partition): offset},
+            "records": (by_resource["records"] + [item])[-RESOURCE_INDEX_LIMIT:],
+        }
+    actor_key = f"{partition}/{event.actor}"
+    by_actor = audit_by_actor.get(actor_key) or {"offset": -1, "records": []}
+    if by_actor["offset"] < offset:
+        audit_by_actor[actor_key] = {
+            "offset": offset, "records": (by_actor["records"] + [item])[-ACTOR_INDEX_LIMIT:],
+        }
+
+
+# State-changing agent: concurrency 1, so Faust never commits past an in-flight record and
+# each partition's records are chained in offset order.
+@app.agent(audit_trail_topic, concurrency=1)
+async def record_audit_trail(stream):
+    async for result in process_events(stream, topic="audit-trail", handler=handle_audit_record):
+        yield result

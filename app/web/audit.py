@@ -1,0 +1,47 @@
+"""Audit queries, from the indexes of :mod:`tables.audit_index` (newest items, bounded).
+
+* ``GET /api/audit/resources/{resource_id}``: the resource's audit records, oldest first,
+  answered by the worker owning the key (the resource's ``audit-trail`` partition); 404
+  when the resource has none.
+* ``GET /api/audit/actors/{actor}``: the actor's audit records from this worker's
+  partitions (the union of its ``"p/actor"`` keys), ordered by time; 404 when none.
+
+Each record names its chain entry (``partition``, ``seq``); ``cosmic audit verify`` checks
+the chain. Both answer 503 with ``Retry-After`` while the worker recovers or rebalances.
+"""
+
+from __future__ import annotations
+
+from faust.web import Request, Response, View
+
+from app.main import app
+from app.web.routing import not_ready, owner_routed, worker_ready
+from tables.audit_chain import AUDIT_PARTITIONS
+from tables.audit_index import audit_by_actor, audit_by_resource
+
+
+@app.page("/api/audit/resources/{resource_id}")
+@owner_routed(table=audit_by_resource, match_info="resource_id")
+async def get_resource_audit(web: View, request: Request, resource_id: str) -> Response:
+    indexed = audit_by_resource.get(resource_id)
+    if not indexed or not indexed.get("records"):
+        return web.json({"error": "no audit records for this resource", "resource_id": resource_id}, status=404)
+    records = indexed["records"]
+    return web.json({"resource_id": resource_id, "count": len(records), "records": records})
+
+
+@app.page("/api/audit/actors/{actor}")
+class ActorAuditView(View):
+    async def get(self, request: Request, actor: str) -> Response:
+        ready, reason = worker_ready()
+        if not ready:
+            return not_ready(self, reason)
+        records: list[dict] = []
+        for partition in range(AUDIT_PARTITIONS):
+            indexed = audit_by_actor.get(f"{partition}/{actor}")
+            if indexed:
+                records.extend(indexed.get("records", ()))
+        if not records:
+            return self.json({"error": "no audit records for this actor", "actor": actor}, status=404)
+        records.sort(key=lambda r: (r["at"], r["partition"], r["seq"]))
+        return self.json({"actor": actor, "count": len(records), "records": records})

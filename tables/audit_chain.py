@@ -1,0 +1,51 @@
+"""The audit hash chain's tables (all written while handling an ``audit-trail`` record of
+partition *p*, and keyed by *p*, so each key's changelog partition is *p*):
+
+* ``audit_chain``: ``"p:nnnnnnnnnnnn"`` → chain entry *n* of partition *p*:
+  {"seq", "event_id", "record" (the audit event's JSON), "prev_hash", "hash",
+  "source_offset"} (see :mod:`app.audit_chain`). The chain itself: ``cosmic audit verify``
+  reads this table's changelog topic.
+* ``audit_chain_heads``: ``"p"`` → {"offset", "seq", "hash"} of the newest entry of *p*:
+  a pointer that saves looking for the end of the chain. The entries are the truth: the
+  agent checks the head against them before use (see :mod:`agents.audit`).
+* ``audit_processed``: audit event_id → 1 + the ``audit-trail`` offset it was chained at,
+  windowed like ``processed_events`` (one-day tumbling windows by event time, expiring
+  after ``COSMIC_DEDUPE_WINDOW_HOURS``). A record with a known event_id at *another*
+  offset is a duplicate; at the *same* offset it is this record replayed after a crash.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from app.audit_chain import CHAIN_TABLE
+from app.main import app, settings
+from app.topic_specs import spec_by_name
+
+AUDIT_PARTITIONS = spec_by_name("audit-trail").partitions
+DEDUPE_WINDOW = timedelta(days=1)
+
+audit_chain = app.Table(
+    CHAIN_TABLE,
+    default=None,
+    key_type=str,
+    partitions=AUDIT_PARTITIONS,
+    help="partition:seq -> hash-chained audit entry",
+)
+
+audit_chain_heads = app.Table(
+    "audit_chain_heads",
+    default=None,
+    key_type=str,
+    partitions=AUDIT_PARTITIONS,
+    help="partition -> {offset, seq, hash} of the newest chain entry",
+)
+
+audit_processed = app.Table(
+    "audit_processed",
+    default=int,
+    key_type=str,
+    value_type=int,
+    partitions=AUDIT_PARTITIONS,
+    help="audit event_id -> 1 + offset it was chained at (windowed, expiring)",
+).tumbling(DEDUPE_WINDOW, expires=timedelta(hours=settings.dedupe_window_hours))

@@ -1,0 +1,44 @@
+"""Audit indexes, for ``GET /api/audit/resources/{id}`` and ``GET /api/audit/actors/{actor}``.
+
+* ``audit_by_resource``: resource_id → {"offsets": {partition: last offset indexed},
+  "records": [item, …]}. Keyed by resource_id, the ``audit-trail`` key, so a resource's
+  index lives in the partition of its records and its owner answers for it.
+* ``audit_by_actor``: ``"p/actor"`` → {"offset", "records": [item, …]}. An actor acts on
+  resources of every partition, so the key carries the partition that writes it (Faust
+  writes a table key to the changelog partition of the event being handled, and recovery
+  puts it back there); an actor's records are the union over partitions.
+
+An item is {"seq", "partition", "event_id", "action", "actor", "at", "outcome",
+"resource_type", "resource_id", "source_event_id", "offset"}, oldest first. Both indexes are
+*bounded* to the newest :data:`RESOURCE_INDEX_LIMIT` items per resource and
+:data:`ACTOR_INDEX_LIMIT` items per actor and partition: each update rewrites the whole
+value to the changelog, so an unbounded list would grow every write. The complete history
+is the chain itself (``audit_chain``), which the items point into by (partition, seq).
+The offsets fence replays after a crash: an item is appended once.
+"""
+
+from __future__ import annotations
+
+from app.main import app
+from app.topic_specs import spec_by_name
+
+#: Newest index items kept per resource.
+RESOURCE_INDEX_LIMIT = 1000
+#: Newest index items kept per actor and audit-trail partition (so up to 5× this per actor).
+ACTOR_INDEX_LIMIT = 200
+
+audit_by_resource = app.Table(
+    "audit_by_resource",
+    default=None,
+    key_type=str,
+    partitions=spec_by_name("audit-trail").partitions,
+    help="resource_id -> newest audit records of the resource",
+)
+
+audit_by_actor = app.Table(
+    "audit_by_actor",
+    default=None,
+    key_type=str,
+    partitions=spec_by_name("audit-trail").partitions,
+    help="partition/actor -> newest audit records by the actor",
+)

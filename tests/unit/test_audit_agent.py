@@ -1,0 +1,211 @@
+"""record_audit_trail without a broker: Faust's agent test context on the memory store."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from agents.audit import AUDIT_HITS, chain_head, record_audit_trail
+from app.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
+from app.main import app, codecs
+from app.models import AuditRecord
+from app.validation import event_to_json
+from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
+from tables.audit_index import audit_by_actor, audit_by_resource
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+TABLES = (audit_chain, audit_chain_heads, audit_processed, audit_by_resource, audit_by_actor)
+
+
+@pytest.fixture
+def memory_app(memory_registry, captured):
+    assert app.conf.store.scheme == "memory"
+    app.finalize()
+    app.flow_control.resume()
+    for table in TABLES:  # the memory store lives as long as the process: start each test empty
+        getattr(table, "table", table).data.clear()
+    AUDIT_HITS.clear()
+    return captured
+
+
+def _audit(resource_id: str, *, actor: str = "alice", step: int = 0, action: str = "job.transition") -> AuditRecord:
+    return AuditRecord(
+        event_id=str(uuid.uuid4()), event_type="AuditRecord", timestamp=T0 + timedelta(seconds=step),
+        correlation_id=str(uuid.uuid4()), user_id=actor, schema_version=1, action=action, actor=actor,
+        resource_type="job", resource_id=resource_id, outcome="SUCCESS", before=None,
+        after='{"status": "QUEUED"}', source_event_id=str(uuid.uuid4()),
+    )
+
+
+def _encode(event: AuditRecord) -> bytes:
+    return codecs.for_topic("audit-trail").encode(event)
+
+
+async def _put(agent, event: AuditRecord, *, partition: int, offset: int | None = None) -> None:  # noqa: ANN001
+    if offset is not None:
+        agent.sent_offset = offset  # the same offset again: a replay after a crash
+    await agent.put(_encode(event), key=event.resource_id.encode(), partition=partition,
+                    timestamp=event.timestamp.timestamp())
+
+
+def _chain_of(partition: int) -> list[dict]:
+    keys = sorted(k for k in audit_chain.data.keys() if k.startswith(f"{partition}:"))
+    return [audit_chain.data[k] for k in keys]
+
+
+def _table_entries() -> dict:
+    return {k: audit_chain.data[k] for k in audit_chain.data.keys()}
+
+
+async def test_records_chain_per_partition_with_contiguous_seqs_and_are_indexed(memory_app):
+    on_0 = [_audit("job-a", actor="alice" if i % 2 else "bob", step=i) for i in range(7)]
+    on_3 = [_audit("job-b", actor="alice", step=100 + i) for i in range(5)]
+    async with record_audit_trail.test_context() as agent:
+        for first, second in zip(on_0, on_3):
+            await _put(agent, first, partition=0)
+            await _put(agent, second, partition=3)
+        for event in on_0[len(on_3):]:
+            await _put(agent, event, partition=0)
+
+        chain0, chain3 = _chain_of(0), _chain_of(3)
+        assert [e["seq"] for e in chain0] == list(range(7)) and [e["seq"] for e in chain3] == list(range(5))
+        assert [e["event_id"] for e in chain0] == [e.event_id for e in on_0]
+        assert [e["event_id"] for e in chain3] == [e.event_id for e in on_3]
+        # each entry: the record's JSON, chained to the previous hash
+        prev = GENESIS_HASH
+        for seq, (entry, event) in enumerate(zip(chain0, on_0)):
+            assert entry["record"] == event_to_json(event)
+            assert entry["prev_hash"] == prev and entry["hash"] == chain_hash(prev, event_to_json(event), seq)
+            prev = entry["hash"]
+        offsets = [e["source_offset"] for e in chain0]
+        assert offsets == sorted(offsets) and len(set(offsets)) == 7
+        report = verify_entries(_table_entries(), partitions=range(5))
+        assert report.ok and report.total == 12
+        assert audit_chain_heads["0"] == {"offset": chain0[-1]["source_offset"], "seq": 6, "hash": chain0[-1]["hash"]}
+        assert audit_chain_heads["3"]["seq"] == 4
+
+        by_resource = audit_by_resource["job-a"]["records"]
+        assert [r["event_id"] for r in by_resource] == [e.event_id for e in on_0]
+        assert [(r["partition"], r["seq"]) for r in by_resource] == [(0, s) for s in range(7)]
+        first = by_resource[0]
+        assert {k: first[k] for k in ("action", "actor", "outcome", "resource_id", "at")} == {
+            "action": "job.transition", "actor": "bob", "outcome": "SUCCESS", "resource_id": "job-a",
+            "at": "2024-05-01T12:00:00.000Z",
+        }
+        alice_0 = [r["event_id"] for r in audit_by_actor["0/alice"]["records"]]
+        alice_3 = [r["event_id"] for r in audit_by_actor["3/alice"]["records"]]
+        assert alice_0 == [e.event_id for e in on_0 if e.actor == "alice"]
+        assert alice_3 == [e.event_id for e in on_3]
+        assert [r["event_id"] for r in audit_by_actor["0/bob"]["records"]] == [e.event_id for e in on_0 if e.actor == "bob"]
+    assert memory_app["dead"] == []
+
+
+async def test_a_duplicate_event_id_is_dead_lettered_and_not_chained(memory_app):
+    events = [_audit("job-d", step=i) for i in range(3)]
+    async with record_audit_trail.test_context() as agent:
+        for event in events:
+            await _put(agent, event, partition=1)
+        await _put(agent, events[1], partition=1)  # re-emitted with the same id, at a new offset
+        await agent.put(b"not avro at all", key=b"job-d", partition=1)
+        await _put(agent, _audit("job-d", step=9), partition=1)
+        chain = _chain_of(1)
+        assert [e["seq"] for e in chain] == [0, 1, 2, 3]
+        assert [e["event_id"] for e in chain[:3]] == [e.event_id for e in events]
+        assert len(audit_by_resource["job-d"]["records"]) == 4
+        assert verify_entries(_table_entries()).ok
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["duplicate", "undecodable:not-framed"]
+    assert AUDIT_HITS["duplicate"] == 1
+
+
+async def test_a_duplicate_is_caught_by_the_resource_index_after_the_window(memory_app):
+    event = _audit("job-w")
+    async with record_audit_trail.test_context() as agent:
+        await _put(agent, event, partition=2)
+        audit_processed.table.data.clear()  # the dedupe window expired
+        await _put(agent, event, partition=2)
+        assert len(_chain_of(2)) == 1
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["duplicate"]
+
+
+async def test_replaying_offsets_after_a_crash_chains_nothing_twice(memory_app):
+    events = [_audit("job-r", step=i) for i in range(4)]
+    async with record_audit_trail.test_context() as agent:
+        offsets = []
+        for event in events:
+            offsets.append(agent.sent_offset)
+            await _put(agent, event, partition=4)
+        await _put(agent, events[2], partition=4)  # a duplicate, dead-lettered
+        dup_offset = agent.sent_offset - 1
+        before = _table_entries()
+        # the worker restarts from an older committed offset and sees it all again
+        for offset, event in zip(offsets, events):
+            await _put(agent, event, partition=4, offset=offset)
+        await _put(agent, events[2], partition=4, offset=dup_offset)
+        assert _table_entries() == before
+        assert [r["event_id"] for r in audit_by_resource["job-r"]["records"]] == [e.event_id for e in events]
+        assert len(audit_by_actor["4/alice"]["records"]) == 4
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["duplicate", "duplicate"]
+    assert AUDIT_HITS["replay"] == 4
+
+
+async def test_a_lost_head_pointer_is_repaired_from_the_entries(memory_app):
+    events = [_audit("job-h", step=i) for i in range(5)]
+    async with record_audit_trail.test_context() as agent:
+        offsets = []
+        for event in events[:3]:
+            offsets.append(agent.sent_offset)
+            await _put(agent, event, partition=0)
+        before = _table_entries()
+        # entries 1 and 2 reached the changelog, the head pointer's last two writes did not
+        first = audit_chain.data[entry_key(0, 0)]
+        audit_chain_heads.data["0"] = {"offset": first["source_offset"], "seq": 0, "hash": first["hash"]}
+        assert chain_head(0).seq == 2
+        await _put(agent, events[2], partition=0, offset=offsets[2])  # replayed
+        assert _table_entries() == before and audit_chain_heads["0"]["seq"] == 2
+        for event in events[3:]:
+            await _put(agent, event, partition=0)
+        assert [e["event_id"] for e in _chain_of(0)] == [e.event_id for e in events]
+        assert verify_entries(_table_entries()).ok
+        # no head pointer at all: found by walking the entries
+        del audit_chain_heads.data["0"]
+        assert chain_head(0).seq == 4 and chain_head(0).hash == _chain_of(0)[-1]["hash"]
+    assert memory_app["dead"] == []
+
+
+async def test_a_lost_entry_is_chained_again_with_the_same_hash(memory_app):
+    events = [_audit("job-e", step=i) for i in range(4)]
+    async with record_audit_trail.test_context() as agent:
+        offsets = []
+        for event in events[:3]:
+            offsets.append(agent.sent_offset)
+            await _put(agent, event, partition=2)
+        before = _table_entries()
+        # the head pointer, processed id and indexes of entry 2 survived; entry 2 itself did not
+        del audit_chain.data[entry_key(2, 2)]
+        assert chain_head(2).seq == 1
+        await _put(agent, events[2], partition=2, offset=offsets[2])  # replayed: not a duplicate
+        assert _table_entries() == before  # same seq, same prev hash, same hash
+        await _put(agent, events[3], partition=2)
+        assert [e["seq"] for e in _chain_of(2)] == [0, 1, 2, 3]
+        assert verify_entries(_table_entries()).ok
+        assert len(audit_by_resource["job-e"]["records"]) == 4
+    assert memory_app["dead"] == []
+
+
+async def test_the_chain_head_skips_an_entry_that_does_not_link(memory_app):
+    events = [_audit("job-x", step=i) for i in range(2)]
+    async with record_audit_trail.test_context() as agent:
+        for event in events:
+            await _put(agent, event, partition=1)
+        audit_chain.data[entry_key(1, 2)] = {**audit_chain.data[entry_key(1, 1)], "seq": 2, "prev_hash": "f" * 64}
+        audit_chain_heads.data["1"] = {"offset": 0, "seq": 0, "hash": audit_chain.data[entry_key(1, 0)]["hash"]}
+        assert chain_head(1).seq == 1
+
+
+def test_verify_reads_the_chain_tables_changelog():
+    from app.audit_chain import changelog_topic_name
+
+    assert audit_chain.changelog_topic.get_topic_name() == changelog_topic_name(app.conf.id)
+    assert audit_chain.partitions == 5 and audit_by_resource.partitions == 5
