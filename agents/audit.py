@@ -150,8 +150,12 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         if entry["event_id"] != event.event_id:
             logger.error("audit chain %s: offset %s holds %s, replayed as %s", partition, offset,
                          entry["event_id"], event.event_id)
-        if audit_processed[event.event_id].current() != offset + 1:
-            audit_processed[event.event_id] = offset + 1
+        # Re-assert what this record wrote: the local store can be ahead of the changelogs
+        # after a SIGKILL (values are stored at once, changelog records sent later), and
+        # only records after the last commit, i.e. replayed ones, can be affected.
+        audit_chain[entry_key(partition, entry["seq"])] = entry
+        audit_processed[event.event_id] = offset + 1
+        audit_chain_heads[str(partition)] = head.pointer()
     else:
         chained_at = _chained_offset(event)
         if chained_at is not None and chained_at != offset:
@@ -197,12 +201,16 @@ def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset:
             "offsets": {**by_resource["offsets"], str(partition): offset},
             "records": (by_resource["records"] + [item])[-RESOURCE_INDEX_LIMIT:],
         }
+    else:
+        audit_by_resource[event.resource_id] = by_resource  # replay: re-assert
     actor_key = f"{partition}/{event.actor}"
     by_actor = audit_by_actor.get(actor_key) or {"offset": -1, "records": []}
     if by_actor["offset"] < offset:
         audit_by_actor[actor_key] = {
             "offset": offset, "records": (by_actor["records"] + [item])[-ACTOR_INDEX_LIMIT:],
         }
+    else:
+        audit_by_actor[actor_key] = by_actor  # replay: re-assert
 
 
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight record and

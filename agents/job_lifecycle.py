@@ -8,6 +8,13 @@ transition to ``audit-trail`` and a NotificationSent to ``notifications`` on com
 failure and retry. Emitted events get deterministic ids (uuid5 of the source event id), so
 a replay after a crash re-emits the same ids and downstream consumers apply them once.
 Rejected events go to ``job-lifecycle.dlq`` with their reason.
+
+Re-assertion on replay: Faust writes a table value to the local RocksDB at once and its
+changelog record asynchronously, so a SIGKILLed worker can restart with local values whose
+changelog records never reached Kafka. Faust flushes the producer before committing
+offsets, so only events after the last commit are affected — exactly the events that are
+replayed. A replayed (fenced) event therefore writes the values it touched again,
+unchanged, so every changelog holds them and a worker rebuilt from the changelogs agrees.
 """
 
 from __future__ import annotations
@@ -86,6 +93,7 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
     if state is not None and state.get("offset", -1) >= offset:
         # Handled before a restart: recall what it did instead of deciding again.
         IDEMPOTENCY_HITS["replay"] += 1
+        job_state[job_id] = state  # re-assert: its changelog record may have died with the worker
         record = next((h for h in state.get("history", []) if h["offset"] == offset), None)
         transitions = [_transition_from(t) for t in record["transitions"]] if record else []
         rejected = [tuple(r) for r in record["rejected"]] if record else []
@@ -146,6 +154,7 @@ def _update_counts(*, partition: int, offset: int, transitions: list[Transition]
     key = str(partition)
     current = job_counts.get(key) or {"offset": -1, "counts": {}}
     if current["offset"] >= offset:
+        job_counts[key] = current  # replay: re-assert (see the module docstring)
         return
     counts = dict(current["counts"])
     for t in transitions:
@@ -159,6 +168,7 @@ def _update_active(*, partition: int, offset: int, user_id: str | None, job_id: 
     key = f"{partition}/{user_id or '-'}"
     current = active_jobs.get(key) or {"offset": -1, "jobs": []}
     if current["offset"] >= offset:
+        active_jobs[key] = current  # replay: re-assert
         return
     jobs = set(current["jobs"])
     if status in ACTIVE_STATUSES:

@@ -8,6 +8,7 @@ worker is killed mid-stream and restarted; `cosmic rebuild` finds no difference.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import time
@@ -63,6 +64,23 @@ async def _check_effects(settings: Settings, workload: Workload, *, exact_messag
             "notification_messages": len(notes), "notification_ids": len(note_ids)}
 
 
+def _audit_chain_entries(env: dict, expected: int, *, timeout: float = 120.0) -> dict:
+    """Wait until the audit agent chained ``expected`` records; return `cosmic audit verify --json`."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    report: dict = {}
+    while time.monotonic() < deadline:
+        out = subprocess.run([sys.executable, "-m", "app.cli", "audit", "verify", "--json"], env=env,
+                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+        report = json.loads(out.stdout)
+        if report.get("total", 0) >= expected:
+            assert out.returncode == 0, out.stdout
+            return report
+        time.sleep(2)
+    raise AssertionError(f"audit chain has {report.get('total')} of {expected} entries: {report}")
+
+
 def _rebuild(env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.cli", "rebuild", "--mode", "online"], env=env,
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
@@ -91,6 +109,8 @@ async def test_thousand_jobs_with_duplicates_and_swaps(worker_factory, worker_en
     assert +counts == Counter(workload.final_status.values())
 
     figures = await _check_effects(settings, workload, exact_messages=True)
+    chain = await asyncio.to_thread(_audit_chain_entries, worker_env, workload.transitions)
+    assert chain["ok"] and chain["total"] == workload.transitions, "one chained audit record per transition"
     dead = [r for r in await read_topic(settings=settings, topic=f"{uid}-job-lifecycle.dlq")]
     reasons = Counter(dict(r.headers)["dlq.reason"].decode() for r in dead)
     assert reasons == {"duplicate": workload.duplicates}, reasons
@@ -121,6 +141,18 @@ async def test_sigkill_mid_stream_gives_identical_results(worker_factory, worker
     states = await asyncio.to_thread(_wait_for_final_states, second, workload)
     _check_states(states, workload)
     figures = await _check_effects(settings, workload, exact_messages=False)
+    chain = await asyncio.to_thread(_audit_chain_entries, worker_env, workload.transitions)
+    assert chain["ok"] and chain["total"] == workload.transitions, "re-emitted audit records chained once"
+
+    # The changelogs agree with the survivor's local store: a worker with an EMPTY data dir,
+    # rebuilt from the changelogs alone, holds exactly the same tables.
+    tables = ("job_state", "job_counts", "active_jobs", "audit_chain", "audit_by_resource")
+    before = {name: await asyncio.to_thread(second.table, name) for name in tables}
+    second.stop()
+    shutil.rmtree(worker_env["COSMIC_DATA_DIR"])
+    third = await asyncio.to_thread(worker_factory().start)
+    for name in tables:
+        assert await asyncio.to_thread(third.table, name) == before[name], f"{name} differs after changelog recovery"
     rebuilt = await asyncio.to_thread(_rebuild, worker_env)
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     print(f"\nkilled after {done} finished jobs; {figures}")
