@@ -3,9 +3,9 @@
 One codec per topic, registered with Faust by name (``avro:<topic>``). Encoding takes a
 Faust record's representation (whose ``__faust.ns`` is the Avro full name of its union
 branch); decoding returns a dict carrying ``__faust.ns`` so Faust rebuilds the right class.
-Writer schemas are fetched by id from the registry once and cached; the registry client is
-python-schema-registry-client (sync client: one blocking request per new schema id, done
-ahead of time by :func:`warm_up` in workers).
+Schemas are parsed once (our union) or once per writer schema id (fetched from the registry
+and cached); the registry client is python-schema-registry-client (sync client: one
+blocking request per new schema id, done ahead of time by :func:`warm_up` in workers).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+import fastavro
 import faust
 from faust.serializers import codecs as faust_codecs
 from schema_registry.client import SchemaRegistryClient
 from schema_registry.client.schema import AvroSchema
-from schema_registry.serializers import AvroMessageSerializer
-from schema_registry.serializers.errors import SerializerError
 from schema_registry.serializers.faust import Serializer as _FaustPayload
 
 from app.errors import EventDecodeError, EventEncodeError, SchemaNotRegisteredError
@@ -60,9 +59,10 @@ class ConfluentAvroCodec(faust.Codec):
         self.schema = UnionAvroSchema(topic_schema(topic))
         self.client = client
         self.auto_register = auto_register
-        self.serializer = AvroMessageSerializer(
-            client, reader_schema=self.schema.schema, return_record_name=True
-        )
+        # Parsed once: fastavro re-parses a schema given as a plain list on every call,
+        # which cost ~60 µs per event for the lifecycle union (see docs/benchmarks.md).
+        self._parsed = fastavro.parse_schema(topic_schema(topic))
+        self._writer_schemas: dict[int, Any] = {}  # schema id → parsed writer schema
         self._writer_id: int | None = None
 
     # -- schema ids ------------------------------------------------------------------------
@@ -98,10 +98,13 @@ class ConfluentAvroCodec(faust.Codec):
             raise EventEncodeError(f"{self.topic} takes event records, got {type(obj).__name__}") from exc
         record = _FaustPayload.clean_payload({k: v for k, v in obj.items() if k != FAUST_META})
         schema_id = self.writer_schema_id()
+        out = io.BytesIO()
+        out.write(HEADER.pack(MAGIC_BYTE, schema_id))
         try:
-            return self.serializer.encode_record_with_schema_id(schema_id, (name, record))
-        except (SerializerError, ValueError, TypeError, KeyError) as exc:
+            fastavro.schemaless_writer(out, self._parsed, (name, record))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise EventEncodeError(f"{name} does not fit the {self.topic} schema: {exc}") from exc
+        return out.getvalue()
 
     def _loads(self, data: bytes) -> dict[str, Any]:
         if len(data) < HEADER.size or data[0] != MAGIC_BYTE:
@@ -110,15 +113,11 @@ class ConfluentAvroCodec(faust.Codec):
                 reason="not-framed",
             )
         schema_id = HEADER.unpack_from(data)[1]
+        writer = self._writer_schema(schema_id)
         try:
-            decoded = self.serializer.decode_message(data)
-        except SerializerError as exc:
-            text = str(exc)
-            if "unable to fetch schema" in text:
-                raise EventDecodeError(
-                    f"unknown schema id {schema_id}: {text}", reason="unknown-schema-id", schema_id=schema_id
-                ) from exc
-            raise EventDecodeError(text, reason="bad-avro", schema_id=schema_id) from exc
+            decoded = fastavro.schemaless_reader(
+                io.BytesIO(memoryview(data)[HEADER.size:]), writer, self._parsed, return_record_name=True
+            )
         except Exception as exc:  # noqa: BLE001 - fastavro raises many kinds on bad bytes
             raise EventDecodeError(
                 f"Avro body does not decode with schema {schema_id}: {exc!r}", reason="bad-avro",
@@ -132,6 +131,27 @@ class ConfluentAvroCodec(faust.Codec):
             record["event_id"] = str(event_id)
         record[FAUST_META] = {"ns": name}
         return record
+
+    def _writer_schema(self, schema_id: int) -> Any:
+        """The parsed writer schema of ``schema_id``, fetched from the registry once."""
+        parsed = self._writer_schemas.get(schema_id)
+        if parsed is None:
+            try:
+                found = self.client.get_by_id(schema_id)
+            except Exception as exc:  # noqa: BLE001 - the client raises several kinds
+                raise EventDecodeError(
+                    f"schema registry lookup of id {schema_id} failed: {exc!r}", reason="registry-unavailable",
+                    schema_id=schema_id,
+                ) from exc
+            if found is None:
+                raise EventDecodeError(f"unknown schema id {schema_id}", reason="unknown-schema-id", schema_id=schema_id)
+            try:
+                parsed = fastavro.parse_schema(found.schema)
+            except Exception as exc:  # noqa: BLE001
+                raise EventDecodeError(f"schema {schema_id} is not valid Avro: {exc}", reason="bad-avro",
+                                       schema_id=schema_id) from exc
+            self._writer_schemas[schema_id] = parsed
+        return parsed
 
     # -- helpers ---------------------------------------------------------------------------
     def encode(self, event: EventBase) -> bytes:

@@ -42,10 +42,8 @@ def memory_registry(monkeypatch):
     client = MemoryRegistryClient()
     for codec in codecs.by_topic.values():
         monkeypatch.setattr(codec, "client", client)
-        monkeypatch.setattr(codec.serializer, "schemaregistry_client", client)
         monkeypatch.setattr(codec, "_writer_id", None)
-        codec.serializer.id_to_decoder_func.clear()
-        codec.serializer.id_to_writers.clear()
+        monkeypatch.setattr(codec, "_writer_schemas", {})
     return client
 
 
