@@ -444,16 +444,9 @@ def run(jobs: int | None) -> None:
         _fail(exc)
     worker_proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=dict(os.environ))
     base = f"http://{settings.web_host}:{settings.web_port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and worker_proc.poll() is None:
-        try:
-            urllib.request.urlopen(f"{base}/api/jobs/-", timeout=2)
-        except urllib.error.HTTPError:
-            break  # the web server answers (404 for the placeholder id)
-        except OSError:
-            time.sleep(1)
-    if worker_proc.poll() is not None:
-        _fail(CosmicError(f"the worker exited with code {worker_proc.returncode}"))
+    if not _wait_for_worker(base=base, proc=worker_proc, timeout=180):
+        worker_proc.kill()
+        _fail(CosmicError(f"the worker did not become ready at {base} (exit code {worker_proc.poll()})"))
     click.echo("")
     click.echo("Cosmic Horizons events is running:")
     click.echo(f"  worker web API       {base}/api/jobs/<job_id>")
@@ -462,8 +455,11 @@ def run(jobs: int | None) -> None:
     click.echo("Publishing demo events; Ctrl-C stops the demo and the worker (`cosmic stack down` stops the stack).")
     from app.demo import run_demo
 
+    published: list[str] = []
     try:
-        asyncio.run(run_demo(settings=settings, jobs=jobs, interval=0.5))
+        asyncio.run(run_demo(settings=settings, jobs=jobs, interval=0.5, published=published))
+        if jobs is not None:
+            _wait_for_jobs(base=base, job_ids=published, timeout=60)
     except KeyboardInterrupt:
         pass
     finally:
@@ -472,6 +468,44 @@ def run(jobs: int | None) -> None:
             worker_proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker_proc.kill()
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
+
+
+def _wait_for_worker(*, base: str, proc: subprocess.Popen, timeout: float) -> bool:
+    """Ready = a job query answered from the tables (404 for a job that does not exist);
+    503 means the worker is still recovering or rebalancing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _http_status(f"{base}/api/jobs/-") == 404:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _wait_for_jobs(*, base: str, job_ids: list[str], timeout: float) -> None:
+    """Wait until the worker applied the demo's jobs (each reached a final status)."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    pending = list(job_ids)
+    while pending and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/api/jobs/{pending[0]}", timeout=5) as response:
+                if json.loads(response.read()).get("status") in ("COMPLETED", "FAILED", "CANCELLED"):
+                    click.echo(f"demo: job {pending.pop(0)} applied by the worker")
+                    continue
+        except OSError:
+            pass
+        time.sleep(0.5)
 
 
 from app.cli_audit import audit as _audit  # noqa: E402 - registered after the group exists

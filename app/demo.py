@@ -76,8 +76,12 @@ def lifecycle_events(
     return events
 
 
-async def run_demo(*, settings: Settings, jobs: int | None, interval: float, seed: int | None = None) -> int:
-    """Publish ``jobs`` job lifecycles (forever when None), one event every ``interval`` s."""
+async def run_demo(
+    *, settings: Settings, jobs: int | None, interval: float, seed: int | None = None,
+    published: list[str] | None = None,
+) -> int:
+    """Publish ``jobs`` job lifecycles (forever when None), one event every ``interval`` s;
+    the ids of finished jobs are appended to ``published``."""
     from app.publisher import EventPublisher
 
     rng = random.Random(seed)
@@ -91,5 +95,7 @@ async def run_demo(*, settings: Settings, jobs: int | None, interval: float, see
                 await publisher.publish(event)
                 sent += 1
                 await asyncio.sleep(interval)
+            if published is not None:
+                published.append(job_id)
             print(f"demo: job {job_id} published ({sent} events so far)", flush=True)
     return sent

@@ -32,6 +32,9 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     data_dir: Path = field(default_factory=_default_data_dir)
+    #: The local stack's home; empty = ``<data_dir>/stack``. Lets a worker with its own data
+    #: dir (tests, a second worker) use the stack another data dir started.
+    stack_home: str = ""
     app_id: str = "cosmic-horizons"
     replication_factor: int = 1
     topic_prefix: str = ""
@@ -64,6 +67,14 @@ class Settings:
     jwt_public_key_file: str = ""
     jwt_audience: str = "cosmic-horizons"
     jwt_operator_role: str = "operator"
+    #: RabbitMQ queue type of the declared topology: ``classic`` (one local node) or
+    #: ``quorum`` (a cluster: reject-publish overflow and at-least-once dead-lettering).
+    rabbitmq_queue_type: str = "classic"
+    #: Copy job-lifecycle, notifications and job-metrics events to RabbitMQ (the bridge).
+    rabbitmq_bridge_enabled: bool = True
+    #: Attempts of a RabbitMQ consumer's handler (retries after 1, 2, 4, 8, 16, 30 s) before
+    #: the message goes to ``job-dlq``.
+    rabbitmq_max_attempts: int = 7
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -88,6 +99,10 @@ class Settings:
             raise ConfigError("COSMIC_WEBHOOK_TIMEOUT_SECONDS must be a positive number of seconds")
         if self.smtp_url and urlsplit(self.smtp_url).scheme not in ("smtp", "smtps"):
             raise ConfigError("COSMIC_SMTP_URL must be smtp://host[:port] or smtps://host[:port]")
+        if self.rabbitmq_queue_type not in ("classic", "quorum"):
+            raise ConfigError("COSMIC_RABBITMQ_QUEUE_TYPE must be classic or quorum")
+        if self.rabbitmq_max_attempts < 1:
+            raise ConfigError("COSMIC_RABBITMQ_MAX_ATTEMPTS must be at least 1")
         if not self.kafka_bootstrap.strip():
             raise ConfigError("COSMIC_KAFKA_BOOTSTRAP must name at least one host:port")
 
@@ -108,7 +123,8 @@ class Settings:
 
     @property
     def stack_dir(self) -> Path:
-        return self.data_dir / "stack"
+        """Where the local stack keeps its servers' data and logs (``COSMIC_STACK_HOME``)."""
+        return Path(self.stack_home).expanduser() if self.stack_home else self.data_dir / "stack"
 
 
 def redact_url(url: str) -> str:

@@ -104,6 +104,7 @@ def worker_env(tmp_path: Path, uid: str, stack: Stack) -> dict[str, str]:
             "COSMIC_APP_ID": f"cosmic-test-{uid}",
             "COSMIC_TOPIC_PREFIX": f"{uid}-",
             "COSMIC_DATA_DIR": str(tmp_path / "data"),
+            "COSMIC_STACK_HOME": str(stack.settings.stack_dir),
             "COSMIC_WEB_PORT": str(free_port()),
             "COSMIC_STORE": "rocksdb://",
             "COSMIC_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,

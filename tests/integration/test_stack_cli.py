@@ -112,3 +112,18 @@ def test_port_taken_by_a_stranger_fails_fast_with_its_name(tmp_path: Path):
         out = _cosmic("stack", "up", env=env, timeout=60)
     assert out.returncode != 0
     assert f"port {port}" in out.stderr and "already in use" in out.stderr
+
+
+def test_the_readme_run_command_brings_up_a_worker_and_the_demo(worker_env):
+    """`cosmic run` (what ./scripts/run.sh runs): stack, topics, worker, demo events, URLs."""
+    out = _cosmic("run", "--jobs", "2", env=worker_env, timeout=240)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Cosmic Horizons events is running:" in out.stdout
+    assert f"http://127.0.0.1:{worker_env['COSMIC_WEB_PORT']}/api/jobs/<job_id>" in out.stdout
+    assert out.stdout.count(" published (") == 2
+    assert out.stdout.count(" applied by the worker") == 2
+    tables = _cosmic("tables", "--mode", "offline", env=worker_env)
+    assert tables.returncode == 0
+    rows = {line.split()[0]: line for line in tables.stdout.splitlines()}
+    assert {"job_state", "processed_events", "job_counts", "active_jobs"} <= set(rows)
+    assert "keys=2" in rows["job_state"], rows["job_state"]
