@@ -397,10 +397,15 @@ def rebuild(job_id: str | None, mode: str) -> None:
 
     from app import table_store
     from app.codecs import Codecs
-    from app.rebuild import differences, read_topic, recompute
+    from app.rebuild import differences, recompute
+    from app.topic_reader import read_topic
 
     settings = _settings()
-    records = asyncio.run(read_topic(settings=settings, topic=settings.topic_prefix + "job-lifecycle"))
+    try:
+        records = asyncio.run(read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + "job-lifecycle"))
+    except CosmicError as exc:
+        _fail(exc)
+        return
     expected = recompute(records=records, codecs=Codecs(settings=settings), max_retries=settings.max_job_retries,
                          job_id=job_id)
     answer = _online(settings, "/api/tables/job_state" + (f"?prefix={job_id}" if job_id else ""), mode)
@@ -450,7 +455,7 @@ def run(jobs: int | None) -> None:
     click.echo("")
     click.echo("Cosmic Horizons events is running:")
     click.echo(f"  worker web API       {base}/api/jobs/<job_id>")
-    click.echo(f"  RabbitMQ management  http://127.0.0.1:15672/  (guest / guest)")
+    click.echo("  RabbitMQ management  http://127.0.0.1:15672/  (guest / guest)")
     click.echo(f"  Kafka bootstrap      {settings.kafka_bootstrap}")
     click.echo("Publishing demo events; Ctrl-C stops the demo and the worker (`cosmic stack down` stops the stack).")
     from app.demo import run_demo

@@ -15,80 +15,33 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
 
 import click
 
 from app.audit_chain import VerifyReport, changelog_topic_name, fold_changelog, verify_entries
 from app.errors import ConfigError, CosmicError
 from app.settings import Settings
+from app.topic_reader import TopicReadError, read_topic, topic_partitions
 
 
-class ChangelogReadError(CosmicError):
-    """The changelog topic could not be read to its end."""
-
-
-async def topic_partitions(*, bootstrap: str, topic: str, timeout: float = 60.0) -> list[int]:
-    """The partitions of ``topic`` (ChangelogReadError when it does not exist)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.errors import KafkaError
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout * 1000))
-    try:
-        await asyncio.wait_for(admin.start(), timeout)
-        if topic not in set(await admin.list_topics()):
-            raise ChangelogReadError(f"topic {topic} does not exist (has a worker with this COSMIC_APP_ID run?)")
-        described = await admin.describe_topics([topic])
-    except (KafkaError, asyncio.TimeoutError, OSError) as exc:
-        raise ChangelogReadError(f"cannot describe {topic} on {bootstrap}: {exc!r}") from exc
-    finally:
-        await admin.close()
-    partitions = sorted(p["partition"] for t in described if t["topic"] == topic for p in t.get("partitions") or ())
-    if not partitions:
-        raise ChangelogReadError(f"topic {topic} has no partitions in the cluster's metadata")
-    return partitions
+#: Reading the changelog failed (kept as a name of its own for callers of this module).
+ChangelogReadError = TopicReadError
 
 
 async def read_changelog(*, bootstrap: str, topic: str, timeout: float = 60.0
                          ) -> tuple[list[int], list[tuple[bytes | None, bytes | None]]]:
-    """Every record of ``topic`` up to its current end offsets: (partitions, [(key, value)])."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.errors import KafkaError
+    """Every record of ``topic`` up to its current end offsets: (partitions, [(key, value)]).
 
-    partitions = await topic_partitions(bootstrap=bootstrap, topic=topic, timeout=timeout)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-        auto_offset_reset="earliest", request_timeout_ms=int(timeout * 1000),
-    )
+    Keys never move between partitions, so per-partition log order is enough.
+    """
     try:
-        await asyncio.wait_for(consumer.start(), timeout)
-    except (KafkaError, asyncio.TimeoutError, OSError) as exc:
-        raise ChangelogReadError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        pending = {tp for tp in tps if ends[tp] > 0}
-        records: dict[int, list[tuple[bytes | None, bytes | None]]] = {p: [] for p in partitions}
-        deadline = time.monotonic() + timeout
-        while pending:
-            if time.monotonic() > deadline:
-                raise ChangelogReadError(f"timed out reading {topic} (partitions {sorted(tp.partition for tp in pending)})")
-            batches = await consumer.getmany(*pending, timeout_ms=500)
-            for tp, messages in batches.items():
-                for message in messages:
-                    if message.offset < ends[tp]:
-                        records[tp.partition].append((message.key, message.value))
-            for tp in list(pending):
-                if await consumer.position(tp) >= ends[tp]:
-                    pending.discard(tp)
-        # Keys never move between partitions, so per-partition log order is enough.
-        return partitions, [r for p in partitions for r in records[p]]
-    except KafkaError as exc:
-        raise ChangelogReadError(f"reading {topic} failed: {exc!r}") from exc
-    finally:
-        await consumer.stop()
+        partitions = await topic_partitions(bootstrap=bootstrap, topic=topic, timeout=timeout)
+    except TopicReadError as exc:
+        if "does not exist" in str(exc):
+            raise TopicReadError(f"{exc} (has a worker with this COSMIC_APP_ID run?)") from exc
+        raise
+    records = await read_topic(bootstrap=bootstrap, topic=topic, timeout=timeout, partitions=partitions)
+    return partitions, [(r.key, r.value) for r in records]
 
 
 async def verify_chain(*, settings: Settings, timeout: float = 60.0) -> tuple[str, VerifyReport]:

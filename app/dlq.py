@@ -18,6 +18,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from app.errors import CosmicError, EventDecodeError
 from app.settings import Settings
+from app.topic_reader import read_assigned, topic_partitions
 from app.topic_specs import DLQ_SUFFIX, all_topic_specs
 
 
@@ -40,27 +41,16 @@ def resolve(*, settings: Settings, topic: str) -> str:
 
 
 async def _read(*, settings: Settings, topic: str, group: str | None = None):  # noqa: ANN202
-    """Every record of ``topic`` from the group's position (or the beginning) to the end."""
+    """(started consumer, records): from the group's position (or the beginning) to the end."""
+    partitions = await topic_partitions(bootstrap=settings.kafka_bootstrap, topic=topic)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     await consumer.start()
     try:
-        parts = consumer.partitions_for_topic(topic)
-        if parts is None:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        if group is None:
-            await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records = []
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=2000)
-                records.extend(r for r in batch.get(tp, []) if r.offset < ends[tp])
+        records = await read_assigned(consumer=consumer, topic=topic, partitions=partitions,
+                                      from_beginning=group is None)
         return consumer, records
     except BaseException:
         await consumer.stop()

@@ -12,33 +12,11 @@ import base64
 import itertools
 from typing import Any, Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from app.codecs import Codecs, utc_ms
 from app.errors import EventDecodeError
-from app.settings import Settings
 from app.state_machine import decide
 
 COMPARED = ("status", "retry_count", "timestamps", "user_id", "job_type")
-
-
-async def read_topic(*, settings: Settings, topic: str) -> list[Any]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()  # noqa: SLF001
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        records = []
-        for tp in tps:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=2000)
-                records.extend(r for r in batch.get(tp, []) if r.offset < ends[tp])
-        return records
-    finally:
-        await consumer.stop()
 
 
 def recompute(*, records: Iterable[Any], codecs: Codecs, max_retries: int, job_id: str | None = None) -> dict[str, dict]:

@@ -59,7 +59,7 @@ async def ensure_topics(
             except TopicAlreadyExistsError:
                 continue
             for topic_error in getattr(response, "topic_errors", []):
-                _topic, code, message = topic_error[0], topic_error[1], topic_error[2] if len(topic_error) > 2 else ""
+                code, message = topic_error[1], topic_error[2] if len(topic_error) > 2 else ""
                 if code not in (0, TopicAlreadyExistsError.errno):
                     raise TopicAdminError(f"creating topic {name} failed: error {code} {message}")
         names = [full_name(spec=s, prefix=prefix) for s in specs]

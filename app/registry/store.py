@@ -749,8 +749,14 @@ class KafkaLog:
                     log.info("created schema topic %s", self.topic)
                 elif code != TopicAlreadyExistsError.errno:
                     raise for_code(code)(rest[0] if rest else "")
-            described = await admin.describe_topics([self.topic])
-            partitions = described[0].get("partitions", []) if described else []
+            # A topic just created can take a moment to show up in the metadata.
+            deadline = asyncio.get_running_loop().time() + self.timeout_s
+            while True:
+                described = await admin.describe_topics([self.topic])
+                partitions = described[0].get("partitions", []) if described else []
+                if partitions or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.2)
             if len(partitions) != 1:
                 raise RegistryError(f"schema topic {self.topic!r} must have exactly 1 partition, has {len(partitions)}")
         finally:

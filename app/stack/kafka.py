@@ -174,7 +174,7 @@ class KafkaCluster:
     def _java_argv(self, *, main: str, args: list[str], heap: str, marker: str) -> list[str]:
         java = require_tool(name="java", hint=JAVA_HINT)
         return [
-            java, f"-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            java, "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-D{marker}", "-cp", f"{self.libs_dir}/*", main, *args,
         ]
 

@@ -12,7 +12,7 @@ from app.errors import StackError
 from app.settings import Settings
 from app.stack.kafka import JAVA_HINT, KAFKA_VERSION, MAVEN_HINT, KafkaCluster
 from app.stack.process import ensure_ports_free, find_marked_pids, require_tool
-from app.stack.rabbitmq import RABBIT_HINT, RabbitEndpoint, RabbitNode, stop_epmd_if_idle
+from app.stack.rabbitmq import RabbitEndpoint, RabbitNode, stop_epmd_if_idle
 from app.stack.registry import RegistryProcess
 
 

@@ -13,11 +13,12 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from agents.job_lifecycle import derived_id
 from app.audit_chain import changelog_topic_name, entry_key, fold_changelog, parse_entry_key
-from app.cli_audit import read_changelog, topic_partitions
+from app.cli_audit import read_changelog
+from app.topic_reader import read_topic
 from app.demo import lifecycle_events
 from app.models import AuditRecord, utc_now
 from app.publisher import EventPublisher
@@ -80,23 +81,8 @@ def _verify_until_total(env: dict[str, str], total: int, *, timeout: float = 60.
 async def _dead_letters(env: dict[str, str], topic: str) -> list[dict[str, str]]:
     """Headers of every record on ``topic`` (a dead-letter topic), as text."""
     settings = Settings.from_env(environ=env)
-    partitions = await topic_partitions(bootstrap=settings.kafka_bootstrap, topic=topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
-        found: list[dict[str, str]] = []
-        pending = {tp for tp in tps if ends[tp] > 0}
-        while pending:
-            for tp, messages in (await consumer.getmany(*pending, timeout_ms=500)).items():
-                found += [{k: v.decode() for k, v in m.headers} for m in messages if m.offset < ends[tp]]
-            pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
-        return found
-    finally:
-        await consumer.stop()
+    records = await read_topic(bootstrap=settings.kafka_bootstrap, topic=topic)
+    return [{k: v.decode() for k, v in r.headers} for r in records]
 
 
 def _manual_audit(resource_id: str) -> AuditRecord:

@@ -10,11 +10,11 @@ import subprocess
 import sys
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.demo import lifecycle_events
 from app.publisher import EventPublisher
 from app.settings import PROJECT_ROOT, Settings
+from app.topic_reader import read_topic
 from app.validation import event_to_json
 
 
@@ -23,24 +23,7 @@ def _valid_events(job_id: str) -> list[dict]:
 
 
 async def _records(*, bootstrap: str, topic: str) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        out = []
-        for tp in partitions:
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                out.extend(batch.get(tp, []))
-        return out
-    finally:
-        await consumer.stop()
+    return await read_topic(bootstrap=bootstrap, topic=topic)
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict | None = None):

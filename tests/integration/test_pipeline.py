@@ -16,7 +16,7 @@ from collections import Counter
 
 from app.codecs import Codecs
 from app.publisher import EventPublisher
-from app.rebuild import read_topic
+from app.topic_reader import read_topic
 from app.settings import PROJECT_ROOT, Settings
 from app.workload import Workload, build_workload
 
@@ -45,7 +45,7 @@ def _wait_for_final_states(worker, workload: Workload, *, timeout: float = 240.0
 
 async def _decoded(settings: Settings, topic: str) -> list:
     codec = Codecs(settings=settings).for_topic(topic)
-    return [codec.decode(r.value) for r in await read_topic(settings=settings, topic=settings.topic_prefix + topic)]
+    return [codec.decode(r.value) for r in await read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + topic)]
 
 
 async def _check_effects(settings: Settings, workload: Workload, *, exact_messages: bool) -> dict:
@@ -111,7 +111,7 @@ async def test_thousand_jobs_with_duplicates_and_swaps(worker_factory, worker_en
     figures = await _check_effects(settings, workload, exact_messages=True)
     chain = await asyncio.to_thread(_audit_chain_entries, worker_env, workload.transitions)
     assert chain["ok"] and chain["total"] == workload.transitions, "one chained audit record per transition"
-    dead = [r for r in await read_topic(settings=settings, topic=f"{uid}-job-lifecycle.dlq")]
+    dead = [r for r in await read_topic(bootstrap=settings.kafka_bootstrap, topic=f"{uid}-job-lifecycle.dlq")]
     reasons = Counter(dict(r.headers)["dlq.reason"].decode() for r in dead)
     assert reasons == {"duplicate": workload.duplicates}, reasons
 

@@ -45,7 +45,8 @@ def _expected_type(avro_type: Any, named: dict[str, Any]) -> Any:
         named[avro_type["name"]] = avro_type
         return str
     if kind == "map":
-        return Dict[str, _expected_type(avro_type["values"], named)]
+        value_type = _expected_type(avro_type["values"], named)
+        return Dict[str, value_type]  # type: ignore[valid-type]
     if kind == "record":
         named[avro_type["name"]] = avro_type
         return ("record", f"{NAMESPACE}.{avro_type['name']}")

@@ -3,7 +3,6 @@
 import socket
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
