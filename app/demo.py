@@ -29,34 +29,51 @@ def lifecycle_events(
     *, job_id: str, user_id: str, rng: random.Random, start: datetime | None = None,
     outcome: str | None = None,
 ) -> list[JobEvent]:
-    """A complete, valid lifecycle of one job: submitted, queued, running, then an outcome."""
+    """A complete, valid lifecycle of one job: submitted, queued, running, then an outcome —
+    COMPLETED, FAILED, CANCELLED, or RETRIED (a retriable failure, re-queued, then completed).
+    Event times are 1 ms apart from ``start``."""
     t = start or utc_now()
     corr = str(uuid.uuid4())
     outcome = outcome or rng.choice(("COMPLETED", "COMPLETED", "FAILED", "CANCELLED"))
+    step = 0
 
-    def base(name: str, step: int) -> dict:
+    def base(name: str) -> dict:
+        nonlocal step
+        moment = t + timedelta(milliseconds=step)
+        step += 1
         return dict(
-            event_id=str(uuid.uuid4()), event_type=name, timestamp=t + timedelta(milliseconds=step),
+            event_id=str(uuid.uuid4()), event_type=name, timestamp=moment,
             correlation_id=corr, user_id=user_id, schema_version=1, job_id=job_id,
         )
 
+    def queued() -> JobQueued:
+        return JobQueued(**base("JobQueued"), queue_name="normal", queue_position=rng.randint(0, 50))
+
+    def running() -> JobStatusChanged:
+        return JobStatusChanged(**base("JobStatusChanged"), previous_status="QUEUED", new_status="RUNNING",
+                                transition_reason="scheduler started the job")
+
     events: list[JobEvent] = [
         JobSubmitted(
-            **base("JobSubmitted", 0), tacc_system=rng.choice(SYSTEMS),
+            **base("JobSubmitted"), tacc_system=rng.choice(SYSTEMS),
             resource_request=ResourceRequest(nodes=rng.randint(1, 8), gpus=rng.choice((0, 4, 8)), walltime="02:00:00"),
             estimated_cost_usd=round(rng.uniform(1, 500), 2), priority=rng.randint(0, 10),
             job_type=rng.choice(JOB_TYPES),
         ),
-        JobQueued(**base("JobQueued", 1), queue_name="normal", queue_position=rng.randint(0, 50)),
-        JobStatusChanged(
-            **base("JobStatusChanged", 2), previous_status="QUEUED", new_status="RUNNING",
-            transition_reason="scheduler started the job",
-        ),
+        queued(),
+        running(),
     ]
-    if outcome == "COMPLETED":
+    if outcome == "RETRIED":
+        events += [
+            JobFailed(**base("JobFailed"), error_code="NODE_LOST", error_message="node lost", retry_count=0,
+                      retriable=True),
+            queued(),
+            running(),
+        ]
+    if outcome in ("COMPLETED", "RETRIED"):
         events.append(
             JobCompleted(
-                **base("JobCompleted", 3),
+                **base("JobCompleted"),
                 metrics_summary=MetricsSummary(
                     execution_time_s=round(rng.uniform(60, 7200), 1), cpu_pct_mean=round(rng.uniform(10, 100), 1),
                     gpu_pct_mean=round(rng.uniform(0, 100), 1), memory_gb_max=round(rng.uniform(1, 512), 1),
@@ -66,13 +83,13 @@ def lifecycle_events(
         )
     elif outcome == "FAILED":
         events.append(
-            JobFailed(
-                **base("JobFailed", 3), error_code="OOM", error_message="node ran out of memory",
-                retry_count=0, retriable=False,
-            )
+            JobFailed(**base("JobFailed"), error_code="OOM", error_message="node ran out of memory",
+                      retry_count=0, retriable=False)
         )
+    elif outcome == "CANCELLED":
+        events.append(JobCancelled(**base("JobCancelled"), cancelled_by=user_id, reason="no longer needed"))
     else:
-        events.append(JobCancelled(**base("JobCancelled", 3), cancelled_by=user_id, reason="no longer needed"))
+        raise ValueError(f"unknown outcome {outcome!r}")
     return events
 
 

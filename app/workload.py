@@ -11,21 +11,11 @@ results are computed from the lifecycles themselves, not by the state machine.
 from __future__ import annotations
 
 import random
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from app.models import (
-    JobCancelled,
-    JobCompleted,
-    JobEvent,
-    JobFailed,
-    JobQueued,
-    JobStatusChanged,
-    JobSubmitted,
-    MetricsSummary,
-    ResourceRequest,
-)
+from app.demo import lifecycle_events
+from app.models import JobEvent
 from app.state_machine import FORWARD
 
 OUTCOMES = ("COMPLETED", "FAILED", "CANCELLED", "RETRIED")
@@ -47,42 +37,6 @@ class Workload:
         return {e.event_id for events in self.lifecycles.values() for e in events}
 
 
-def _lifecycle(*, job_id: str, user_id: str, outcome: str, start: datetime, rng: random.Random) -> list[JobEvent]:
-    corr = str(uuid.uuid4())
-    step = 0
-
-    def base(name: str) -> dict:
-        nonlocal step
-        step += 1
-        return dict(event_id=str(uuid.uuid4()), event_type=name, timestamp=start + timedelta(milliseconds=step),
-                    correlation_id=corr, user_id=user_id, schema_version=1, job_id=job_id)
-
-    def running() -> JobStatusChanged:
-        return JobStatusChanged(**base("JobStatusChanged"), previous_status="QUEUED", new_status="RUNNING")
-
-    events: list[JobEvent] = [
-        JobSubmitted(**base("JobSubmitted"), tacc_system="frontera",
-                     resource_request=ResourceRequest(nodes=rng.randint(1, 4), gpus=4, walltime="01:00:00"),
-                     estimated_cost_usd=12.5, priority=5, job_type=rng.choice(("calibration", "imaging"))),
-        JobQueued(**base("JobQueued"), queue_name="normal"),
-        running(),
-    ]
-    done = MetricsSummary(execution_time_s=100.0, cpu_pct_mean=50.0, gpu_pct_mean=60.0, memory_gb_max=32.0)
-    if outcome == "RETRIED":
-        events.append(JobFailed(**base("JobFailed"), error_code="NODE_LOST", error_message="node lost",
-                                retry_count=0, retriable=True))
-        events.append(JobQueued(**base("JobQueued"), queue_name="normal"))
-        events.append(running())
-    if outcome in ("COMPLETED", "RETRIED"):
-        events.append(JobCompleted(**base("JobCompleted"), metrics_summary=done, result_location=f"s3://r/{job_id}/"))
-    elif outcome == "FAILED":
-        events.append(JobFailed(**base("JobFailed"), error_code="OOM", error_message="out of memory",
-                                retry_count=0, retriable=False))
-    else:
-        events.append(JobCancelled(**base("JobCancelled"), cancelled_by=user_id, reason="not needed"))
-    return events
-
-
 def build_workload(
     *, jobs: int, seed: int = 0, duplicate_share: float = 0.10, swap_share: float = 0.3,
     prefix: str = "job", users: int = 20, start: datetime | None = None,
@@ -98,8 +52,8 @@ def build_workload(
     for n in range(jobs):
         job_id = f"{prefix}-{n:05d}"
         outcome = OUTCOMES[n % len(OUTCOMES)]
-        events = _lifecycle(job_id=job_id, user_id=f"user-{n % users}", outcome=outcome,
-                            start=start + timedelta(seconds=n), rng=rng)
+        events = lifecycle_events(job_id=job_id, user_id=f"user-{n % users}", outcome=outcome,
+                                  start=start + timedelta(seconds=n), rng=rng)
         lifecycles[job_id] = events
         expected_status[job_id] = {"RETRIED": "COMPLETED"}.get(outcome, outcome)
         expected_retries[job_id] = 1 if outcome == "RETRIED" else 0
