@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 import urllib.error
@@ -447,11 +445,14 @@ def run(jobs: int | None) -> None:
         StackManager(settings=settings, echo=click.echo).up()
     except CosmicError as exc:
         _fail(exc)
-    worker_proc = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=dict(os.environ))
-    base = f"http://{settings.web_host}:{settings.web_port}"
-    if not _wait_for_worker(base=base, proc=worker_proc, timeout=180):
-        worker_proc.kill()
-        _fail(CosmicError(f"the worker did not become ready at {base} (exit code {worker_proc.poll()})"))
+    from app.worker_process import WorkerProcess
+
+    worker_proc = WorkerProcess(env=dict(os.environ))
+    base = worker_proc.base_url
+    try:
+        worker_proc.start(timeout=180)
+    except CosmicError as exc:
+        _fail(exc)
     click.echo("")
     click.echo("Cosmic Horizons events is running:")
     click.echo(f"  worker web API       {base}/api/jobs/<job_id>")
@@ -468,32 +469,7 @@ def run(jobs: int | None) -> None:
     except KeyboardInterrupt:
         pass
     finally:
-        worker_proc.send_signal(signal.SIGTERM)
-        try:
-            worker_proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker_proc.kill()
-
-
-def _http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
-def _wait_for_worker(*, base: str, proc: subprocess.Popen, timeout: float) -> bool:
-    """Ready = a job query answered from the tables (404 for a job that does not exist);
-    503 means the worker is still recovering or rebalancing."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _http_status(f"{base}/api/jobs/-") == 404:
-            return True
-        time.sleep(0.5)
-    return False
+        worker_proc.stop(timeout=30)
 
 
 def _wait_for_jobs(*, base: str, job_ids: list[str], timeout: float) -> None:

@@ -181,7 +181,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
         # c. HTTP against a real worker (first, so its agent has no backlog from a and b)
         ready_s = await asyncio.to_thread(worker.start)
         ctx.log(f"ingest: worker ready in {ready_s:.1f} s at {worker.base_url}")
-        meter = CpuMeter({"bench": [here], "worker": [worker.proc.pid], "broker": brokers})  # type: ignore[union-attr]
+        meter = CpuMeter({"bench": [here], "worker": [worker.process.proc.pid], "broker": brokers})  # type: ignore[union-attr]
         url = f"{worker.base_url}/api/events"
 
         def bodies_of(events: Sequence[Any]) -> list[tuple[bytes, int]]:

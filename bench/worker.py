@@ -8,35 +8,27 @@ answers ``GET /api/jobs/-`` with 404 from the table (recovered and assigned).
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import Settings
+from app.worker_process import WorkerProcess, WorkerProcessError, free_port
 from bench.context import BenchError
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class BenchWorker:
+    """The run's worker: a :class:`app.worker_process.WorkerProcess` with isolated settings."""
+
     def __init__(self, *, settings: Settings, workdir: Path) -> None:
         self.port = free_port()
         self.log_path = workdir / "worker.log"
-        self.env = dict(os.environ)
-        self.env.update(
+        env = dict(os.environ)
+        env.update(
             {
                 "COSMIC_APP_ID": settings.app_id,
                 "COSMIC_TOPIC_PREFIX": settings.topic_prefix,
                 "COSMIC_DATA_DIR": str(workdir / "worker-data"),
+                "COSMIC_STACK_HOME": str(settings.stack_dir),
                 "COSMIC_WEB_HOST": "127.0.0.1",
                 "COSMIC_WEB_PORT": str(self.port),
                 "COSMIC_STORE": "rocksdb://",
@@ -46,45 +38,21 @@ class BenchWorker:
                 "COSMIC_REPLICATION_FACTOR": str(settings.replication_factor),
             }
         )
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
+        self.env = env
+        self.process = WorkerProcess(env=env, log_path=self.log_path)
+        self.base_url = self.process.base_url
 
     def start(self, *, timeout: float = 120.0) -> float:
         """Start and wait until ready; returns the seconds it took."""
         begin = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "worker"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-                start_new_session=True,
-            )
-        deadline = begin + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                urllib.request.urlopen(f"{self.base_url}/api/jobs/-", timeout=2)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    return time.monotonic() - begin
-            except OSError:
-                pass
-            time.sleep(0.25)
-        self.stop()
-        raise BenchError(f"worker web server not ready in {timeout:.0f} s:\n{self.log_tail()}")
+        try:
+            self.process.start(timeout=timeout)
+        except WorkerProcessError as exc:
+            raise BenchError(str(exc)) from exc
+        return time.monotonic() - begin
 
     def stop(self, *, timeout: float = 60.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+        self.process.stop(timeout=timeout)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no worker log)"
+        return self.process.log_tail(lines)

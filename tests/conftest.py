@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +13,10 @@ import pytest
 # app.main is imported. Worker subprocesses get COSMIC_STORE=rocksdb:// explicitly.
 os.environ.setdefault("COSMIC_STORE", "memory://")
 
-from app.settings import PROJECT_ROOT, Settings  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.worker_process import WorkerProcess, free_port  # noqa: E402,F401 - re-exported for tests
 
 _STACK_SUMMARY: list[str] = []
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -112,86 +99,6 @@ def worker_env(tmp_path: Path, uid: str, stack: Stack) -> dict[str, str]:
         }
     )
     return env
-
-
-class WorkerProcess:
-    """A real ``cosmic worker`` subprocess."""
-
-    def __init__(self, *, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-        self.base_url = f"http://127.0.0.1:{env['COSMIC_WEB_PORT']}"
-
-    def start(self, *, timeout: float = 120.0) -> "WorkerProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "worker"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                urllib.request.urlopen(f"{self.base_url}/api/jobs/-", timeout=2)
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    return self  # answered from the table: recovered and assigned
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"worker web not up in {timeout} s:\n{self.log_tail()}")
-
-    def operator_token(self) -> str:
-        from app.auth import mint_token
-
-        return mint_token(settings=Settings.from_env(environ=self.env), sub="test-operator", role="operator")
-
-    def get_json(self, path: str, *, operator: bool = False) -> tuple[int, object]:
-        """(status, decoded JSON body — or the raw text when the body is not JSON)."""
-        request = urllib.request.Request(f"{self.base_url}{path}")
-        if operator:
-            request.add_header("Authorization", f"Bearer {self.operator_token()}")
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        try:
-            return status, json.loads(raw or b"null")
-        except ValueError:
-            return status, raw.decode(errors="replace")
-
-    def table(self, name: str) -> dict:
-        """The worker's whole table ``name`` (operator API), key → value."""
-        request = urllib.request.Request(f"{self.base_url}/api/tables/{name}")
-        request.add_header("Authorization", f"Bearer {self.operator_token()}")
-        with urllib.request.urlopen(request, timeout=60) as response:
-            lines = response.read().decode().splitlines()
-        return {json.dumps(item["key"]) if not isinstance(item["key"], str) else item["key"]: item["value"]
-                for item in map(json.loads, filter(None, lines))}
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no flush, no commit."""
-        self.stop(sig=signal.SIGKILL, timeout=30)
-
-    def stop(self, *, sig: int = signal.SIGTERM, timeout: float = 60.0) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(sig)
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 @pytest.fixture

@@ -35,6 +35,12 @@ class MemoryRegistryClient:
 
 
 @pytest.fixture
+def registry_client() -> MemoryRegistryClient:
+    """A fresh in-memory stand-in for the schema registry client."""
+    return MemoryRegistryClient()
+
+
+@pytest.fixture
 def memory_registry(monkeypatch):
     """Point every codec of the app at an in-memory registry client."""
     from app.main import codecs

@@ -19,10 +19,8 @@ from app.settings import Settings
 
 
 @pytest.fixture
-def client():
-    from conftest import MemoryRegistryClient
-
-    return MemoryRegistryClient()
+def client(registry_client):  # noqa: ANN001
+    return registry_client
 
 
 @pytest.fixture
