@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from aiokafka.errors import KafkaError
+
 from app.errors import EventDecodeError, RejectedEvent, RetriableError
 from app.main import app, codecs, settings
 from app.models import EventBase
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 #: Dead letters and duplicates by (source topic, reason), for health and /metrics.
 DLQ_COUNTS: Counter[tuple[str, str]] = Counter()
+#: Events held because Kafka was unavailable, by source topic.
+KAFKA_WAITS: Counter[str] = Counter()
 
 DLQ_HEADERS = (
     "dlq.reason", "dlq.error_class", "dlq.error_message", "dlq.stack_trace", "dlq.topic",
@@ -75,7 +79,10 @@ async def emit(*events: EventBase) -> None:
 
 
 async def dead_letter(*, origin: Origin, reason: str, error: BaseException | None, attempts: int) -> None:
-    """Send the original record to ``<topic>.dlq`` with why and where it came from."""
+    """Send the original record to ``<topic>.dlq`` with why and where it came from.
+
+    If Kafka is unavailable this keeps trying (with backoff): the event must not be lost,
+    and its source offset does not advance meanwhile."""
     headers = list(origin.headers) + [
         ("dlq.reason", reason.encode()),
         ("dlq.error_class", type(error).__name__.encode() if error else b""),
@@ -88,9 +95,17 @@ async def dead_letter(*, origin: Origin, reason: str, error: BaseException | Non
         ("dlq.attempts", str(attempts).encode()),
         ("dlq.dead_lettered_at", str(int(time.time() * 1000)).encode()),
     ]
-    await app.producer.send_and_wait(
-        origin.topic + DLQ_SUFFIX, origin.key, origin.value, origin.partition, None, headers
-    )
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            await app.producer.send_and_wait(
+                origin.topic + DLQ_SUFFIX, origin.key, origin.value, origin.partition, None, headers
+            )
+            break
+        except KafkaError as exc:
+            logger.warning("dead-letter topic unavailable (attempt %d): %r; retrying", attempt, exc)
+            await asyncio.sleep(backoff_delay(attempt))
     DLQ_COUNTS[(_unprefixed(origin.topic), reason)] += 1
     logger.warning(
         "dead-lettered %s[%s]@%s: %s%s", origin.topic, origin.partition, origin.offset, reason,
@@ -127,6 +142,14 @@ async def handle_one(*, topic: str, origin: Origin, handler: Handler) -> bool:
         except RejectedEvent as exc:
             await dead_letter(origin=origin, reason=exc.reason, error=exc, attempts=attempt)
             return False
+        except KafkaError as exc:
+            # The broker itself is unavailable (emitting effects failed): hold this event and
+            # retry until it is back. Dead-lettering would need the same broker, and the
+            # source offset does not advance meanwhile, so nothing is lost.
+            KAFKA_WAITS[topic] += 1
+            logger.warning("Kafka unavailable while handling %s@%s (attempt %d): %r; retrying",
+                           origin.topic, origin.offset, attempt, exc)
+            await asyncio.sleep(backoff_delay(attempt))
         except RetriableError as exc:
             if attempt >= settings.max_attempts:
                 await dead_letter(origin=origin, reason="retries-exhausted", error=exc, attempts=attempt)
