@@ -490,8 +490,10 @@ def _wait_for_jobs(*, base: str, job_ids: list[str], timeout: float) -> None:
 
 
 from app.cli_audit import audit as _audit  # noqa: E402 - registered after the group exists
+from app.cli_rabbit import rabbit as _rabbit  # noqa: E402
 
 main.add_command(_audit)
+main.add_command(_rabbit)
 
 if __name__ == "__main__":
     main()

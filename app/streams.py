@@ -126,12 +126,25 @@ def backoff_delay(attempt: int) -> float:
 Handler = Callable[[EventBase, Origin], Awaitable[Any]]
 
 
-async def handle_one(*, topic: str, origin: Origin, handler: Handler) -> bool:
-    """Decode and handle one record; dead-letter on failure. True if the handler succeeded."""
+#: Undecodable records skipped by secondary consumers (their topic's owner dead-letters them).
+UNDECODABLE_SKIPPED: Counter[str] = Counter()
+
+
+async def handle_one(
+    *, topic: str, origin: Origin, handler: Handler, dead_letter_undecodable: bool = True
+) -> bool:
+    """Decode and handle one record; dead-letter on failure. True if the handler succeeded.
+
+    Only one agent per topic — its owner — dead-letters undecodable records; other agents
+    reading the same topic pass ``dead_letter_undecodable=False`` and skip them, so a bad
+    record is dead-lettered once."""
     try:
         event = codecs.for_topic(topic).decode(origin.value or b"")
     except EventDecodeError as exc:
-        await dead_letter(origin=origin, reason=f"undecodable:{exc.reason}", error=exc, attempts=1)
+        if dead_letter_undecodable:
+            await dead_letter(origin=origin, reason=f"undecodable:{exc.reason}", error=exc, attempts=1)
+        else:
+            UNDECODABLE_SKIPPED[topic] += 1
         return False
     attempt = 0
     while True:
@@ -162,8 +175,10 @@ async def handle_one(*, topic: str, origin: Origin, handler: Handler) -> bool:
             return False
 
 
-async def process_events(stream, *, topic: str, handler: Handler):  # noqa: ANN001, ANN201
-    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name); yields event ids."""
+async def process_events(  # noqa: ANN201
+    stream, *, topic: str, handler: Handler, dead_letter_undecodable: bool = True  # noqa: ANN001
+):
+    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name); yields (offset, ok)."""
     async for event in stream.events():
         message = event.message
         origin = Origin(
@@ -171,5 +186,6 @@ async def process_events(stream, *, topic: str, handler: Handler):  # noqa: ANN0
             timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
             key=message.key, value=message.value, headers=tuple(message.headers or ()),
         )
-        ok = await handle_one(topic=topic, origin=origin, handler=handler)
+        ok = await handle_one(topic=topic, origin=origin, handler=handler,
+                              dead_letter_undecodable=dead_letter_undecodable)
         yield (origin.offset, ok)

@@ -69,3 +69,11 @@ async def test_undecodable_bytes_never_reach_the_handler(origin, captured):
     bad = Origin(topic="job-lifecycle", partition=0, offset=1, timestamp_ms=None, key=None, value=b"\x00\x00")
     assert await handle_one(topic="job-lifecycle", origin=bad, handler=handler) is False
     assert calls == [] and captured["dead"][0][1] == "undecodable:not-framed"
+
+
+async def test_a_secondary_consumer_skips_undecodable_bytes_without_dead_lettering(origin, captured):
+    handler, calls = _handler([])
+    bad = Origin(topic="job-lifecycle", partition=0, offset=1, timestamp_ms=None, key=None, value=b"junk")
+    assert await handle_one(topic="job-lifecycle", origin=bad, handler=handler, dead_letter_undecodable=False) is False
+    assert calls == [] and captured["dead"] == []
+    assert streams.UNDECODABLE_SKIPPED["job-lifecycle"] >= 1

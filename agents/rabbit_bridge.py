@@ -1,0 +1,55 @@
+"""``bridge_to_rabbitmq`` (and its notifications / job-metrics siblings): ephemeral copies of
+Kafka events on RabbitMQ, published through :class:`app.rabbit_bridge.RabbitBridge`.
+
+Each agent has concurrency 1 and awaits RabbitMQ's publisher confirm before taking the next
+event, so Faust acks (and later commits) an event only after RabbitMQ holds it. While
+RabbitMQ is down the publish retries forever: consumption of these agents pauses, nothing is
+dead-lettered for it, and a redelivery after a crash re-publishes with the same message_id.
+An event type without a route is dead-lettered to ``<topic>.dlq`` (``not-bridged``).
+Off with ``COSMIC_RABBITMQ_BRIDGE_ENABLED=false``.
+"""
+
+from __future__ import annotations
+
+from app.errors import RejectedEvent
+from app.main import app, settings
+from app.models import EventBase
+from app.streams import Origin, process_events
+from app.topics import job_lifecycle_topic, job_metrics_topic, notifications_topic
+
+
+async def publish_event(event: EventBase, origin: Origin) -> None:
+    from app.rabbit_bridge import wait_for_bridge
+    from app.rabbit_topology import route_for
+
+    try:
+        route_for(event)
+    except KeyError:
+        raise RejectedEvent(f"no RabbitMQ route for {event.event_type}", reason="not-bridged") from None
+    bridge = await wait_for_bridge()
+    await bridge.publish(event)
+
+
+if settings.rabbitmq_bridge_enabled:
+    from app import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the service
+
+    @app.agent(job_lifecycle_topic, concurrency=1, name="bridge_to_rabbitmq")
+    async def bridge_to_rabbitmq(stream):  # noqa: ANN001, ANN201
+        async for result in process_events(
+            stream, topic="job-lifecycle", handler=publish_event,
+            dead_letter_undecodable=False,  # track_job_lifecycle owns this topic's dead letters
+        ):
+            yield result
+
+    @app.agent(notifications_topic, concurrency=1, name="bridge_notifications_to_rabbitmq")
+    async def bridge_notifications_to_rabbitmq(stream):  # noqa: ANN001, ANN201
+        async for result in process_events(
+            stream, topic="notifications", handler=publish_event,
+            dead_letter_undecodable=False,  # deliver_notifications owns this topic's dead letters
+        ):
+            yield result
+
+    @app.agent(job_metrics_topic, concurrency=1, name="bridge_metrics_to_rabbitmq")
+    async def bridge_metrics_to_rabbitmq(stream):  # noqa: ANN001, ANN201
+        async for result in process_events(stream, topic="job-metrics", handler=publish_event):
+            yield result

@@ -1,0 +1,229 @@
+"""The RabbitMQ side of the bridge: a Faust service owning one aio-pika RobustConnection and
+a publisher-confirm channel; agents (``agents/rabbit_bridge.py``) publish through it.
+
+* Start-up: the first connect happens in ``on_start``. Reachable → the topology is declared
+  (:mod:`app.rabbit_topology`); a queue with other arguments stops the worker with
+  :class:`~app.rabbit_topology.TopologyMismatch`. Unreachable → an error naming the URL
+  *without its password* is logged and a background task keeps retrying with backoff
+  (1 s doubling to 30 s); the worker starts and serves HTTP meanwhile (``connected`` is
+  False, for health).
+* Publishing: :meth:`RabbitBridge.publish` returns only once RabbitMQ confirmed the message
+  (``Exchange.publish`` on a confirm channel waits for the basic.ack). While RabbitMQ is
+  down it waits and retries (the robust connection reconnects by itself) — it never gives
+  up, so the calling agent stops consuming and Kafka offsets do not advance: nothing is
+  lost, and a message whose confirm was lost in the outage is published again with the
+  same ``message_id`` (duplicates possible, losses not).
+
+Importing this module does no network I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Optional
+
+import aio_pika
+import aiormq
+import mode
+
+from app.main import app, settings
+from app.models import EventBase
+from app.rabbit_topology import TopologyMismatch, declare_topology, route_for
+from app.validation import event_to_json
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF = 30.0
+
+
+def _backoff(attempt: int) -> float:
+    return min(1.0 * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
+
+
+def event_message(event: EventBase) -> aio_pika.Message:
+    """The AMQP message of an event: JSON body and the event's identity as properties."""
+    return aio_pika.Message(
+        body=json.dumps(event_to_json(event), separators=(",", ":")).encode(),
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=event.event_id,
+        correlation_id=event.correlation_id,
+        type=event.event_type,
+        timestamp=event.timestamp,
+        app_id="cosmic-horizons-events",
+    )
+
+
+class RabbitBridge(mode.Service):
+    """One RobustConnection + confirm channel, reconnecting forever."""
+
+    #: The running instance (agents publish through it).
+    current: Optional["RabbitBridge"] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.url = settings.rabbitmq_url
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._exchanges: dict[str, aio_pika.abc.AbstractExchange] = {}
+        self._ready = asyncio.Event()
+        self.published = 0
+        self._recover_lock = asyncio.Lock()
+        self._healthy_since_failure = True
+        self.publish_retries = 0
+        RabbitBridge.current = self
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection and the confirm channel are open."""
+        conn, chan = self._connection, self._channel
+        return bool(conn is not None and not conn.is_closed and chan is not None and not chan.is_closed)
+
+    async def _connect_once(self) -> None:
+        connection = await aio_pika.connect_robust(self.url, timeout=10, client_properties={
+            "connection_name": f"cosmic-bridge {settings.app_id}"})
+        try:
+            await declare_topology(connection, url=self.url, queue_type=settings.rabbitmq_queue_type)
+            channel = await connection.channel(publisher_confirms=True)
+            exchanges = {}
+            for name in ("job.events", "notifications", "metrics"):
+                exchanges[name] = await channel.get_exchange(name, ensure=False)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection, self._channel, self._exchanges = connection, channel, exchanges
+        self._ready.set()
+        logger.info("RabbitMQ bridge connected to %s (topology declared, queue type %s)",
+                    settings.rabbitmq_url_redacted, settings.rabbitmq_queue_type)
+
+    async def on_start(self) -> None:
+        try:
+            await self._connect_once()
+        except TopologyMismatch:
+            logger.error("RabbitMQ topology mismatch at %s; stopping", settings.rabbitmq_url_redacted)
+            raise
+        except Exception as exc:  # noqa: BLE001 - unreachable, refused, auth: keep retrying
+            logger.error("RabbitMQ at %s is unreachable (%s: %s); retrying in the background",
+                         settings.rabbitmq_url_redacted, type(exc).__name__, _safe(exc))
+            self.add_future(self._keep_connecting())
+
+    async def _keep_connecting(self) -> None:
+        attempt = 0
+        while not self.should_stop:
+            attempt += 1
+            await asyncio.sleep(_backoff(attempt))
+            try:
+                await self._connect_once()
+                return
+            except TopologyMismatch as exc:
+                logger.error("%s", exc)
+                await self.crash(exc)
+                return
+            except Exception as exc:  # noqa: BLE001
+                logger.error("RabbitMQ at %s is still unreachable (attempt %d: %s: %s)",
+                             settings.rabbitmq_url_redacted, attempt, type(exc).__name__, _safe(exc))
+
+    async def on_stop(self) -> None:
+        if self._connection is not None:
+            try:
+                await self._connection.close()
+            except Exception:  # noqa: BLE001
+                pass
+        RabbitBridge.current = None if RabbitBridge.current is self else RabbitBridge.current
+
+    async def publish(self, event: EventBase) -> None:
+        """Publish ``event`` to its exchange and routing key; return once RabbitMQ confirmed it.
+        Retries with backoff for as long as RabbitMQ is unavailable."""
+        exchange_name, routing_key = route_for(event)
+        message = event_message(event)
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                if not self._ready.is_set():
+                    await self._ready.wait()
+                exchange = self._exchanges[exchange_name]
+                confirmation = await _bounded(exchange.publish(message, routing_key=routing_key, timeout=10), 15)
+                if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+                    raise RuntimeError(f"RabbitMQ did not ack the message: {confirmation!r}")
+                self.published += 1
+                if attempt > 1:
+                    logger.info("publish of %s confirmed after %d attempts", event.event_id, attempt)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - RabbitMQ down, channel closed, nack
+                self.publish_retries += 1
+                self._healthy_since_failure = False
+                delay = _backoff(attempt)
+                if attempt <= 3 or attempt % 10 == 0:
+                    logger.warning("publish of %s to %s/%s failed (%s: %s); retrying in %.0f s",
+                                   event.event_id, exchange_name, routing_key, type(exc).__name__,
+                                   _safe(exc), delay)
+                await asyncio.sleep(delay)
+                await self._recover()
+
+    async def _recover(self) -> None:
+        """After a failed publish: publish on a *fresh* confirm channel — on the robust
+        connection when it is back, else on a new robust connection. (A robust channel
+        restored after a broker restart was seen to stay unusable, and awaiting it could
+        hang, so every step here is bounded.)"""
+        async with self._recover_lock:
+            if self._channel is not None and not self._channel.is_closed and self._healthy_since_failure:
+                return
+            conn = self._connection
+            try:
+                if conn is not None and not conn.is_closed and conn.connected.is_set():
+                    channel = await _bounded(conn.channel(publisher_confirms=True), 10)
+                else:
+                    conn = await _bounded(aio_pika.connect_robust(self.url, timeout=10), 15)
+                    old, self._connection = self._connection, conn
+                    if old is not None:
+                        asyncio.ensure_future(_bounded(old.close(), 5)).add_done_callback(lambda f: f.exception())
+                    channel = await _bounded(conn.channel(publisher_confirms=True), 10)
+            except Exception as exc:  # noqa: BLE001 - next attempt tries again
+                logger.info("RabbitMQ at %s not usable yet (%s: %s)", settings.rabbitmq_url_redacted,
+                            type(exc).__name__, _safe(exc))
+                return
+            old_channel = self._channel
+            self._exchanges = {n: await channel.get_exchange(n, ensure=False)
+                               for n in ("job.events", "notifications", "metrics")}
+            self._channel = channel
+            self._healthy_since_failure = True
+            logger.info("RabbitMQ bridge: confirm channel reopened on %s", settings.rabbitmq_url_redacted)
+            if old_channel is not None:
+                asyncio.ensure_future(_bounded(old_channel.close(), 2)).add_done_callback(lambda f: f.exception())
+
+
+async def _bounded(awaitable: Any, timeout: float) -> Any:
+    """Await with a deadline that cannot hang: on timeout the task is cancelled but not awaited
+    (``asyncio.wait_for`` waits for the cancellation, which aiormq internals may not honour)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise asyncio.TimeoutError(f"no answer from RabbitMQ in {timeout:.0f} s")
+    return task.result()
+
+
+def _safe(exc: BaseException) -> str:
+    """An exception's text with the RabbitMQ password removed."""
+    from urllib.parse import urlsplit
+
+    text = str(exc)
+    password = urlsplit(settings.rabbitmq_url).password
+    return text.replace(password, "***") if password else text
+
+
+if settings.rabbitmq_bridge_enabled:
+    app.service(RabbitBridge)
+
+
+async def wait_for_bridge() -> RabbitBridge:
+    """The running bridge service (agents start before user services)."""
+    while RabbitBridge.current is None:
+        await asyncio.sleep(0.1)
+    return RabbitBridge.current

@@ -1,0 +1,85 @@
+"""RabbitMQ topology data, routing, retry delays and dead-letter routes (no broker)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from app.cli_rabbit import original_route
+from app.errors import ConfigError
+from app.rabbit_consumer import retry_delay
+from app.rabbit_topology import (
+    QUEUES, TopologyMismatch, all_queue_arguments, diff_arguments, queue_spec, route_for,
+)
+from app.settings import Settings
+
+
+@pytest.mark.parametrize("kind,exchange,key", [
+    ("JobSubmitted", "job.events", "job.submitted"),
+    ("JobQueued", "job.events", "job.j-1.status"),
+    ("JobStatusChanged", "job.events", "job.j-1.status"),
+    ("JobCancelled", "job.events", "job.j-1.status"),
+    ("JobCompleted", "job.events", "job.completed"),
+    ("JobFailed", "job.events", "job.failed"),
+    ("NotificationSent", "notifications", "notifications.u-9"),
+    ("NotificationRead", "notifications", "notifications.u-9"),
+    ("JobMetricsSample", "metrics", "metrics.j-1"),
+])
+def test_routes(kind, exchange, key):  # noqa: ANN001
+    assert route_for(SimpleNamespace(event_type=kind, job_id="j-1", user_id="u-9")) == (exchange, key)
+
+
+def test_unbridged_type_has_no_route():
+    with pytest.raises(KeyError):
+        route_for(SimpleNamespace(event_type="AuditRecord"))
+
+
+def test_seed_arguments_classic_and_quorum():
+    classic = all_queue_arguments(queue_type="classic")
+    assert classic["job-events-api"] == {
+        "x-queue-type": "classic", "x-message-ttl": 30_000, "x-max-length": 100_000,
+        "x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "job-dlq"}
+    assert classic["job-events-audit"]["x-message-ttl"] == 300_000
+    assert classic["websocket-broadcast"]["x-max-length"] == 50_000
+    assert classic["job-dlq"] == {"x-queue-type": "classic", "x-message-ttl": 86_400_000}
+    assert classic["job-events-api.retry.30s"] == {
+        "x-queue-type": "classic", "x-message-ttl": 30_000, "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": "job-events-api"}
+    assert "job-dlq.retry.1s" not in classic
+    quorum = all_queue_arguments(queue_type="quorum")
+    assert quorum["job-events-audit"]["x-overflow"] == "reject-publish"
+    assert quorum["job-events-audit"]["x-dead-letter-strategy"] == "at-least-once"
+    assert "x-overflow" not in classic["job-events-audit"]
+    assert queue_spec("websocket-broadcast").bindings == (("notifications", "notifications.*"),)
+    assert {q.name for q in QUEUES} == {"job-events-api", "job-events-audit", "websocket-broadcast", "job-dlq"}
+
+
+def test_retry_delays_double_and_cap():
+    assert [retry_delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+
+
+def test_mismatch_names_queue_and_arguments():
+    diff = diff_arguments({"x-max-length": 10}, {"x-max-length": 100_000, "x-queue-type": "classic"})
+    assert diff == {"x-max-length": (10, 100_000)}  # absent x-queue-type means classic
+    text = str(TopologyMismatch({"job-events-api": diff}))
+    assert "job-events-api" in text and "x-max-length (existing 10, wanted 100000)" in text
+    assert "nothing was deleted" in text
+
+
+def test_original_route_of_dead_letters():
+    assert original_route({"x-original-routing-key": b"job.failed", "x-original-exchange": "job.events"}) == (
+        "job.events", "job.failed")
+    expired = {"x-death": [{"exchange": "job.events", "routing-keys": ["job.submitted"], "reason": "expired"}]}
+    assert original_route(expired) == ("job.events", "job.submitted")
+    assert original_route({}) is None
+
+
+def test_settings():
+    s = Settings.from_env(environ={"COSMIC_RABBITMQ_QUEUE_TYPE": "quorum", "COSMIC_RABBITMQ_MAX_ATTEMPTS": "3"})
+    assert (s.rabbitmq_queue_type, s.rabbitmq_max_attempts, s.rabbitmq_bridge_enabled) == ("quorum", 3, True)
+    assert Settings().rabbitmq_queue_type == "classic"
+    with pytest.raises(ConfigError):
+        Settings.from_env(environ={"COSMIC_RABBITMQ_QUEUE_TYPE": "stream"})
+    redacted = Settings(rabbitmq_url="amqp://guest:pw@h:5672/v").rabbitmq_url_redacted
+    assert redacted == "amqp://guest:***@h:5672/v"
