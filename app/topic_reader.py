@@ -72,9 +72,11 @@ async def read_topic(
     """Every record of ``topic`` (of ``partitions``, default all) up to its current end offsets."""
     if partitions is None:
         partitions = await topic_partitions(bootstrap=bootstrap, topic=topic, timeout=timeout)
-    # (No request_timeout_ms here: with 60 s, aiokafka 0.14 was seen to move positions to
-    # the end while returning no records; the deadline below bounds the read instead.)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    # auto_offset_reset="earliest": a reset racing seek_to_beginning must not jump to the end
+    # (with aiokafka's default "latest" the read was seen to return nothing).
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest",
+    )
     try:
         await asyncio.wait_for(consumer.start(), timeout)
     except (KafkaError, asyncio.TimeoutError, OSError) as exc:
