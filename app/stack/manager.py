@@ -138,7 +138,11 @@ class StackManager:
                 self.echo(f"kafka: stopped {len(pids)} broker(s) (pids {', '.join(map(str, pids))})")
         if stop_epmd_if_idle():
             self.echo("epmd: stopped (no Erlang node left)")
-        leftovers = find_marked_pids(marker=str(self.root))
+        markers = [self.rabbit.marker]
+        for brokers in (1, 3):
+            markers += [node.marker for node in self.kafka(brokers=brokers).nodes]
+            markers.append(self.registry(brokers=brokers).marker)
+        leftovers = sorted({pid for marker in markers for pid in find_marked_pids(marker=marker)})
         if leftovers:
             raise StackError(f"processes of the stack still running after down: {leftovers}")
 
