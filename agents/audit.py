@@ -201,16 +201,12 @@ def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset:
             "offsets": {**by_resource["offsets"], str(partition): offset},
             "records": (by_resource["records"] + [item])[-RESOURCE_INDEX_LIMIT:],
         }
-    else:
-        audit_by_resource[event.resource_id] = by_resource  # replay: re-assert
     actor_key = f"{partition}/{event.actor}"
     by_actor = audit_by_actor.get(actor_key) or {"offset": -1, "records": []}
     if by_actor["offset"] < offset:
         audit_by_actor[actor_key] = {
             "offset": offset, "records": (by_actor["records"] + [item])[-ACTOR_INDEX_LIMIT:],
         }
-    else:
-        audit_by_actor[actor_key] = by_actor  # replay: re-assert
 
 
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight record and

@@ -188,11 +188,7 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
     for channel in preferences["channels"]:
         key = f"{event.notification_id}:{channel}"
         if key in notification_deliveries:
-            # Delivered before: a retry, a redelivery or a replay. Re-assert the record: after
-            # a SIGKILL the local store can hold it while its changelog record was lost, and
-            # only replayed events (after the last commit) can be in that state.
-            notification_deliveries[key] = notification_deliveries[key].current()
-            continue
+            continue  # delivered before: a retry, a redelivery or a replay
         attempts = _attempts.bump(origin, event.notification_id, channel)
         changed = True
         try:

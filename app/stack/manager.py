@@ -11,7 +11,7 @@ from typing import Callable
 from app.errors import StackError
 from app.settings import Settings
 from app.stack.kafka import JAVA_HINT, KAFKA_VERSION, MAVEN_HINT, KafkaCluster
-from app.stack.process import ensure_ports_free, find_marked_pids, require_tool
+from app.stack.process import ensure_ports_free, find_marked_pids, require_tool, terminate
 from app.stack.rabbitmq import RabbitEndpoint, RabbitNode, stop_epmd_if_idle
 from app.stack.registry import RegistryProcess
 
@@ -142,9 +142,19 @@ class StackManager:
         for brokers in (1, 3):
             markers += [node.marker for node in self.kafka(brokers=brokers).nodes]
             markers.append(self.registry(brokers=brokers).marker)
-        leftovers = sorted({pid for marker in markers for pid in find_marked_pids(marker=marker)})
-        if leftovers:
-            raise StackError(f"processes of the stack still running after down: {leftovers}")
+        def leftovers() -> list[int]:
+            return sorted({pid for marker in markers for pid in find_marked_pids(marker=marker)})
+
+        # Helpers of a stopped server (Erlang's epmd, erl_child_setup, inet_gethost inherit
+        # the node's marker) can outlive it by a moment: give them time, then end them.
+        deadline = time.monotonic() + 10
+        while leftovers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        for pid in leftovers():
+            self.echo(f"stopping leftover process {pid} of the stack")
+            terminate(pid=pid, timeout=10)
+        if leftovers():
+            raise StackError(f"processes of the stack still running after down: {leftovers()}")
 
     def status(self) -> list[ComponentStatus]:
         brokers = self.running_brokers() or int(self._read_state().get("brokers", 1))
