@@ -5,13 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import shutil
-import signal
 import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
