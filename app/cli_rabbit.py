@@ -12,17 +12,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import sys
-import urllib.request
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
 
 import click
 
 from app.errors import CosmicError
-from app.rabbit_topology import DLQ, all_queue_arguments
+from app.rabbit_topology import DLQ, all_queue_arguments, management_get
 from app.settings import Settings
 
 ERROR_HEADERS = ("x-error-reason", "x-error-class", "x-error-message", "x-original-queue",
@@ -47,18 +44,7 @@ def _plain(value: Any) -> Any:
 
 
 def _management_queues(settings: Settings) -> list[dict] | None:
-    parts = urlsplit(settings.rabbitmq_url)
-    vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-    request = urllib.request.Request(
-        f"http://{parts.hostname or '127.0.0.1'}:{(parts.port or 5672) + 10000}/api/queues/{quote(vhost, safe='')}"
-    )
-    token = base64.b64encode(f"{unquote(parts.username or 'guest')}:{unquote(parts.password or 'guest')}".encode())
-    request.add_header("Authorization", "Basic " + token.decode())
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return json.loads(response.read())
-    except (OSError, ValueError):
-        return None
+    return management_get(settings.rabbitmq_url, "")
 
 
 def original_route(headers: dict[str, Any]) -> tuple[str, str] | None:

@@ -167,23 +167,28 @@ def _normalise(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def management_queue_arguments(url: str, queue: str) -> dict[str, Any] | None:
-    """The live arguments of ``queue`` from the management API (port + 10000), or None."""
+def management_get(url: str, path: str) -> Any | None:
+    """GET ``/api/queues/<vhost><path>`` of the management API (AMQP port + 10000), with the
+    AMQP URL's credentials; None when it cannot be reached or answers no JSON."""
+    import base64
+
     parts = urlsplit(url)
     vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
     host, port = parts.hostname or "127.0.0.1", (parts.port or 5672) + 10000
-    import base64
-
-    request = urllib.request.Request(
-        f"http://{host}:{port}/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}"
-    )
+    request = urllib.request.Request(f"http://{host}:{port}/api/queues/{quote(vhost, safe='')}{path}")
     token = base64.b64encode(f"{unquote(parts.username or 'guest')}:{unquote(parts.password or 'guest')}".encode())
     request.add_header("Authorization", "Basic " + token.decode())
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
-            return dict(json.loads(response.read()).get("arguments") or {})
+            return json.loads(response.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
+
+
+def management_queue_arguments(url: str, queue: str) -> dict[str, Any] | None:
+    """The live arguments of ``queue`` from the management API, or None."""
+    found = management_get(url, f"/{quote(queue, safe='')}")
+    return None if found is None else dict(found.get("arguments") or {})
 
 
 def diff_arguments(existing: dict[str, Any], wanted: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
