@@ -161,13 +161,24 @@ class SystemHealthReport(EventBase, namespace=_ns("SystemHealthReport")):
     details: Optional[str] = None
 
 
+class SystemAlert(EventBase, namespace=_ns("SystemAlert")):
+    alert_id: str
+    component: str
+    rule: str
+    severity: str  # AlertSeverity: INFO, WARNING, CRITICAL
+    state: str  # AlertState: FIRING, RESOLVED
+    message: str
+    metrics: Dict[str, float]
+    job_id: Optional[str] = None
+
+
 #: Topic (without prefix) → the event classes it carries, in the order of its .avsc union.
 TOPIC_EVENTS: dict[str, tuple[type[EventBase], ...]] = {
     "job-lifecycle": (JobSubmitted, JobQueued, JobStatusChanged, JobCompleted, JobFailed, JobCancelled),
     "job-metrics": (JobMetricsSample,),
     "notifications": (NotificationSent, NotificationRead),
     "audit-trail": (AuditRecord,),
-    "system-health": (SystemHealthReport,),
+    "system-health": (SystemHealthReport, SystemAlert),
 }
 
 #: Topic (without prefix) → its schema file in avro/.

@@ -75,6 +75,27 @@ class Settings:
     #: Attempts of a RabbitMQ consumer's handler (retries after 1, 2, 4, 8, 16, 30 s) before
     #: the message goes to ``job-dlq``.
     rabbitmq_max_attempts: int = 7
+    #: Log line format: ``text`` (human) or ``json`` (one object per line, with
+    #: correlation_id and job_id on every line about an event).
+    log_format: str = "text"
+    #: Websocket feed (/ws): allowed Origin values, comma-separated (empty = only the
+    #: server's own origin); server ping interval; per-connection send queue (frames) beyond
+    #: which a slow client is closed; largest client frame; seconds to authenticate.
+    ws_allowed_origins: str = ""
+    ws_ping_seconds: float = 25.0
+    ws_send_queue: int = 1000
+    ws_max_frame_bytes: int = 65536
+    ws_auth_timeout_seconds: float = 10.0
+    #: Health: seconds between a worker's health reports to system-health; alert thresholds.
+    health_interval_seconds: float = 5.0
+    alert_lag_threshold: int = 10000
+    alert_stall_seconds: float = 60.0
+    alert_dlq_growth: int = 1
+    #: Anomaly detection on job runtimes (per job type): samples needed before alerting,
+    #: the deviation in standard deviations, and the overrun ratio for running jobs.
+    anomaly_min_samples: int = 10
+    anomaly_sigma: float = 2.0
+    anomaly_overrun_ratio: float = 1.5
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -103,6 +124,15 @@ class Settings:
             raise ConfigError("COSMIC_RABBITMQ_QUEUE_TYPE must be classic or quorum")
         if self.rabbitmq_max_attempts < 1:
             raise ConfigError("COSMIC_RABBITMQ_MAX_ATTEMPTS must be at least 1")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError("COSMIC_LOG_FORMAT must be text or json")
+        if self.ws_send_queue < 1 or self.ws_max_frame_bytes < 256:
+            raise ConfigError("COSMIC_WS_SEND_QUEUE must be >= 1 and COSMIC_WS_MAX_FRAME_BYTES >= 256")
+        if not (self.ws_ping_seconds > 0 and self.health_interval_seconds > 0):
+            raise ConfigError("COSMIC_WS_PING_SECONDS and COSMIC_HEALTH_INTERVAL_SECONDS must be positive")
+        if self.anomaly_min_samples < 2 or not self.anomaly_sigma > 0 or not self.anomaly_overrun_ratio > 1:
+            raise ConfigError("COSMIC_ANOMALY_MIN_SAMPLES >= 2, COSMIC_ANOMALY_SIGMA > 0, "
+                              "COSMIC_ANOMALY_OVERRUN_RATIO > 1 are required")
         if not self.kafka_bootstrap.strip():
             raise ConfigError("COSMIC_KAFKA_BOOTSTRAP must name at least one host:port")
 
@@ -116,6 +146,11 @@ class Settings:
     def rabbitmq_url_redacted(self) -> str:
         """The RabbitMQ URL with its password replaced, safe to log."""
         return redact_url(self.rabbitmq_url)
+
+    @property
+    def ws_origins(self) -> tuple[str, ...]:
+        """The allowed websocket Origin values (``COSMIC_WS_ALLOWED_ORIGINS``)."""
+        return tuple(o.strip().rstrip("/") for o in self.ws_allowed_origins.split(",") if o.strip())
 
     @property
     def worker_data_dir(self) -> Path:

@@ -74,6 +74,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "event_type": "SystemHealthReport", "component": "job-lifecycle-agent", "status": "DEGRADED",
         "metrics": {"consumer_lag": 1500, "error_rate": 0.02}, "details": "lag above threshold",
     },
+    "SystemAlert": {
+        "event_type": "SystemAlert", "alert_id": "consumer_lag@worker-1", "component": "worker-1",
+        "rule": "consumer_lag", "severity": "WARNING", "state": "FIRING",
+        "message": "consumer lag 15000 above 10000", "metrics": {"consumer_lag": 15000.0}, "job_id": None,
+    },
 }
 
 
