@@ -50,6 +50,7 @@ from typing import Any
 from app.audit_chain import GENESIS_HASH, entry_key, make_entry
 from app.errors import RejectedEvent
 from app.main import app
+from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
 from app.models import AuditRecord
 from app.streams import Origin, process_events
 from app.topics import audit_trail_topic
@@ -145,8 +146,10 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         entry = entry_at_offset(partition, offset, head)
         if entry is None:
             AUDIT_HITS["duplicate"] += 1
+            IDEMPOTENCY_HITS_METRIC.labels(agent="record_audit_trail").inc()
             raise RejectedEvent(f"audit event {event.event_id} was already chained", reason="duplicate")
         AUDIT_HITS["replay"] += 1
+        IDEMPOTENCY_HITS_METRIC.labels(agent="record_audit_trail").inc()
         if entry["event_id"] != event.event_id:
             logger.error("audit chain %s: offset %s holds %s, replayed as %s", partition, offset,
                          entry["event_id"], event.event_id)
@@ -160,6 +163,7 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         chained_at = _chained_offset(event)
         if chained_at is not None and chained_at != offset:
             AUDIT_HITS["duplicate"] += 1
+            IDEMPOTENCY_HITS_METRIC.labels(agent="record_audit_trail").inc()
             raise RejectedEvent(
                 f"audit event {event.event_id} was already chained (offset {chained_at})", reason="duplicate"
             )

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from app.codecs import utc_ms
+from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
 from app.errors import RejectedEvent
 from app.main import app, codecs, settings
 from app.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
@@ -93,6 +94,7 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
     if state is not None and state.get("offset", -1) >= offset:
         # Handled before a restart: recall what it did instead of deciding again.
         IDEMPOTENCY_HITS["replay"] += 1
+        IDEMPOTENCY_HITS_METRIC.labels(agent="track_job_lifecycle").inc()
         job_state[job_id] = state  # re-assert: its changelog record may have died with the worker
         record = next((h for h in state.get("history", []) if h["offset"] == offset), None)
         transitions = [_transition_from(t) for t in record["transitions"]] if record else []
@@ -103,6 +105,7 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
         )
         if seen:
             IDEMPOTENCY_HITS["duplicate"] += 1
+            IDEMPOTENCY_HITS_METRIC.labels(agent="track_job_lifecycle").inc()
             raise RejectedEvent(f"event {event.event_id} was already applied", reason="duplicate")
         outcome = decide(
             state=state, event=event, at_ms=utc_ms(event.timestamp), parked_entry=_entry(event, origin),

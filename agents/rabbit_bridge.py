@@ -51,5 +51,8 @@ if settings.rabbitmq_bridge_enabled:
 
     @app.agent(job_metrics_topic, concurrency=1, name="bridge_metrics_to_rabbitmq")
     async def bridge_metrics_to_rabbitmq(stream):  # noqa: ANN001, ANN201
-        async for result in process_events(stream, topic="job-metrics", handler=publish_event):
+        async for result in process_events(
+            stream, topic="job-metrics", handler=publish_event,
+            dead_letter_undecodable=False,  # track_job_metrics owns this topic's dead letters
+        ):
             yield result

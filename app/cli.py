@@ -480,13 +480,123 @@ def _wait_for_jobs(*, base: str, job_ids: list[str], timeout: float) -> None:
     pending = list(job_ids)
     while pending and time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{base}/api/jobs/{pending[0]}", timeout=5) as response:
+            request = urllib.request.Request(f"{base}/api/jobs/{pending[0]}")
+            token = _operator_token(_settings())  # job queries need a JWT
+            if token:
+                request.add_header("Authorization", f"Bearer {token}")
+            with urllib.request.urlopen(request, timeout=5) as response:
                 if json.loads(response.read()).get("status") in ("COMPLETED", "FAILED", "CANCELLED"):
                     click.echo(f"demo: job {pending.pop(0)} applied by the worker")
                     continue
         except OSError:
             pass
         time.sleep(0.5)
+
+
+# -- replay --------------------------------------------------------------------------------
+@main.command("replay", help="Events of TOPIC between --start and --end (ISO 8601), in timestamp order, "
+                             "read from Kafka directly (JSON lines; the last line is the end or a cursor).")
+@click.option("--topic", required=True, help="job-lifecycle, job-metrics, audit-trail, notifications, system-health")
+@click.option("--start", required=True, help="ISO 8601 date-time, inclusive (e.g. 2024-05-01T12:00:00Z)")
+@click.option("--end", required=True, help="ISO 8601 date-time, exclusive")
+@click.option("--job-id", default=None, help="Only this job's events.")
+@click.option("--event-type", default=None, help="Only this event type (e.g. JobCompleted).")
+@click.option("--user-id", default=None, help="Only this user's events.")
+@click.option("--limit", type=int, default=None, help="At most this many events; the last line carries a cursor.")
+@click.option("--cursor", default=None, help="Resume from the cursor of a previous replay.")
+@click.option("--json", "as_json", is_flag=True, help="Every line as JSON (default: events one per line, readable).")
+def replay_command(topic: str, start: str, end: str, job_id: str | None, event_type: str | None,
+                   user_id: str | None, limit: int | None, cursor: str | None, as_json: bool) -> None:
+    from app.replay import run_replay_cli
+
+    settings = _settings()
+    params = {"topic": topic, "start": start, "end": end, "job_id": job_id, "event_type": event_type,
+              "user_id": user_id, "limit": None if limit is None else str(limit), "cursor": cursor}
+    try:
+        code = asyncio.run(run_replay_cli(settings=settings, params={k: v for k, v in params.items() if v is not None},
+                                          as_json=as_json, echo=click.echo, echo_err=lambda m: click.echo(m, err=True)))
+    except CosmicError as exc:
+        _fail(exc)
+        return
+    sys.exit(code)
+
+
+# -- websocket feed ------------------------------------------------------------------------
+@main.command("watch", help="Subscribe to websocket CHANNELs (job:<id>:status, job:<id>:metrics, "
+                            "user:<id>:notifications, system:alerts, jobs:all) and print one JSON line per event; "
+                            "reconnects and resumes from the last positions when the connection drops.")
+@click.argument("channels", nargs=-1, required=True)
+@click.option("--url", default=None, help="Feed URL (default ws://COSMIC_WEB_HOST:COSMIC_WEB_PORT/ws).")
+@click.option("--token-env", default="COSMIC_TOKEN", show_default=True,
+              help="Environment variable holding the JWT (else an operator token from COSMIC_JWT_SECRET).")
+@click.option("--count", type=int, default=None, help="Exit after this many events.")
+def watch(channels: tuple[str, ...], url: str | None, token_env: str, count: int | None) -> None:
+    settings = _settings()
+    token = os.environ.get(token_env) or _operator_token(settings)
+    if not token:
+        click.echo(f"error: no token: set {token_env} (or COSMIC_JWT_SECRET to mint one)", err=True)
+        sys.exit(2)
+    url = url or f"ws://{settings.web_host}:{settings.web_port}/ws"
+    sys.exit(asyncio.run(_watch(url=url, token=token, channels=list(dict.fromkeys(channels)), count=count)))
+
+
+async def _watch(*, url: str, token: str, channels: list[str], count: int | None) -> int:
+    """The ``cosmic watch`` loop (websockets client); returns the exit status."""
+    import json
+
+    import websockets
+
+    positions: dict[str, dict[tuple[str, int], int]] = {c: {} for c in channels}
+    printed, attempt = 0, 0
+    refused: set[str] = set()
+    while True:
+        try:
+            async with websockets.connect(url, additional_headers={"Authorization": f"Bearer {token}"},
+                                          max_size=None, open_timeout=30) as ws:
+                for channel in channels:
+                    if channel in refused:
+                        continue
+                    frame: dict = {"type": "subscribe", "channel": channel}
+                    if positions[channel]:
+                        frame["resume"] = [{"topic": t, "partition": p, "offset": o}
+                                           for (t, p), o in sorted(positions[channel].items())]
+                    await ws.send(json.dumps(frame))
+                async for raw in ws:
+                    msg = json.loads(raw)
+                    kind = msg.get("type")
+                    if kind == "event":
+                        pos = msg["position"]
+                        positions.setdefault(msg["channel"], {})[(pos["topic"], pos["partition"])] = pos["offset"]
+                        click.echo(json.dumps({k: v for k, v in msg.items() if k != "type"}, separators=(",", ":")))
+                        printed += 1
+                        if count is not None and printed >= count:
+                            return 0
+                    elif kind == "subscribed":
+                        attempt = 0
+                    elif kind == "error":
+                        click.echo(f"refused: {msg.get('channel') or ''} {msg.get('code')}: {msg.get('message')}",
+                                   err=True)
+                        if msg.get("channel") in positions:
+                            refused.add(msg["channel"])
+                            if refused >= set(channels):
+                                return 1
+                    elif kind in ("not_recovered", "recovered"):
+                        click.echo(json.dumps(msg, separators=(",", ":")), err=True)
+        except websockets.ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            if code == 4001:
+                click.echo(f"error: authentication refused: {exc.rcvd.reason}", err=True)
+                return 2
+            click.echo(f"connection closed ({code}); reconnecting", err=True)
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            click.echo(f"error: {url} answered HTTP {status}: {exc.response.body[:300]!r}", err=True)
+            if status in (401, 403):
+                return 2
+        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+            click.echo(f"cannot reach {url} ({exc!r}); retrying", err=True)
+        attempt += 1
+        await asyncio.sleep(min(2.0 ** attempt, 10.0) / 2)
 
 
 from app.cli_audit import audit as _audit  # noqa: E402 - registered after the group exists

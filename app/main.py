@@ -6,6 +6,7 @@ from __future__ import annotations
 import faust
 
 from app.codecs import Codecs
+from app.logging_setup import logging_config
 from app.settings import Settings
 
 settings = Settings.from_env()
@@ -39,6 +40,8 @@ def create_app(*, settings: Settings) -> faust.App:
         web_graph_enabled=False,
         web_stats_enabled=False,
         web_metrics_enabled=False,
+        # Structured logs (COSMIC_LOG_FORMAT text|json) with the event's correlation_id and job_id.
+        logging_config=logging_config(log_format=settings.log_format, log_level=settings.log_level),
     )
 
 

@@ -53,3 +53,14 @@ WS_CONNECTIONS = Gauge(
 WS_DROPPED_SLOW = Counter(
     "cosmic_websocket_dropped_slow_clients", "Websocket clients closed because their send queue was full.",
     registry=REGISTRY)
+
+
+#: Content type of :func:`render` (Prometheus text exposition format 0.0.4, UTF-8).
+CONTENT_TYPE = "text/plain; version=0.0.4"
+
+
+def render() -> bytes:
+    """The current value of every family, in Prometheus' text format."""
+    from prometheus_client import generate_latest
+
+    return generate_latest(REGISTRY)

@@ -28,6 +28,7 @@ import aio_pika
 import aiormq
 import mode
 
+from app import observability as metrics
 from app.main import app, settings
 from app.models import EventBase
 from app.rabbit_topology import TopologyMismatch, declare_topology, route_for
@@ -74,12 +75,18 @@ class RabbitBridge(mode.Service):
         self._healthy_since_failure = True
         self.publish_retries = 0
         RabbitBridge.current = self
+        metrics.RABBITMQ_CONNECTED.set_function(lambda: 1.0 if self.connected else 0.0)
+        for exchange in ("job.events", "notifications", "metrics"):  # samples at 0 from the start
+            metrics.RABBITMQ_CONFIRMS.labels(exchange=exchange)
+            metrics.RABBITMQ_NACKS.labels(exchange=exchange)
 
     @property
     def connected(self) -> bool:
-        """True while the connection and the confirm channel are open."""
+        """True while the connection is up (a robust connection that lost the broker stays
+        not-closed but clears ``connected``) and the confirm channel is open."""
         conn, chan = self._connection, self._channel
-        return bool(conn is not None and not conn.is_closed and chan is not None and not chan.is_closed)
+        return bool(conn is not None and not conn.is_closed and conn.connected.is_set()
+                    and chan is not None and not chan.is_closed)
 
     async def _connect_once(self) -> None:
         connection = await aio_pika.connect_robust(self.url, timeout=10, client_properties={
@@ -149,6 +156,7 @@ class RabbitBridge(mode.Service):
                 if not isinstance(confirmation, aiormq.spec.Basic.Ack):
                     raise RuntimeError(f"RabbitMQ did not ack the message: {confirmation!r}")
                 self.published += 1
+                metrics.RABBITMQ_CONFIRMS.labels(exchange=exchange_name).inc()
                 if attempt > 1:
                     logger.info("publish of %s confirmed after %d attempts", event.event_id, attempt)
                 return
@@ -156,6 +164,7 @@ class RabbitBridge(mode.Service):
                 raise
             except Exception as exc:  # noqa: BLE001 - RabbitMQ down, channel closed, nack
                 self.publish_retries += 1
+                metrics.RABBITMQ_NACKS.labels(exchange=exchange_name).inc()
                 self._healthy_since_failure = False
                 delay = _backoff(attempt)
                 if attempt <= 3 or attempt % 10 == 0:

@@ -22,8 +22,11 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 from aiokafka.errors import KafkaError
+from faust.agents.agent import current_agent
 
+from app import observability as metrics
 from app.errors import EventDecodeError, RejectedEvent, RetriableError
+from app.logging_setup import event_context_of
 from app.main import app, codecs, settings
 from app.models import EventBase
 from app.publisher import prepare_record
@@ -67,15 +70,20 @@ async def emit(*events: EventBase) -> None:
     """Produce ``events`` through the worker's producer, exactly like every ingest path, and
     return once Kafka acknowledged all of them (sent together, awaited together)."""
     futures = []
+    topics = []
+    started = time.perf_counter()
     for event in events:
         record = prepare_record(event=event, codecs=codecs, topic_prefix=settings.topic_prefix)
+        topics.append(_unprefixed(record.topic))
         futures.append(
             await app.producer.send(
                 record.topic, record.key, record.value, None, record.timestamp_ms / 1000.0, list(record.headers)
             )
         )
-    for future in futures:
+    for topic, future in zip(topics, futures):
         await future
+        metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
+        metrics.PUBLISH_SECONDS.labels(topic=topic).observe(time.perf_counter() - started)
 
 
 async def dead_letter(*, origin: Origin, reason: str, error: BaseException | None, attempts: int) -> None:
@@ -107,6 +115,8 @@ async def dead_letter(*, origin: Origin, reason: str, error: BaseException | Non
             logger.warning("dead-letter topic unavailable (attempt %d): %r; retrying", attempt, exc)
             await asyncio.sleep(backoff_delay(attempt))
     DLQ_COUNTS[(_unprefixed(origin.topic), reason)] += 1
+    metrics.DLQ_EVENTS.labels(topic=_unprefixed(origin.topic), reason=reason).inc()
+    metrics.EVENTS_PRODUCED.labels(topic=_unprefixed(origin.topic) + DLQ_SUFFIX).inc()
     logger.warning(
         "dead-lettered %s[%s]@%s: %s%s", origin.topic, origin.partition, origin.offset, reason,
         f" ({type(error).__name__}: {error})" if error else "",
@@ -137,15 +147,28 @@ async def handle_one(
 
     Only one agent per topic — its owner — dead-letters undecodable records; other agents
     reading the same topic pass ``dead_letter_undecodable=False`` and skip them, so a bad
-    record is dead-lettered once."""
+    record is dead-lettered once. Log lines written meanwhile carry the event's correlation_id
+    and job_id (:mod:`app.logging_setup`); consumption and handling time go to /metrics."""
+    agent = current_agent()
+    agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
+    metrics.EVENTS_CONSUMED.labels(topic=topic).inc()
+    started = time.perf_counter()
     try:
-        event = codecs.for_topic(topic).decode(origin.value or b"")
-    except EventDecodeError as exc:
-        if dead_letter_undecodable:
-            await dead_letter(origin=origin, reason=f"undecodable:{exc.reason}", error=exc, attempts=1)
-        else:
-            UNDECODABLE_SKIPPED[topic] += 1
-        return False
+        try:
+            event = codecs.for_topic(topic).decode(origin.value or b"")
+        except EventDecodeError as exc:
+            if dead_letter_undecodable:
+                await dead_letter(origin=origin, reason=f"undecodable:{exc.reason}", error=exc, attempts=1)
+            else:
+                UNDECODABLE_SKIPPED[topic] += 1
+            return False
+        with event_context_of(event):
+            return await _handle_decoded(topic=topic, origin=origin, handler=handler, event=event)
+    finally:
+        metrics.PROCESSING_SECONDS.labels(agent=agent_name).observe(time.perf_counter() - started)
+
+
+async def _handle_decoded(*, topic: str, origin: Origin, handler: Handler, event: EventBase) -> bool:
     attempt = 0
     while True:
         attempt += 1

@@ -54,7 +54,8 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise WorkerProcessError(f"worker exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self.status_of("/api/jobs/-") == 404:
+            # the job view checks readiness (503) before the token: 401 = ready, like 404
+            if self.status_of("/api/jobs/-") in (401, 404):
                 return self
             time.sleep(0.25)
         self.stop()

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the project needs, from nothing, idempotently:
 #   Java 17 + Maven (Kafka is fetched from Maven Central by `cosmic stack up`),
-#   RabbitMQ and kcat from Debian's packages, a Python venv with pinned dependencies.
+#   RabbitMQ, kcat and chromium (dashboard browser test) from Debian's packages, a Python venv with pinned dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +44,8 @@ command -v java >/dev/null 2>&1 || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null 2>&1 || need+=(rabbitmq-server)
 command -v kcat >/dev/null 2>&1 || need+=(kcat)
+# headless Chromium for the dashboard's browser test (tests/integration/test_dashboard.py)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 
 PY="${PYTHON:-python3}"

@@ -98,8 +98,29 @@ def spawn_detached(
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_raise_open_files_limit,
         )
     return proc.pid
+
+
+#: Open-file limit wanted for the servers: a broker keeps several files open per partition,
+#: and a long test session creates tens of thousands of partitions.
+WANTED_OPEN_FILES = 262_144
+
+
+def _raise_open_files_limit() -> None:
+    """In the child before exec: raise RLIMIT_NOFILE as far as allowed (root may raise the hard limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    for limit in (WANTED_OPEN_FILES, hard):
+        if limit == resource.RLIM_INFINITY or limit <= soft:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, max(limit, hard)))
+            return
+        except (ValueError, OSError):
+            continue
 
 
 def pid_alive(pid: int | None) -> bool:

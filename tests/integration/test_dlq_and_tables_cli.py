@@ -63,10 +63,10 @@ async def test_dead_letters_can_be_listed_shown_and_redriven_once(worker_factory
     # The submit arrives late; re-driving the unknown-job dead letter now applies it.
     async with EventPublisher(settings=settings) as publisher:
         await publisher.publish(events[0])
-    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}")[0] == 200)
+    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[0] == 200)
     redriven = json.loads(_cosmic(worker_env, "dlq", "redrive", "job-lifecycle", "--reason", "unknown-job").stdout)
     assert redriven["redriven"] == 1
-    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}")[1].get("status") == "QUEUED")
+    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[1].get("status") == "QUEUED")
     again = json.loads(_cosmic(worker_env, "dlq", "redrive", "job-lifecycle", "--reason", "unknown-job").stdout)
     assert again["redriven"] == 0, "a dead letter is re-driven once"
 
@@ -77,7 +77,7 @@ async def test_tables_online_need_an_operator_and_offline_read_the_files(worker_
     events = lifecycle_events(job_id=f"job-{uid}", user_id="hal", rng=random.Random(9), outcome="FAILED")
     async with EventPublisher(settings=settings) as publisher:
         await publisher.publish_many(events)
-    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}")[1].get("status") == "FAILED")
+    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[1].get("status") == "FAILED")
 
     # Without a token, or with a non-operator token, table contents are refused.
     for headers, expected in (({}, 401), ({"Authorization": "Bearer nonsense"}, 401)):

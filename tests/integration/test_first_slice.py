@@ -37,7 +37,7 @@ def _wait_for_states(worker, jobs: list[str], *, timeout: float = 90.0) -> dict[
         for job_id in jobs:
             if states.get(job_id, {}).get("status") == "COMPLETED":
                 continue
-            status, body = worker.get_json(f"/api/jobs/{job_id}")
+            status, body = worker.get_json(f"/api/jobs/{job_id}", operator=True)
             if status == 200:
                 states[job_id] = body
         if all(states.get(j, {}).get("status") == "COMPLETED" for j in jobs):
@@ -56,7 +56,7 @@ async def test_events_reach_the_table_and_survive_an_empty_data_dir(worker_facto
         assert states[job_id]["retry_count"] == 0 and states[job_id]["parked"] == []
         assert states[job_id]["last_event_id"] == last[job_id]
         assert set(states[job_id]["timestamps"]) == {"SUBMITTED", "QUEUED", "RUNNING", "COMPLETED"}
-    status, body = worker.get_json(f"/api/jobs/job-{uid}-unknown")
+    status, body = worker.get_json(f"/api/jobs/job-{uid}-unknown", operator=True)
     assert status == 404 and body["job_id"] == f"job-{uid}-unknown"
 
     # The table lives in RocksDB (rocksdict) files under the worker's data dir.

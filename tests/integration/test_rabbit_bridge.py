@@ -188,7 +188,7 @@ async def test_unreachable_rabbitmq_at_startup_is_logged_without_password_and_re
     url = f"amqp://guest:s3cret-{uid}@127.0.0.1:1/nowhere"
     worker = worker_factory(COSMIC_RABBITMQ_URL=url).start()  # starts: HTTP answers
     await asyncio.sleep(6)
-    status, _ = await asyncio.to_thread(worker.get_json, f"/api/jobs/job-{uid}")
+    status, _ = await asyncio.to_thread(lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True))
     assert status == 404
     log = worker.log_path.read_text(errors="replace")
     assert f"s3cret-{uid}" not in log

@@ -1,0 +1,237 @@
+"""``detect_runtime_anomalies``: know every job, learn runtimes per job type, flag outliers.
+
+Consumes ``job-lifecycle`` (a secondary consumer: ``track_job_lifecycle`` owns the topic and
+dead-letters its bad records; this agent skips undecodable ones). Per event:
+
+* keeps ``known_jobs[job_id]`` (owner, type, cluster = ``tacc_system``, status, when it
+  started running) — what the metrics side needs for the unknown-job check, the cluster
+  windows and the overrun rule;
+* on a JobCompleted (the first of its job), judges ``metrics_summary.execution_time_s``
+  against the type's runtimes so far (:func:`app.anomaly.check_completed` on the merge of
+  every partition's Welford state in ``runtime_stats``), then adds it to this partition's
+  state (unless :func:`app.anomaly.learns` keeps a gross outlier out). An anomaly emits a
+  ``SystemAlert`` (rule ``runtime_anomaly``) to ``system-health`` and a ``NotificationSent``
+  to the job's owner on ``notifications``.
+
+``overrun_effects`` is the ``runtime_overrun`` rule for running jobs; ``track_job_metrics``
+calls it with each sample's ``execution_time_s`` (the elapsed running time).
+
+Idempotency: emitted ids derive from the triggering event id (:func:`derived_id`), so a
+replay re-emits the same ids. Every write is fenced by the source offset (the job's entry
+and the partition's state keep the offset that last changed them); a replayed event
+re-asserts what it wrote (see agents/job_lifecycle.py for why) and re-emits its effects;
+a second JobCompleted of a job is ignored (a job completes once).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import app.streams as streams
+from agents.job_lifecycle import derived_id
+from app.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
+from app.codecs import utc_ms
+from app.main import app, settings
+from app.metrics_math import RUNTIME_BUCKETS, bucket_of, welford_add, welford_merge
+from app.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, JobStatusChanged, JobSubmitted, NotificationSent, SystemAlert
+from app.streams import Origin, process_events
+from app.topic_specs import spec_by_name
+from app.topics import job_lifecycle_topic
+from tables.known_jobs import known_jobs
+from tables.runtime_stats import runtime_stats
+
+logger = logging.getLogger(__name__)
+
+#: The ``component`` (Kafka key on system-health) of the detector's alerts.
+ALERT_COMPONENT = "runtime-anomaly-detector"
+LIFECYCLE_PARTITIONS = spec_by_name("job-lifecycle").partitions
+#: Alerts raised, by rule (for tests and health).
+ALERTS: Counter[str] = Counter()
+
+
+def stats_key(*, partition: int, job_type: str) -> str:
+    return f"{partition}|{job_type}"
+
+
+def type_stats(job_type: str) -> dict[str, Any]:
+    """The merged Welford state (n, mean, m2) of ``job_type`` over every partition."""
+    parts = [runtime_stats.get(stats_key(partition=p, job_type=job_type)) for p in range(LIFECYCLE_PARTITIONS)]
+    return welford_merge(s for s in parts if s)
+
+
+def type_distribution(job_type_states: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per job type: merged Welford state, min, max and histogram counts, from per-partition states."""
+    result: dict[str, dict[str, Any]] = {}
+    for job_type, states in job_type_states.items():
+        merged = welford_merge(states)
+        buckets = [0] * len(RUNTIME_BUCKETS)
+        for s in states:
+            for i, count in enumerate(s.get("buckets", [])):
+                buckets[i] += count
+        result[job_type] = {
+            **merged,
+            "min": min((s["min"] for s in states if s.get("min") is not None), default=None),
+            "max": max((s["max"] for s in states if s.get("max") is not None), default=None),
+            "buckets": buckets,
+        }
+    return result
+
+
+def _moment(at_ms: int) -> datetime:
+    return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
+
+
+def alert_effects(
+    *, anomaly: Anomaly, job_id: str, job_type: str, user_id: str | None, source_event_id: str,
+    at_ms: int, correlation_id: str,
+) -> list[EventBase]:
+    """The SystemAlert and (with an owner) the NotificationSent of one finding."""
+    message = anomaly.describe(job_id=job_id, job_type=job_type)
+    alert_id = derived_id(source_event_id, f"alert:{anomaly.rule}")
+    effects: list[EventBase] = [
+        SystemAlert(
+            event_id=alert_id, event_type="SystemAlert", timestamp=_moment(at_ms), correlation_id=correlation_id,
+            user_id=user_id, schema_version=1, alert_id=alert_id, component=ALERT_COMPONENT, rule=anomaly.rule,
+            severity="WARNING", state="FIRING", message=message, metrics=anomaly.metrics(), job_id=job_id,
+        )
+    ]
+    if user_id:
+        nid = derived_id(source_event_id, f"notification:{anomaly.rule}")
+        title = (f"Job {job_id} is running much longer than usual" if anomaly.rule == RUNTIME_OVERRUN
+                 else f"Job {job_id} had an unusual runtime")
+        effects.append(NotificationSent(
+            event_id=nid, event_type="NotificationSent", timestamp=_moment(at_ms), correlation_id=correlation_id,
+            user_id=user_id, schema_version=1, notification_id=nid, channel="WEBSOCKET", severity="WARNING",
+            title=title, body=message, job_id=job_id,
+        ))
+    return effects
+
+
+def _anomaly_from(data: Mapping[str, Any]) -> Anomaly:
+    return Anomaly(**data)
+
+
+def _anomaly_data(anomaly: Anomaly) -> dict[str, Any]:
+    return {"rule": anomaly.rule, "observed_s": anomaly.observed_s, "mean_s": anomaly.mean_s,
+            "std_s": anomaly.std_s, "samples": anomaly.samples, "score": anomaly.score}
+
+
+# -- overrun (called by track_job_metrics) ------------------------------------------------------
+def overrun_of(*, sample: JobMetricsSample, known: Mapping[str, Any] | None) -> Anomaly | None:
+    """The ``runtime_overrun`` finding of a running job's sample, if any."""
+    if not known or known.get("status") != "RUNNING" or not known.get("job_type"):
+        return None
+    return check_overrun(stats=type_stats(known["job_type"]), elapsed_s=sample.execution_time_s,
+                         min_samples=settings.anomaly_min_samples, ratio=settings.anomaly_overrun_ratio)
+
+
+def overrun_effects(*, sample: JobMetricsSample, known: Mapping[str, Any], anomaly: Anomaly) -> list[EventBase]:
+    return alert_effects(
+        anomaly=anomaly, job_id=sample.job_id, job_type=known["job_type"], user_id=known.get("user_id"),
+        source_event_id=sample.event_id, at_ms=utc_ms(sample.timestamp), correlation_id=sample.correlation_id,
+    )
+
+
+def overrun_data(anomaly: Anomaly) -> dict[str, Any]:
+    return _anomaly_data(anomaly)
+
+
+def anomaly_from_data(data: Mapping[str, Any]) -> Anomaly:
+    return _anomaly_from(data)
+
+
+# -- the lifecycle side -------------------------------------------------------------------------
+def _updated_entry(known: Mapping[str, Any] | None, event: JobEvent, offset: int) -> dict[str, Any]:
+    entry = dict(known or {"user_id": None, "job_type": None, "cluster": None, "status": None,
+                           "running_since_ms": None, "completed": None})
+    if event.user_id and not entry.get("user_id"):
+        entry["user_id"] = event.user_id
+    if isinstance(event, JobSubmitted):
+        entry["user_id"] = event.user_id or entry.get("user_id")
+        entry["job_type"] = event.job_type
+        entry["cluster"] = event.tacc_system
+        entry["status"] = entry.get("status") or "SUBMITTED"
+    else:
+        entry["status"] = event.status_after()
+        if isinstance(event, JobStatusChanged) and event.new_status == "RUNNING":
+            entry["running_since_ms"] = utc_ms(event.timestamp)
+    entry["offset"] = offset
+    return entry
+
+
+def _learn(*, partition: int, offset: int, job_type: str, runtime_s: float) -> None:
+    key = stats_key(partition=partition, job_type=job_type)
+    current = runtime_stats.get(key)
+    if current is not None and current["offset"] >= offset:
+        runtime_stats[key] = current  # replay: re-assert
+        return
+    state = welford_add(current, x=runtime_s)
+    buckets = list((current or {}).get("buckets") or [0] * len(RUNTIME_BUCKETS))
+    buckets[bucket_of(seconds=runtime_s)] += 1
+    runtime_stats[key] = {
+        **state, "offset": offset, "buckets": buckets,
+        "min": runtime_s if current is None else min(current["min"], runtime_s),
+        "max": runtime_s if current is None else max(current["max"], runtime_s),
+    }
+
+
+async def handle_lifecycle_event(event: EventBase, origin: Origin) -> None:
+    if not isinstance(event, JobEvent):
+        return
+    job_id, offset = event.job_id, origin.offset
+    known = known_jobs.get(job_id)
+    if known is not None and known.get("offset", -1) >= offset:
+        known_jobs[job_id] = known  # replay: re-assert (see the module docstring)
+        completed = known.get("completed") or {}
+        if completed.get("offset") == offset:
+            if completed.get("learned"):
+                _learn(partition=origin.partition, offset=offset, job_type=known["job_type"],
+                       runtime_s=completed["runtime_s"])
+            if completed.get("anomaly"):
+                await streams.emit(*alert_effects(
+                    anomaly=_anomaly_from(completed["anomaly"]), job_id=job_id, job_type=known["job_type"],
+                    user_id=known.get("user_id"), source_event_id=event.event_id, at_ms=utc_ms(event.timestamp),
+                    correlation_id=event.correlation_id,
+                ))
+        return
+    if isinstance(event, JobCompleted) and known is not None and known.get("completed"):
+        return  # a job completes once: a second JobCompleted is a duplicate or invalid
+    entry = _updated_entry(known, event, offset)
+    effects: list[EventBase] = []
+    if isinstance(event, JobCompleted):
+        runtime = event.metrics_summary.execution_time_s
+        job_type = entry.get("job_type")
+        completed: dict[str, Any] = {"event_id": event.event_id, "offset": offset, "runtime_s": runtime,
+                                     "anomaly": None, "learned": False}
+        if job_type and isinstance(runtime, (int, float)) and math.isfinite(runtime) and runtime >= 0:
+            anomaly = check_completed(stats=type_stats(job_type), runtime_s=runtime,
+                                      min_samples=settings.anomaly_min_samples, sigma=settings.anomaly_sigma)
+            if learns(verdict=anomaly, sigma=settings.anomaly_sigma):
+                _learn(partition=origin.partition, offset=offset, job_type=job_type, runtime_s=runtime)
+                completed["learned"] = True
+            if anomaly is not None:
+                completed["anomaly"] = _anomaly_data(anomaly)
+                ALERTS[anomaly.rule] += 1
+                effects = alert_effects(
+                    anomaly=anomaly, job_id=job_id, job_type=job_type, user_id=entry.get("user_id"),
+                    source_event_id=event.event_id, at_ms=utc_ms(event.timestamp),
+                    correlation_id=event.correlation_id,
+                )
+                logger.warning("runtime anomaly: %s", effects[0].message)  # type: ignore[attr-defined]
+        entry["completed"] = completed
+    known_jobs[job_id] = entry
+    if effects:
+        await streams.emit(*effects)
+
+
+# State-changing agent: concurrency 1. Secondary consumer of job-lifecycle: the lifecycle
+# agent dead-letters undecodable records, this one skips them.
+@app.agent(job_lifecycle_topic, concurrency=1)
+async def detect_runtime_anomalies(stream):
+    async for result in process_events(stream, topic="job-lifecycle", handler=handle_lifecycle_event,
+                                       dead_letter_undecodable=False):
+        yield result

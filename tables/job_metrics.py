@@ -1,0 +1,52 @@
+"""Tables of the job-metrics analytics, all written by ``track_job_metrics`` while it handles
+an event of ``job-metrics`` (20 partitions, key job_id), so each has 20 partitions and Faust
+writes every change to the changelog partition of the sample being handled.
+
+* ``job_metric_rollups``: job_id → the job's rollup (:mod:`app.metrics_math`) plus
+  ``offset`` (fence of the last applied sample), first/last sample times, the largest
+  ``execution_time_s``, its nodes, and the overrun alert it raised, if any. Keyed like the
+  topic, so ``GET /api/metrics/jobs/{job_id}`` is routed to the owner of the key.
+* ``metric_windows``: ``<partition>|<window>|<scope>|<start>|<name>`` → one window's rollup
+  (scope ``node`` or ``cluster``; windows 1m, 1h, 1d by event time) plus ``offset``.
+* ``gpu_latest``: ``<partition>|<node>|<gpu_id>`` → the newest sample (by event time) of
+  that GPU seen on that partition.
+* ``slow_jobs``: ``<partition>`` → ``{"offset", "jobs": [...]}``, the partition's
+  :data:`SLOW_JOBS_KEPT` jobs with the largest execution time.
+* ``processed_samples``: event_id → 1, windowed like ``processed_events``, to refuse a
+  redelivered copy of a sample.
+
+The last three (and the windows) are keyed by source partition and merged when read: see
+docs/metrics.md for why, and for what a worker that holds only some partitions answers.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from app.main import app, settings
+from app.topic_specs import spec_by_name
+
+#: Jobs kept per partition in ``slow_jobs`` (the most ``GET /api/metrics/slow`` can list).
+SLOW_JOBS_KEPT = 100
+PARTITIONS = spec_by_name("job-metrics").partitions
+
+job_metric_rollups = app.Table(
+    "job_metric_rollups", default=None, key_type=str, partitions=PARTITIONS,
+    help="job_id -> rollup of the job's metrics samples",
+)
+metric_windows = app.Table(
+    "metric_windows", default=None, key_type=str, partitions=PARTITIONS,
+    help="partition|window|scope|start|name -> rollup of one node's / cluster's window",
+)
+gpu_latest = app.Table(
+    "gpu_latest", default=None, key_type=str, partitions=PARTITIONS,
+    help="partition|node|gpu_id -> newest GPU sample",
+)
+slow_jobs = app.Table(
+    "slow_jobs", default=None, key_type=str, partitions=PARTITIONS,
+    help="partition -> jobs with the largest execution time",
+)
+processed_samples = app.Table(
+    "processed_samples", default=int, key_type=str, value_type=int, partitions=PARTITIONS,
+    help="event_id -> 1 once a metrics sample was applied (windowed, expiring)",
+).tumbling(timedelta(days=1), expires=timedelta(hours=settings.dedupe_window_hours))

@@ -1,0 +1,19 @@
+"""``known_jobs``: job_id → what the metrics side needs to know of a job (a GlobalTable).
+
+Written by ``detect_runtime_anomalies`` from ``job-lifecycle`` (10 partitions, key job_id):
+``{"user_id", "job_type", "cluster", "status", "running_since_ms", "offset", "completed"}``
+where ``cluster`` is the job's ``tacc_system`` and ``completed`` records the JobCompleted
+that was judged (event id, offset, runtime, the anomaly found). Global, because it is read
+while handling ``job-metrics`` events (20 partitions, not co-partitioned): every worker
+holds every job. Also the owner check of ``GET /api/metrics/jobs/{job_id}``.
+"""
+
+from __future__ import annotations
+
+from app.main import app
+from app.topic_specs import spec_by_name
+
+known_jobs = app.GlobalTable(
+    "known_jobs", default=None, key_type=str, partitions=spec_by_name("job-lifecycle").partitions,
+    help="job_id -> owner, type, cluster, status of a job (global)",
+)
