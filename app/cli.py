@@ -148,8 +148,15 @@ def worker(ctx: click.Context) -> None:
         _fail(exc)
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     from app.main import app, codecs
+    from app.topic_admin import ensure_changelog_topics
 
     _warm_up_codecs(codecs=codecs, registry_url=settings.schema_registry_url)
+    app.finalize()
+    app.discover()  # every table declared, so their changelog topics exist before the group joins
+    try:
+        asyncio.run(ensure_changelog_topics(app=app, bootstrap=settings.kafka_bootstrap))
+    except CosmicError as exc:
+        _fail(exc)
 
     sys.argv = ["cosmic", "worker", "--loglevel", settings.log_level, *ctx.args]
     app.main()
@@ -440,6 +447,12 @@ def demo(jobs: int | None, interval: float) -> None:
 def run(jobs: int | None) -> None:
     from app.stack.manager import StackManager
 
+    if not os.environ.get("COSMIC_JWT_SECRET") and not os.environ.get("COSMIC_JWT_PUBLIC_KEY_FILE"):
+        # A local demo: a random secret for this run only, so the dashboard and the job
+        # queries work without configuration (set COSMIC_JWT_SECRET to keep tokens valid).
+        import secrets
+
+        os.environ["COSMIC_JWT_SECRET"] = secrets.token_urlsafe(32)
     settings = _settings()
     try:
         StackManager(settings=settings, echo=click.echo).up()
@@ -456,6 +469,11 @@ def run(jobs: int | None) -> None:
     click.echo("")
     click.echo("Cosmic Horizons events is running:")
     click.echo(f"  worker web API       {base}/api/jobs/<job_id>")
+    if settings.jwt_secret:
+        from app.auth import mint_token
+
+        token = mint_token(settings=settings, sub="cosmic-run", role=settings.jwt_operator_role, ttl_s=12 * 3600)
+        click.echo(f"  live dashboard       {base}/#token={token}")
     click.echo("  RabbitMQ management  http://127.0.0.1:15672/  (guest / guest)")
     click.echo(f"  Kafka bootstrap      {settings.kafka_bootstrap}")
     click.echo("Publishing demo events; Ctrl-C stops the demo and the worker (`cosmic stack down` stops the stack).")

@@ -29,7 +29,10 @@ The cursor is opaque: base64url of JSON ``{"v": 1, "d": <digest of topic, window
 filters>, "p": {partition: next offset}}``; one made for another topic, window or filter set
 is refused (:class:`ReplayError`, field ``cursor``). Records out of timestamp order within a
 partition (a late event produced after the end of the window) may fall after the end offset
-and are then not replayed.
+and are then not replayed. Likewise, ``offsets_for_times`` answers the *first* offset whose
+timestamp is >= the target, so a record stamped at or after the window's end that precedes
+the window's records in a partition (older events back-filled after newer ones) ends that
+partition's part of the window there, possibly before its first in-window record.
 """
 
 from __future__ import annotations

@@ -134,3 +134,53 @@ async def describe_live(*, bootstrap: str, prefix: str = "") -> list[TopicReport
         raise TopicAdminError(f"Kafka admin request to {bootstrap} failed: {exc!r}") from exc
     finally:
         await admin.close()
+
+
+async def ensure_changelog_topics(*, app: object, bootstrap: str, timeout: float = 60.0) -> list[str]:
+    """Create the changelog topics of every table of ``app`` (a finalized Faust app) exactly as
+    Faust would, and wait until the broker's metadata lists them; the names created.
+
+    Faust creates them itself at start-up, one by one, right before the consumer group joins;
+    a group whose metadata does not list a topic yet ignores it ("Ignoring missing topic"), so
+    that table's partitions are not assigned until the next metadata refresh, minutes later.
+    Creating them first closes that window."""
+    from mode.utils.times import want_seconds
+
+    conf = app.conf  # type: ignore[attr-defined]
+    wanted: dict[str, NewTopic] = {}
+    for table in app.tables.values():  # type: ignore[attr-defined]
+        topic = table.changelog_topic
+        configs: dict[str, str] = {}
+        flags = {flag for flag, on in (("compact", topic.compacting), ("delete", topic.deleting)) if on}
+        if flags:
+            configs["cleanup.policy"] = ",".join(sorted(flags))
+        if topic.retention:
+            configs["retention.ms"] = str(int(want_seconds(topic.retention) * 1000.0))
+        configs.update({k: str(v) for k, v in (topic.config or {}).items()})
+        name = topic.get_topic_name()
+        wanted[name] = NewTopic(name, topic.partitions or conf.topic_partitions,
+                                topic.replicas or conf.topic_replication_factor, topic_configs=configs)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [new for name, new in wanted.items() if name not in existing]
+        for new in missing:
+            try:
+                await admin.create_topics([new])
+            except TopicAlreadyExistsError:
+                continue
+        deadline = asyncio.get_running_loop().time() + timeout
+        while missing:
+            listed = set(await admin.list_topics())
+            if all(new.name in listed for new in missing):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                raise TopicAdminError("changelog topics not visible in the broker's metadata after "
+                                      f"{timeout:.0f} s: {sorted(n.name for n in missing if n.name not in listed)}")
+            await asyncio.sleep(0.2)
+        return [new.name for new in missing]
+    except KafkaError as exc:
+        raise TopicAdminError(f"creating changelog topics failed: {exc!r}") from exc
+    finally:
+        await admin.close()

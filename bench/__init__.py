@@ -17,4 +17,4 @@ from __future__ import annotations
 
 #: Implemented sections, in report order. Later issues append theirs here (pipeline, latency,
 #: websocket fan-out, replay, scale), each as ``bench/<name>.py``.
-SECTIONS: tuple[str, ...] = ("codec", "ingest", "replay", "anomaly", "websocket")
+SECTIONS: tuple[str, ...] = ("codec", "ingest", "replay", "anomaly", "websocket", "bridge")

@@ -42,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="where benchmarks.md and benchmarks.json go (default: the project's docs/)")
     parser.add_argument("--only", metavar="SECTIONS", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the sections of the existing benchmarks.json that this run does not "
+                             "measure (each marked with the run it came from)")
     parser.add_argument("--keep-topics", action="store_true",
                         help="keep the run's topics on the broker (default: delete them at the end)")
     args = parser.parse_args(argv)
@@ -124,6 +127,8 @@ async def run(args: argparse.Namespace) -> int:
     meta["duration_s"] = round(time.monotonic() - started, 1)
     meta["machine"]["load_average_1m_at_end"] = environment.load_average()
     meta["machine"]["cpu_during_run"] = environment.cpu_share(cpu_before, environment.cpu_times())
+    if args.merge:
+        done = report.merged(output_dir=args.output_dir, sections=done)
     md_path, json_path = report.write(output_dir=args.output_dir, meta=meta, sections=done)
     ctx.log(f"bench: wrote {md_path} and {json_path} ({meta['duration_s']} s)")
     return 0

@@ -85,6 +85,10 @@ def render_markdown(*, meta: dict[str, Any], sections: list[tuple[str, ModuleTyp
     ]
     for _name, module, result in sections:
         lines += ["", f"## {module.TITLE}", "", module.markdown(result).rstrip()]
+        earlier = result.get("from_run")
+        if earlier:
+            lines += ["", f"_Measured by an earlier run ({earlier['generated_at']}, revision "
+                          f"{earlier.get('revision', '?')}): `{earlier['command']}`._"]
         cpu = result.get("cpu_during_section")
         if cpu:
             lines += ["", f"_Section took {result.get('elapsed_s', '?')} s; machine CPU meanwhile: "
@@ -98,6 +102,30 @@ def render_json(*, meta: dict[str, Any], sections: list[tuple[str, ModuleType, d
         **meta,
         "sections": {name: {"title": module.TITLE, **result} for name, module, result in sections},
     }
+
+
+def merged(*, output_dir: Path,
+           sections: list[tuple[str, ModuleType, dict[str, Any]]]) -> list[tuple[str, ModuleType, dict[str, Any]]]:
+    """``sections`` plus those of the existing benchmarks.json this run did not measure (marked
+    with the run they came from), in the report order of :data:`bench.SECTIONS`."""
+    import importlib
+
+    from bench import SECTIONS
+
+    path = output_dir / JSON_NAME
+    if not path.exists():
+        return sections
+    previous = json.loads(path.read_text(encoding="utf-8"))
+    ran = {name for name, _m, _r in sections}
+    combined = list(sections)
+    for name, result in previous.get("sections", {}).items():
+        if name in ran or name not in SECTIONS:
+            continue
+        result = dict(result)
+        result.pop("title", None)
+        result.setdefault("from_run", {k: previous.get(k) for k in ("generated_at", "command", "revision")})
+        combined.append((name, importlib.import_module(f"bench.{name}"), result))
+    return sorted(combined, key=lambda s: SECTIONS.index(s[0]))
 
 
 def _replace(path: Path, text: str) -> None:

@@ -31,6 +31,21 @@ def not_ready(web: View, reason: str) -> Response:
     return web.json({"error": "not ready", "reason": reason}, status=503, headers={"Retry-After": "1"})
 
 
+async def _knows_partitions(topic: str) -> bool:
+    """Make sure the producer's metadata lists ``topic`` (Faust hashes the key with it to find
+    the owner; aiokafka only fetches metadata of topics it was asked about)."""
+    producer = getattr(app.producer, "_producer", None)  # the aiokafka producer, once started
+    if producer is None:
+        return False
+    if producer._metadata.partitions_for_topic(topic) is not None:
+        return True
+    try:
+        await producer.client._wait_on_metadata(topic)
+    except Exception:  # noqa: BLE001 - unknown yet: the caller answers 503
+        return False
+    return producer._metadata.partitions_for_topic(topic) is not None
+
+
 def owner_routed(*, table: TableT, match_info: str) -> Callable[[Handler], Handler]:
     """Like ``app.table_route`` but answers 503 while the worker is not ready."""
 
@@ -42,6 +57,8 @@ def owner_routed(*, table: TableT, match_info: str) -> Callable[[Handler], Handl
             ready, reason = worker_ready()
             if not ready:
                 return not_ready(web, reason)
+            if not await _knows_partitions(table.changelog_topic.get_topic_name()):
+                return not_ready(web, "the topic's partitions are not known yet")
             return await routed(web, request, **kwargs)
 
         return view

@@ -14,6 +14,8 @@ import sys
 import time
 from collections import Counter
 
+from agents.job_lifecycle import derived_id
+from app.anomaly import RUNTIME_ANOMALY, RUNTIME_OVERRUN
 from app.codecs import Codecs
 from app.publisher import EventPublisher
 from app.topic_reader import read_topic
@@ -51,6 +53,13 @@ async def _decoded(settings: Settings, topic: str) -> list:
 async def _check_effects(settings: Settings, workload: Workload, *, exact_messages: bool) -> dict:
     audits = await _decoded(settings, "audit-trail")
     notes = await _decoded(settings, "notifications")
+    # The lifecycle agent's notifications; the runtime-anomaly agent may add its own (random
+    # runtimes can be outliers), told apart by their derived ids.
+    lifecycle_ids = {derived_id(e, "notification") for e in workload.event_ids}
+    anomaly_ids = {derived_id(e, f"notification:{rule}") for e in workload.event_ids
+                   for rule in (RUNTIME_ANOMALY, RUNTIME_OVERRUN)}
+    assert {n.event_id for n in notes} <= lifecycle_ids | anomaly_ids
+    notes = [n for n in notes if n.event_id in lifecycle_ids]
     audit_ids = Counter(a.event_id for a in audits)
     note_ids = Counter(n.event_id for n in notes)
     # Exactly one audit record (by id) per applied transition, covering every lifecycle event.

@@ -120,6 +120,7 @@ def test_the_readme_run_command_brings_up_a_worker_and_the_demo(worker_env):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Cosmic Horizons events is running:" in out.stdout
     assert f"http://127.0.0.1:{worker_env['COSMIC_WEB_PORT']}/api/jobs/<job_id>" in out.stdout
+    assert f"live dashboard       http://127.0.0.1:{worker_env['COSMIC_WEB_PORT']}/#token=ey" in out.stdout
     assert out.stdout.count(" published (") == 2
     assert out.stdout.count(" applied by the worker") == 2
     tables = _cosmic("tables", "--mode", "offline", env=worker_env)

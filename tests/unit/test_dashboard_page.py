@@ -15,12 +15,13 @@ from app.web.dashboard import STATIC_DIR
 @pytest.fixture
 async def base_url():
     from app.main import app as faust_app
-    import app.web.dashboard  # noqa: F401 - registers the views
+    from app.web.dashboard import dashboard_asset, dashboard_page
 
-    views = faust_app.web.views
+    # The view classes themselves (not ``web.views["/"]``: in a test session that mounted
+    # Faust's own blueprints first, that path may hold Faust's index page).
     server = web.Application()
-    for path in ("/", "/static/{name}"):
-        view = views[path]
+    for path, view_class in (("/", dashboard_page), ("/static/{name}", dashboard_asset)):
+        view = view_class(faust_app, faust_app.web)
 
         async def handler(request: web.Request, view=view) -> web.StreamResponse:  # noqa: ANN001
             return await view(request)
