@@ -190,6 +190,15 @@ async def test_unreachable_rabbitmq_at_startup_is_logged_without_password_and_re
     await asyncio.sleep(6)
     status, _ = await asyncio.to_thread(lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True))
     assert status == 404
+    # Its readiness shows RabbitMQ down (and only RabbitMQ), while it keeps serving.
+    deadline = time.monotonic() + 60
+    while True:
+        status, ready = await asyncio.to_thread(lambda: worker.get_json("/ready"))
+        if status == 503 and ready.get("failing") == ["rabbitmq"] or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    assert status == 503 and ready["failing"] == ["rabbitmq"], ready
+    assert f"s3cret-{uid}" not in json.dumps(ready)
     log = worker.log_path.read_text(errors="replace")
     assert f"s3cret-{uid}" not in log
     redacted = "amqp://guest:***@127.0.0.1:1/nowhere"
