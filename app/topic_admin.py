@@ -50,6 +50,9 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         reports: list[TopicReport] = []
         to_create = [s for s in specs if full_name(spec=s, prefix=prefix) not in existing]
+        # A topic created moments ago may not be listed yet: the broker then answers
+        # TopicAlreadyExists, and the topic counts as existing (never as created by us).
+        created: set[str] = set()
         for spec in to_create:
             name = full_name(spec=spec, prefix=prefix)
             try:
@@ -58,13 +61,17 @@ async def ensure_topics(
                 )
             except TopicAlreadyExistsError:
                 continue
+            already = False
             for topic_error in getattr(response, "topic_errors", []):
                 code, message = topic_error[1], topic_error[2] if len(topic_error) > 2 else ""
-                if code not in (0, TopicAlreadyExistsError.errno):
+                if code == TopicAlreadyExistsError.errno:
+                    already = True
+                elif code != 0:
                     raise TopicAdminError(f"creating topic {name} failed: error {code} {message}")
+            if not already:
+                created.add(name)
         names = [full_name(spec=s, prefix=prefix) for s in specs]
         described = await _describe_when_visible(admin=admin, names=names)
-        created = {full_name(spec=s, prefix=prefix) for s in to_create}
         for spec in specs:
             name = full_name(spec=spec, prefix=prefix)
             report = described[name]

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
-exec .venv/bin/python -m pytest tests -ra "$@"
+exec .venv/bin/python -m pytest tests -ra --durations=40 "$@"
