@@ -226,7 +226,7 @@ def send(event_json: str | None, path: str | None) -> None:
         raw = sys.stdin.read()
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         click.echo(json.dumps({"error": "malformed JSON", "field": "", "reason": str(exc)}), err=True)
         sys.exit(2)
 

@@ -97,12 +97,20 @@ class ConfluentAvroCodec(faust.Codec):
         except (TypeError, KeyError) as exc:
             raise EventEncodeError(f"{self.topic} takes event records, got {type(obj).__name__}") from exc
         record = _FaustPayload.clean_payload({k: v for k, v in obj.items() if k != FAUST_META})
+        # fastavro writes any string into a uuid field, which its reader then refuses: the
+        # record would be undecodable for every consumer (found by tests/reliability fuzzing).
+        event_id = record.get("event_id") if isinstance(record, dict) else None
+        if isinstance(event_id, str):
+            try:
+                uuid.UUID(event_id)
+            except ValueError:
+                raise EventEncodeError(f"{name}: event_id {event_id[:100]!r} is not a UUID") from None
         schema_id = self.writer_schema_id()
         out = io.BytesIO()
         out.write(HEADER.pack(MAGIC_BYTE, schema_id))
         try:
             fastavro.schemaless_writer(out, self._parsed, (name, record))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:  # Overflow: > 64 bits
             raise EventEncodeError(f"{name} does not fit the {self.topic} schema: {exc}") from exc
         return out.getvalue()
 

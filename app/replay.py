@@ -183,7 +183,7 @@ def decode_cursor(*, cursor: str, query: ReplayQuery) -> dict[int, int]:
         data = json.loads(raw)
         positions = {int(p): int(o) for p, o in data["p"].items()}
         version, digest = data["v"], data["d"]
-    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         raise ReplayError("not a cursor returned by a replay", field="cursor") from None
     if version != CURSOR_VERSION:
         raise ReplayError(f"cursor version {version!r} is not supported", field="cursor")

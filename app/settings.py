@@ -96,6 +96,11 @@ class Settings:
     anomaly_min_samples: int = 10
     anomaly_sigma: float = 2.0
     anomaly_overrun_ratio: float = 1.5
+    #: Standby replicas of every table on other workers of the group (faster fail-over).
+    table_standby_replicas: int = 1
+    #: Seconds without a heartbeat before the group coordinator declares a worker dead and
+    #: moves its partitions (Kafka's session.timeout.ms); heartbeats every tenth of it.
+    broker_session_timeout_seconds: float = 60.0
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -133,6 +138,10 @@ class Settings:
         if self.anomaly_min_samples < 2 or not self.anomaly_sigma > 0 or not self.anomaly_overrun_ratio > 1:
             raise ConfigError("COSMIC_ANOMALY_MIN_SAMPLES >= 2, COSMIC_ANOMALY_SIGMA > 0, "
                               "COSMIC_ANOMALY_OVERRUN_RATIO > 1 are required")
+        if self.table_standby_replicas < 0:
+            raise ConfigError("COSMIC_TABLE_STANDBY_REPLICAS must be 0 or more")
+        if not 6 <= self.broker_session_timeout_seconds <= 300:
+            raise ConfigError("COSMIC_BROKER_SESSION_TIMEOUT_SECONDS must be between 6 and 300")
         if not self.kafka_bootstrap.strip():
             raise ConfigError("COSMIC_KAFKA_BOOTSTRAP must name at least one host:port")
 

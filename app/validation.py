@@ -230,7 +230,7 @@ def _json_text(value: Any) -> str | None:
 
     try:
         json.loads(value, parse_constant=no_constants)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         return f"must be a string containing valid JSON: {exc}"
     return None
 

@@ -614,7 +614,7 @@ async def handle_frame(hub: WebsocketHub, conn: Connection, data: str) -> None:
     """Act on one text frame of an authenticated client; refusals become error frames."""
     try:
         frame = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         conn.offer(error_frame(code="bad_frame", message="frame is not JSON"))
         return
     if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):

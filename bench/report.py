@@ -140,5 +140,17 @@ def write(*, output_dir: Path, meta: dict[str, Any],
     output_dir.mkdir(parents=True, exist_ok=True)
     md_path, json_path = output_dir / MARKDOWN_NAME, output_dir / JSON_NAME
     _replace(json_path, json.dumps(render_json(meta=meta, sections=sections), indent=2, ensure_ascii=False) + "\n")
-    _replace(md_path, render_markdown(meta=meta, sections=sections))
+    markdown = render_markdown(meta=meta, sections=sections)
+    # The "Reliability" section comes from the reliability suite (tests/reliability), not from
+    # this harness: keep it when the benchmark figures are rewritten.
+    if md_path.exists():
+        previous = md_path.read_text(encoding="utf-8")
+        marker = previous.find(RELIABILITY_HEADING)
+        if marker >= 0:
+            markdown = markdown.rstrip("\n") + "\n\n" + previous[marker:].lstrip("\n")
+    _replace(md_path, markdown)
     return md_path, json_path
+
+
+#: Heading of the section the reliability suite's figures are copied under.
+RELIABILITY_HEADING = "\n## Reliability"

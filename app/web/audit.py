@@ -7,20 +7,41 @@
   partitions (the union of its ``"p/actor"`` keys), ordered by time; 404 when none.
 
 Each record names its chain entry (``partition``, ``seq``); ``cosmic audit verify`` checks
-the chain. Both answer 503 with ``Retry-After`` while the worker recovers or rebalances.
+the chain. Both need an operator JWT (401 without a valid token, 403 for a plain user: audit
+records are table contents naming users and their actions) and answer 503 with
+``Retry-After`` while the worker recovers or rebalances.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Any, Awaitable, Callable
+
 from faust.web import Request, Response, View
 
-from app.main import app
+from app.auth import AuthError, require_operator
+from app.main import app, settings
 from app.web.routing import not_ready, owner_routed, worker_ready
 from tables.audit_chain import AUDIT_PARTITIONS
 from tables.audit_index import audit_by_actor, audit_by_resource
 
 
+def operator_only(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """401 without a valid token, 403 without the operator role."""
+
+    @functools.wraps(handler)
+    async def view(web: View, request: Request, **kwargs: Any) -> Response:
+        try:
+            require_operator(headers=request.headers, query=request.query, settings=settings)
+        except AuthError as exc:
+            return web.json({"error": str(exc)}, status=exc.status)
+        return await handler(web, request, **kwargs)
+
+    return view
+
+
 @app.page("/api/audit/resources/{resource_id}")
+@operator_only
 @owner_routed(table=audit_by_resource, match_info="resource_id")
 async def get_resource_audit(web: View, request: Request, resource_id: str) -> Response:
     indexed = audit_by_resource.get(resource_id)
@@ -32,6 +53,7 @@ async def get_resource_audit(web: View, request: Request, resource_id: str) -> R
 
 @app.page("/api/audit/actors/{actor}")
 class ActorAuditView(View):
+    @operator_only
     async def get(self, request: Request, actor: str) -> Response:
         ready, reason = worker_ready()
         if not ready:

@@ -62,7 +62,7 @@ class EventsView(View):
             )
         try:
             data = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
             return self.json({"error": "malformed JSON", "field": "", "reason": str(exc)}, status=400)
         data = _with_correlation(data, request.headers.get(CORRELATION_HEADER))
         try:

@@ -134,7 +134,7 @@ def decode_page_cursor(*, cursor: str, status: str | None, user_id: str | None) 
     try:
         data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         after, digest = data["after"], data["f"]
-    except (binascii.Error, ValueError, TypeError, KeyError):
+    except (binascii.Error, ValueError, TypeError, KeyError, RecursionError):
         raise ValueError("not a cursor returned by GET /api/jobs") from None
     if digest != _digest(status, user_id) or not isinstance(after, str):
         raise ValueError("the cursor belongs to other filters (status, user_id)")

@@ -90,7 +90,7 @@ class NotificationPreferencesView(View):
             check_user_id(user_id)
             try:
                 data = json.loads(raw)
-            except (UnicodeDecodeError, ValueError) as exc:
+            except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # Recursion: nested too deeply
                 return self.json({"error": "malformed JSON", "field": "", "reason": str(exc)}, status=400)
             preferences = parse_preferences(data)
         except InvalidPreferences as exc:

@@ -153,7 +153,7 @@ def _document_existing() -> None:
     )
     for path, what in (("/api/audit/resources/{resource_id}", "a resource's audit records, oldest first"),
                        ("/api/audit/actors/{actor}", "an actor's audit records, by time")):
-        document(path, "GET", summary=what.capitalize(), tags=["audit"],
+        document(path, "GET", summary=what.capitalize(), auth="operator", tags=["audit"],
                  responses={200: "{..., \"count\", \"records\"}", 404: "no audit records",
                             503: "worker recovering or rebalancing (Retry-After)"})
     prefs = "/api/users/{user_id}/notification-preferences"
@@ -191,7 +191,8 @@ def _document_existing() -> None:
     document("/ws", "GET", summary="Websocket feed of job events and alerts (protocol: docs/websocket.md)",
              tags=["websocket"], description="JWT in the Authorization header or an auth frame first; "
                                              "tokens in the query string are refused.",
-             responses={101: "switching protocols", 401: "token in the query string or invalid header token",
+             responses={101: "switching protocols", 400: "not a websocket upgrade request",
+                        401: "token in the query string or invalid header token",
                         403: "Origin not allowed", 503: "feed not running yet"})
     document("/static/{name}", "GET", summary="The dashboard's script and stylesheet", tags=["dashboard"],
              content_type="text/plain", responses={200: "the file", 404: "no such asset"})

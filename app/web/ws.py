@@ -68,7 +68,7 @@ async def _authenticate_first_frame(ws: web.WebSocketResponse) -> tuple[Principa
     if msg.type == WSMsgType.TEXT:
         try:
             frame = json.loads(msg.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             frame = None
     if not (isinstance(frame, dict) and frame.get("type") == "auth" and isinstance(frame.get("token"), str)):
         await _close_unauthenticated(ws, 'the first frame must be {"type": "auth", "token": "<jwt>"} '

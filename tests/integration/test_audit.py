@@ -45,7 +45,7 @@ def _wait_for_resources(worker, expected: dict[str, int], *, timeout: float = 12
         for resource_id, count in expected.items():
             if bodies.get(resource_id, {}).get("count") == count:
                 continue
-            status, body = worker.get_json(f"/api/audit/resources/{resource_id}")
+            status, body = worker.get_json(f"/api/audit/resources/{resource_id}", operator=True)
             if status == 200:
                 bodies[resource_id] = body
         if all(bodies.get(r, {}).get("count") == n for r, n in expected.items()):
@@ -116,12 +116,12 @@ async def test_audit_chain_indexes_verify_and_detect_tampering(worker_factory, w
     assert [(r["event_id"], r["actor"], r["outcome"]) for r in dataset] == [(manual.event_id, "ops", "DENIED")]
 
     # the actor index: the union over partitions
-    status, body = await asyncio.to_thread(worker.get_json, "/api/audit/actors/ada")
+    status, body = await asyncio.to_thread(worker.get_json, "/api/audit/actors/ada", operator=True)
     assert status == 200 and body["count"] == 10 * 4
     ada_jobs = {job_id for i, job_id in enumerate(jobs) if i % 3 == 0}
     assert {r["resource_id"] for r in body["records"]} == ada_jobs
-    assert (await asyncio.to_thread(worker.get_json, "/api/audit/actors/nobody"))[0] == 404
-    assert (await asyncio.to_thread(worker.get_json, f"/api/audit/resources/job-{uid}-none"))[0] == 404
+    assert (await asyncio.to_thread(worker.get_json, "/api/audit/actors/nobody", operator=True))[0] == 404
+    assert (await asyncio.to_thread(worker.get_json, f"/api/audit/resources/job-{uid}-none", operator=True))[0] == 404
 
     # the duplicate was dead-lettered, not chained
     deadline = time.monotonic() + 30

@@ -37,7 +37,7 @@ def test_bench_quick_writes_a_complete_report(stack, tmp_path: Path) -> None:  #
     out = tmp_path / "report"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--output-dir", str(out)],
-        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=560,
     )
     assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-4000:]}"
 

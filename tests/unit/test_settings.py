@@ -45,3 +45,21 @@ def test_passwords_are_redacted_for_logs():
     assert "s3cret" not in s.rabbitmq_url_redacted
     assert s.rabbitmq_url_redacted == "amqp://svc:***@rabbit:5672/prod"
     assert redact_url("http://registry:8081") == "http://registry:8081"
+
+
+def test_fail_over_settings_reach_the_faust_app():
+    from app.main import create_app
+
+    s = Settings.from_env(environ={"COSMIC_TABLE_STANDBY_REPLICAS": "2",
+                                   "COSMIC_BROKER_SESSION_TIMEOUT_SECONDS": "12", "COSMIC_STORE": "memory://"})
+    app = create_app(settings=s)
+    assert app.conf.table_standby_replicas == 2
+    assert app.conf.broker_session_timeout == 12.0
+    assert app.conf.broker_heartbeat_interval == pytest.approx(1.2)
+
+
+@pytest.mark.parametrize("name, value", [("COSMIC_TABLE_STANDBY_REPLICAS", "-1"),
+                                         ("COSMIC_BROKER_SESSION_TIMEOUT_SECONDS", "2")])
+def test_fail_over_settings_out_of_range_are_refused(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(environ={name: value})

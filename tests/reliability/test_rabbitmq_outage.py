@@ -13,50 +13,17 @@ import random
 import time
 from collections import Counter
 
-import aio_pika
-
 from app.demo import lifecycle_events
 from app.publisher import EventPublisher
 from app.settings import Settings
+from fault_support import QueueDrain
 from rabbit_support import vhost  # noqa: F401 - fixture
 
 EVENTS = 5_000
 OUTAGE_S = 10.0
 
 
-async def _drain_forever(url: str, seen: Counter, stop: asyncio.Event) -> None:
-    """Consume job-events-audit into ``seen`` (message_id → count), reconnecting after outages."""
-    while not stop.is_set():
-        try:
-            connection = await aio_pika.connect(url, timeout=5)
-        except Exception:  # noqa: BLE001 - RabbitMQ is down: try again
-            await asyncio.sleep(0.5)
-            continue
-        try:
-            channel = await connection.channel()
-            await channel.set_qos(prefetch_count=1000)
-            queue = await channel.get_queue("job-events-audit")
-
-            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-                seen[message.message_id] += 1
-                await message.ack()
-
-            await queue.consume(on_message)
-            # a probe on a second channel notices a lost connection (is_closed may not)
-            probe = await connection.channel()
-            while not stop.is_set():
-                await asyncio.sleep(0.5)
-                await asyncio.wait_for(probe.declare_queue("job-events-audit", passive=True), timeout=3)
-        except Exception:  # noqa: BLE001 - connection lost mid-way
-            await asyncio.sleep(0.5)
-        finally:
-            try:
-                await connection.close()
-            except Exception:  # noqa: BLE001
-                pass
-
-
-async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_env, vhost, uid):  # noqa: F811
+async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_env, vhost, uid, report):  # noqa: F811
     worker = worker_factory(COSMIC_RABBITMQ_URL=vhost.url).start()
     await asyncio.to_thread(vhost.wait_for_queues, {"job-events-audit"})
     rng = random.Random(3)
@@ -66,9 +33,8 @@ async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_e
     assert len(events) == EVENTS
     want = {e.event_id for e in events}
 
-    seen: Counter = Counter()
-    stop_drain = asyncio.Event()
-    drain = asyncio.create_task(_drain_forever(vhost.url, seen, stop_drain))
+    drain = QueueDrain(url=vhost.url, queue="job-events-audit").start()
+    seen: Counter = drain.seen
     settings = Settings.from_env(environ={**worker_env, "COSMIC_RABBITMQ_URL": vhost.url})
     stopped_for = None
     try:
@@ -98,8 +64,10 @@ async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_e
         while not want <= set(seen) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
     finally:
-        stop_drain.set()
-        await asyncio.wait_for(drain, timeout=30)
+        await drain.stop()
+    row = report(scenario=f"rabbitmq: server stopped {OUTAGE_S:.0f} s mid-stream", events_in=EVENTS)
+    row.sink(name="rabbitmq job-events-audit", expected=want, seen=list(seen.elements()))
+    row.notes["rabbitmq unavailable"] = f"{stopped_for:.1f} s (copies are deduped by message_id)"
     missing = want - set(seen)
     duplicates = {mid: n for mid, n in seen.items() if n > 1}
     print(f"\nRabbitMQ unavailable {stopped_for:.1f} s: stopped {OUTAGE_S:.0f} s + restart (stop issued after {before} events seen); "

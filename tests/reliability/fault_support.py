@@ -1,0 +1,174 @@
+"""Helpers of the fault-injection scenarios: paced publishing, reading what each sink got,
+and accounting it (in, out, lost, duplicated) into the suite's report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Sequence
+
+import aio_pika
+
+from agents.job_lifecycle import derived_id
+from app.codecs import Codecs
+from app.models import EventBase
+from app.publisher import EventPublisher, PublishError
+from app.settings import Settings
+from app.topic_reader import read_topic
+from app.workload import Workload
+
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+async def publish_paced(
+    *, publisher: EventPublisher, events: Sequence[EventBase], rate: float, batch: int = 50,
+    acked: list[str] | None = None, retry_until: float | None = None,
+) -> list[str]:
+    """Publish ``events`` at about ``rate`` events/s in batches; the ids Kafka acknowledged.
+
+    With ``retry_until`` (a monotonic deadline) a batch Kafka did not acknowledge is sent
+    again, as a client would (the idempotent producer and event_id dedupe make that safe);
+    without it the PublishError propagates. ``acked`` collects ids as they are acknowledged."""
+    acked = [] if acked is None else acked
+    started = time.monotonic()
+    for i in range(0, len(events), batch):
+        chunk = list(events[i:i + batch])
+        while True:
+            try:
+                acked += await publisher.publish_many(chunk)
+                break
+            except PublishError as exc:
+                acked += exc.published
+                if retry_until is None or time.monotonic() > retry_until:
+                    raise
+                chunk = chunk[len(exc.published):]
+                await asyncio.sleep(0.5)
+        due = started + (i + len(chunk)) / rate
+        pause = due - time.monotonic()
+        if pause > 0:
+            await asyncio.sleep(pause)
+    return acked
+
+
+async def decoded(*, settings: Settings, topic: str) -> list:
+    codec = Codecs(settings=settings).for_topic(topic)
+    records = await read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + topic)
+    return [codec.decode(r.value) for r in records]
+
+
+def wait_for_final_states(*, worker, workload: Workload, timeout: float = 300.0) -> dict:  # noqa: ANN001
+    """Poll the worker's job_state table until every job is in its expected final status."""
+    deadline = time.monotonic() + timeout
+    states: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            states = worker.table("job_state")
+        except OSError:  # the worker is rebalancing or restarting: ask again
+            time.sleep(1.0)
+            continue
+        done = sum(1 for job, status in workload.final_status.items()
+                   if states.get(job, {}).get("status") == status)
+        if done == len(workload.final_status):
+            return states
+        time.sleep(1.0)
+    wrong = {j: states.get(j, {}).get("status") for j, s in workload.final_status.items()
+             if states.get(j, {}).get("status") != s}
+    raise AssertionError(f"{len(wrong)} jobs not in their final state, e.g. "
+                         f"{list(wrong.items())[:5]}\n{worker.log_tail()}")
+
+
+def account_job_states(*, row, workload: Workload, states: dict) -> None:  # noqa: ANN001
+    """Job states: one per job; a job whose status, retries or history differ counts as lost."""
+    good = [job for job, status in workload.final_status.items()
+            if states.get(job, {}).get("status") == status
+            and states[job].get("retry_count") == workload.retry_count[job]
+            and states[job].get("parked") == []]
+    row.sink(name="job_state (final status)", expected=set(workload.final_status), seen=good)
+
+
+def expected_notification_ids(*, workload: Workload) -> set[str]:
+    """A notification per completion, failure and retry (a QUEUED after the first one)."""
+    ids: set[str] = set()
+    for events in workload.lifecycles.values():
+        queued = 0
+        for event in events:
+            after = event.status_after()
+            if after == "QUEUED":
+                queued += 1
+            if after in ("COMPLETED", "FAILED") or (after == "QUEUED" and queued > 1):
+                ids.add(derived_id(event.event_id, "notification"))
+    assert len(ids) == workload.notifications, "the notification rule above drifted from the workload's"
+    return ids
+
+
+async def account_kafka_effects(*, row, settings: Settings, workload: Workload) -> None:  # noqa: ANN001
+    """Audit records and notifications, counted by event_id: a re-emitted copy (same id) is
+    reported as a redelivered message, not as a duplicated effect, since every consumer
+    applies an event_id once; the audit hash chain is checked separately."""
+    audits = await decoded(settings=settings, topic="audit-trail")
+    notes = await decoded(settings=settings, topic="notifications")
+    want_notes = expected_notification_ids(workload=workload)
+    audit_ids = Counter(a.event_id for a in audits)
+    note_ids = Counter(n.event_id for n in notes if n.event_id in want_notes)
+    row.sink(name="audit-trail ids", expected={derived_id(e, "audit") for e in workload.event_ids},
+             seen=list(audit_ids))
+    row.sink(name="notifications ids", expected=want_notes, seen=list(note_ids))
+    row.notes["audit-trail messages (incl. re-emitted copies)"] = len(audits)
+    row.notes["notifications messages (incl. re-emitted copies)"] = sum(note_ids.values())
+
+
+class QueueDrain:
+    """Consume a RabbitMQ queue into ``seen`` (message_id → deliveries), reconnecting through
+    outages, until stopped."""
+
+    def __init__(self, *, url: str, queue: str) -> None:
+        self.url = url
+        self.queue = queue
+        self.seen: Counter = Counter()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> "QueueDrain":
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await asyncio.wait_for(self._task, timeout=30)
+
+    async def wait_for(self, *, ids: set[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ids <= set(self.seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection = await aio_pika.connect(self.url, timeout=5)
+            except Exception:  # noqa: BLE001 - RabbitMQ is down: try again
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                channel = await connection.channel()
+                await channel.set_qos(prefetch_count=1000)
+                queue = await channel.get_queue(self.queue)
+
+                async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                    self.seen[message.message_id] += 1
+                    await message.ack()
+
+                await queue.consume(on_message)
+                # a probe on a second channel notices a lost connection (is_closed may not)
+                probe = await connection.channel()
+                while not self._stop.is_set():
+                    await asyncio.sleep(0.5)
+                    await asyncio.wait_for(probe.declare_queue(self.queue, passive=True), timeout=3)
+            except Exception:  # noqa: BLE001 - connection lost mid-way
+                await asyncio.sleep(0.5)
+            finally:
+                try:
+                    await connection.close()
+                except Exception:  # noqa: BLE001
+                    pass
