@@ -95,6 +95,13 @@ class CommitTracker(Sensor):
         return time.monotonic() - (self.last_commit if self.last_commit is not None else self.created_at)
 
 
+#: The worker's commit tracker. Faust's sensor delegate keeps a per-sensor state for every
+#: send and commit in flight and fails (KeyError, crashing the consumer) on one that began
+#: before a sensor was added, so it is added here, while the app is declared, never later.
+commit_tracker = CommitTracker()
+app.sensors.add(commit_tracker)
+
+
 def tables_check() -> Check:
     recovered = app.tables.recovery.completed.is_set()
     detail = "tables recovered" if recovered else "tables are recovering from their changelogs"
@@ -129,7 +136,7 @@ class HealthReporter(mode.Service):
         super().__init__(*args, **kwargs)
         self.component = COMPONENT
         self.interval = settings.health_interval_seconds
-        self.commits = CommitTracker()
+        self.commits = commit_tracker
         self.probes: dict[str, Check] = {}
         self.lag: dict[tuple[str, int], int] = {}
         self.reports_sent = 0
@@ -142,7 +149,6 @@ class HealthReporter(mode.Service):
         HealthReporter.current = self
 
     async def on_start(self) -> None:
-        app.sensors.add(self.commits)
         metrics.SECONDS_SINCE_COMMIT.set_function(self.commits.seconds_since_commit)
 
     async def on_stop(self) -> None:
