@@ -119,7 +119,10 @@ async def _describe_when_visible(
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         described = await describe_topics(admin=admin, names=names)
-        pending = [n for n in names if n not in described or described[n].partitions is None]
+        # A topic always has configs (every default is listed): none yet means the broker
+        # that answered does not know the new topic yet, not that it has no settings.
+        pending = [n for n in names
+                   if n not in described or described[n].partitions is None or not described[n].configs]
         if not pending:
             return described
         if asyncio.get_running_loop().time() > deadline:
