@@ -5,33 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-class MemoryRegistryClient:
-    """Just the registry calls the codec makes, with Confluent's id semantics."""
-
-    def __init__(self) -> None:
-        self.by_id: dict[int, object] = {}
-        self.subjects: dict[str, dict[str, int]] = {}
-        self.calls = 0
-
-    def register(self, subject, schema, schema_type="AVRO"):  # noqa: ANN001
-        self.calls += 1
-        text = str(schema)
-        for sid, known in self.by_id.items():
-            if str(known) == text:
-                break
-        else:
-            sid = len(self.by_id) + 1
-            self.by_id[sid] = schema
-        self.subjects.setdefault(subject, {})[text] = sid
-        return sid
-
-    def check_version(self, subject, schema, schema_type="AVRO"):  # noqa: ANN001
-        sid = self.subjects.get(subject, {}).get(str(schema))
-        return None if sid is None else type("Found", (), {"schema_id": sid})()
-
-    def get_by_id(self, schema_id):  # noqa: ANN001
-        self.calls += 1
-        return self.by_id.get(schema_id)
+from event_examples import MemoryRegistryClient  # noqa: E402 - shared with the reliability tests
 
 
 @pytest.fixture
