@@ -7,9 +7,11 @@ user; a user's active jobs are the union over partitions. ``offset`` fences repl
 from __future__ import annotations
 
 from app.main import app
+from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
 
-active_jobs = app.Table(
+active_jobs = fenced_table(
+    app,
     "active_jobs",
     default=None,
     key_type=str,

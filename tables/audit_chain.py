@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from app.audit_chain import CHAIN_TABLE
 from app.main import app, settings
+from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
 
 AUDIT_PARTITIONS = spec_by_name("audit-trail").partitions
@@ -33,7 +34,8 @@ audit_chain = app.Table(
     help="partition:seq -> hash-chained audit entry",
 )
 
-audit_chain_heads = app.Table(
+audit_chain_heads = fenced_table(
+    app,
     "audit_chain_heads",
     default=None,
     key_type=str,

@@ -20,6 +20,7 @@ The offsets fence replays after a crash: an item is appended once.
 from __future__ import annotations
 
 from app.main import app
+from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
 
 #: Newest index items kept per resource.
@@ -27,7 +28,8 @@ RESOURCE_INDEX_LIMIT = 1000
 #: Newest index items kept per actor and audit-trail partition (so up to 5× this per actor).
 ACTOR_INDEX_LIMIT = 200
 
-audit_by_resource = app.Table(
+audit_by_resource = fenced_table(
+    app,
     "audit_by_resource",
     default=None,
     key_type=str,
@@ -35,7 +37,8 @@ audit_by_resource = app.Table(
     help="resource_id -> newest audit records of the resource",
 )
 
-audit_by_actor = app.Table(
+audit_by_actor = fenced_table(
+    app,
     "audit_by_actor",
     default=None,
     key_type=str,

@@ -10,9 +10,11 @@ replayed report re-emit exactly the alerts it raised.
 from __future__ import annotations
 
 from app.main import app
+from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
 
-component_health = app.Table(
+component_health = fenced_table(
+    app,
     "component_health",
     default=None,
     key_type=str,

@@ -7,9 +7,11 @@ cluster-wide count of a status is the sum over partitions. ``offset`` fences rep
 from __future__ import annotations
 
 from app.main import app
+from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
 
-job_counts = app.Table(
+job_counts = fenced_table(
+    app,
     "job_counts",
     default=None,
     key_type=str,

@@ -24,17 +24,20 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.main import app, settings
+from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
 
 #: Jobs kept per partition in ``slow_jobs`` (the most ``GET /api/metrics/slow`` can list).
 SLOW_JOBS_KEPT = 100
 PARTITIONS = spec_by_name("job-metrics").partitions
 
-job_metric_rollups = app.Table(
+job_metric_rollups = fenced_table(
+    app,
     "job_metric_rollups", default=None, key_type=str, partitions=PARTITIONS,
     help="job_id -> rollup of the job's metrics samples",
 )
-metric_windows = app.Table(
+metric_windows = fenced_table(
+    app,
     "metric_windows", default=None, key_type=str, partitions=PARTITIONS,
     help="partition|window|scope|start|name -> rollup of one node's / cluster's window",
 )
@@ -42,7 +45,8 @@ gpu_latest = app.Table(
     "gpu_latest", default=None, key_type=str, partitions=PARTITIONS,
     help="partition|node|gpu_id -> newest GPU sample",
 )
-slow_jobs = app.Table(
+slow_jobs = fenced_table(
+    app,
     "slow_jobs", default=None, key_type=str, partitions=PARTITIONS,
     help="partition -> jobs with the largest execution time",
 )

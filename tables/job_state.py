@@ -10,9 +10,11 @@ transitions they caused, so a replay re-emits the same side effects).
 from __future__ import annotations
 
 from app.main import app
+from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
 
-job_state = app.Table(
+job_state = fenced_table(
+    app,
     "job_state",
     default=None,
     key_type=str,

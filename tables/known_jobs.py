@@ -11,9 +11,11 @@ holds every job. Also the owner check of ``GET /api/metrics/jobs/{job_id}``.
 from __future__ import annotations
 
 from app.main import app
+from app.table_fencing import fenced_global_table
 from app.topic_specs import spec_by_name
 
-known_jobs = app.GlobalTable(
+known_jobs = fenced_global_table(
+    app,
     "known_jobs", default=None, key_type=str, partitions=spec_by_name("job-lifecycle").partitions,
     help="job_id -> owner, type, cluster, status of a job (global)",
 )

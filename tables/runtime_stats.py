@@ -12,9 +12,11 @@ side.
 from __future__ import annotations
 
 from app.main import app
+from app.table_fencing import fenced_global_table
 from app.topic_specs import spec_by_name
 
-runtime_stats = app.GlobalTable(
+runtime_stats = fenced_global_table(
+    app,
     "runtime_stats", default=None, key_type=str, partitions=spec_by_name("job-lifecycle").partitions,
     help="partition|job_type -> Welford state and histogram of completed runtimes (global)",
 )
