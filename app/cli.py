@@ -42,14 +42,15 @@ def stack() -> None:
 
 
 @stack.command("up", help="Start what is not running (idempotent).")
-@click.option("--brokers", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--brokers", type=click.Choice(["1", "3"]), default=None,
+              help="Kafka brokers (default: the running cluster's size, else 1).")
 @click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per component.")
-def stack_up(brokers: str, timeout: float) -> None:
+def stack_up(brokers: str | None, timeout: float) -> None:
     from app.stack.manager import StackManager
 
     try:
         manager = StackManager(settings=_settings(), echo=click.echo)
-        manager.up(brokers=int(brokers), timeout=timeout)
+        manager.up(brokers=int(brokers) if brokers else None, timeout=timeout)
         for status in manager.status():
             click.echo(status.line())
     except CosmicError as exc:

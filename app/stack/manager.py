@@ -53,7 +53,7 @@ class StackManager:
     def registry(self, *, brokers: int) -> RegistryProcess:
         return RegistryProcess(
             root=self.root / "registry", url=self.settings.schema_registry_url,
-            bootstrap=self.kafka(brokers=brokers).bootstrap,
+            bootstrap=self.kafka(brokers=brokers).bootstrap, replication_factor=brokers,
         )
 
     @property
@@ -79,9 +79,12 @@ class StackManager:
         require_tool(name="mvn", hint=MAVEN_HINT)
         self.rabbit.sbin  # noqa: B018 - raises MissingToolError naming the package
 
-    def up(self, *, brokers: int = 1, timeout: float = 120.0) -> None:
+    def up(self, *, brokers: int | None = None, timeout: float = 120.0) -> None:
+        """Start what is not running. ``brokers``: 1 or 3; None = the running cluster's size, else 1."""
         self.check_tools()
         running = self.running_brokers()
+        if brokers is None:
+            brokers = running or 1
         if running is not None and running != brokers:
             raise StackError(
                 f"a {running}-broker Kafka cluster of this stack is running; "

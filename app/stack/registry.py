@@ -23,8 +23,11 @@ from app.stack.process import (
 
 
 class RegistryProcess:
-    def __init__(self, *, root: Path, url: str, bootstrap: str) -> None:
+    def __init__(self, *, root: Path, url: str, bootstrap: str, replication_factor: int = 1) -> None:
+        """``replication_factor``: of the ``_schemas`` topic — the local cluster's size, so a
+        one-broker stack works whatever ``COSMIC_REPLICATION_FACTOR`` the environment holds."""
         parts = urlsplit(url)
+        self.replication_factor = replication_factor
         self.root = root
         self.url = url.rstrip("/")
         self.host = parts.hostname or "127.0.0.1"
@@ -63,7 +66,7 @@ class RegistryProcess:
         pid = spawn_detached(
             argv=[
                 sys.executable, "-m", "app.registry", "--host", self.host, "--port", str(self.port),
-                "--bootstrap", self.bootstrap,
+                "--bootstrap", self.bootstrap, "--replication-factor", str(self.replication_factor),
             ],
             log_path=self.log_path,
             env=env,
