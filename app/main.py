@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import faust
 
+from app import faust_fixes
 from app.codecs import Codecs
 from app.logging_setup import logging_config
 from app.settings import Settings
 
+faust_fixes.apply()
 settings = Settings.from_env()
 #: The Avro codecs of every topic (Faust codec names ``avro:<topic>``); no I/O until used.
 codecs = Codecs(settings=settings)

@@ -44,6 +44,9 @@ RABBITMQ_CONFIRMS = Counter(
 RABBITMQ_NACKS = Counter(
     "cosmic_rabbitmq_nacks", "Publishes RabbitMQ refused or that failed (retried), per exchange.",
     ["exchange"], registry=REGISTRY)
+RABBITMQ_UNROUTABLE = Counter(
+    "cosmic_rabbitmq_unroutable", "Messages RabbitMQ returned because no queue is bound for them, per exchange.",
+    ["exchange"], registry=REGISTRY)
 RABBITMQ_CONNECTED = Gauge(
     "cosmic_rabbitmq_connected", "1 while the bridge is connected to RabbitMQ, else 0.",
     registry=REGISTRY)

@@ -13,6 +13,13 @@ a publisher-confirm channel; agents (``agents/rabbit_bridge.py``) publish throug
   up, so the calling agent stops consuming and Kafka offsets do not advance: nothing is
   lost, and a message whose confirm was lost in the outage is published again with the
   same ``message_id`` (duplicates possible, losses not).
+* Unroutable messages: messages are published *mandatory*, so RabbitMQ returns one that no
+  queue is bound for. On an exchange our topology binds no queue to (``metrics``: samples
+  are for whoever subscribes) that is not a failure — the copy had no reader — so it is
+  counted (``cosmic_rabbitmq_unroutable_total`` per exchange, :attr:`RabbitBridge.unroutable`)
+  and logged (the first, then every 1,000th per exchange), and the event counts as bridged.
+  On ``job.events`` and ``notifications`` a return means one of our queues is missing: it is
+  retried like a refusal, so nothing bound for those queues is dropped.
 
 Importing this module does no network I/O.
 """
@@ -31,10 +38,13 @@ import mode
 from app import observability as metrics
 from app.main import app, settings
 from app.models import EventBase
-from app.rabbit_topology import TopologyMismatch, declare_topology, route_for
+from app.rabbit_topology import QUEUES, TopologyMismatch, declare_topology, route_for
 from app.validation import event_to_json
 
 logger = logging.getLogger(__name__)
+
+#: Exchanges the topology binds queues to: a message returned from one of them is retried.
+BOUND_EXCHANGES = frozenset(exchange for spec in QUEUES for exchange, _ in spec.bindings)
 
 MAX_BACKOFF = 30.0
 
@@ -74,6 +84,8 @@ class RabbitBridge(mode.Service):
         self._recover_lock = asyncio.Lock()
         self._healthy_since_failure = True
         self.publish_retries = 0
+        #: Messages returned unroutable (no queue bound), per exchange.
+        self.unroutable: dict[str, int] = {}
         RabbitBridge.current = self
         metrics.RABBITMQ_CONNECTED.set_function(lambda: 1.0 if self.connected else 0.0)
         for exchange in ("job.events", "notifications", "metrics"):  # samples at 0 from the start
@@ -153,6 +165,12 @@ class RabbitBridge(mode.Service):
                     await self._ready.wait()
                 exchange = self._exchanges[exchange_name]
                 confirmation = await _bounded(exchange.publish(message, routing_key=routing_key, timeout=10), 15)
+                if isinstance(confirmation, aiormq.abc.DeliveredMessage):  # returned: no queue bound
+                    if exchange_name in BOUND_EXCHANGES:
+                        raise RuntimeError(f"RabbitMQ returned the message: no queue bound on {exchange_name} "
+                                           f"for {routing_key} (was a queue of the topology deleted?)")
+                    self._count_unroutable(exchange_name=exchange_name, routing_key=routing_key)
+                    return
                 if not isinstance(confirmation, aiormq.spec.Basic.Ack):
                     raise RuntimeError(f"RabbitMQ did not ack the message: {confirmation!r}")
                 self.published += 1
@@ -173,6 +191,13 @@ class RabbitBridge(mode.Service):
                                    _safe(exc), delay)
                 await asyncio.sleep(delay)
                 await self._recover()
+
+    def _count_unroutable(self, *, exchange_name: str, routing_key: str) -> None:
+        count = self.unroutable[exchange_name] = self.unroutable.get(exchange_name, 0) + 1
+        metrics.RABBITMQ_UNROUTABLE.labels(exchange=exchange_name).inc()
+        if count == 1 or count % 1000 == 0:
+            logger.warning("RabbitMQ returned %d message(s) published to %s (e.g. routing key %s): no queue "
+                           "is bound for them", count, exchange_name, routing_key)
 
     async def _recover(self) -> None:
         """After a failed publish: publish on a *fresh* confirm channel — on the robust

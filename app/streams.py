@@ -198,17 +198,84 @@ async def _handle_decoded(*, topic: str, origin: Origin, handler: Handler, event
             return False
 
 
+#: Records read back from Kafka because Faust committed past them (see :func:`_repair_gap`).
+GAP_RECORDS: Counter[str] = Counter()
+
+
+def _origin(message: Any) -> Origin:
+    return Origin(
+        topic=message.topic, partition=message.partition, offset=message.offset,
+        timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
+        key=message.key, value=message.value, headers=tuple(message.headers or ()),
+    )
+
+
+def _cursor_table(topic: str):  # noqa: ANN202 - faust TableT or None
+    from tables.agent_cursors import cursors
+
+    return cursors.get(topic)
+
+
+async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler: Handler,  # noqa: ANN001
+                      dead_letter_undecodable: bool) -> None:
+    """Handle the records between this agent's last offset on ``origin``'s partition and
+    ``origin`` if Faust skipped them (read back from Kafka; see ``tables/agent_cursors.py``)."""
+    from app.offset_gaps import GapReadError, read_range
+
+    current = cursor.get(agent)
+    last = current.get("offset") if isinstance(current, dict) else None
+    if last is None or origin.offset <= last + 1:
+        return
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            records = await read_range(bootstrap=settings.kafka_bootstrap, topic=origin.topic,
+                                       partition=origin.partition, first=last + 1, last=origin.offset - 1)
+            break
+        except GapReadError as exc:
+            if attempt >= settings.max_attempts:
+                logger.error("%s: offsets %s[%s] %d..%d were skipped and could not be read back (%s); "
+                             "going on without them", agent, origin.topic, origin.partition, last + 1,
+                             origin.offset - 1, exc)
+                metrics.DLQ_EVENTS.labels(topic=topic, reason="gap-unread").inc()
+                return
+            await asyncio.sleep(backoff_delay(attempt))
+    if records:
+        logger.warning("%s: offsets %s[%s] %d..%d never reached the agent (committed past by the consumer); "
+                       "handling %d record(s) read back from Kafka", agent, origin.topic, origin.partition,
+                       last + 1, origin.offset - 1, len(records))
+    for record in records:
+        GAP_RECORDS[topic] += 1
+        gap_origin = Origin(
+            topic=origin.topic, partition=origin.partition, offset=record.offset,
+            timestamp_ms=record.timestamp, key=record.key, value=record.value,
+            headers=tuple(record.headers or ()),
+        )
+        await handle_one(topic=topic, origin=gap_origin, handler=handler,
+                         dead_letter_undecodable=dead_letter_undecodable)
+        cursor[agent] = {"offset": record.offset}
+
+
 async def process_events(  # noqa: ANN201
     stream, *, topic: str, handler: Handler, dead_letter_undecodable: bool = True  # noqa: ANN001
 ):
-    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name); yields (offset, ok)."""
+    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name); yields (offset, ok).
+
+    Each agent keeps the last offset it handled per partition (``tables/agent_cursors.py``):
+    records Faust skipped are read back and handled first, so none is lost."""
+    cursor = _cursor_table(topic)
     async for event in stream.events():
-        message = event.message
-        origin = Origin(
-            topic=message.topic, partition=message.partition, offset=message.offset,
-            timestamp_ms=int(message.timestamp * 1000) if message.timestamp else None,
-            key=message.key, value=message.value, headers=tuple(message.headers or ()),
-        )
+        origin = _origin(event.message)
+        agent = current_agent()
+        agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
+        if cursor is not None:
+            await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin, handler=handler,
+                              dead_letter_undecodable=dead_letter_undecodable)
         ok = await handle_one(topic=topic, origin=origin, handler=handler,
                               dead_letter_undecodable=dead_letter_undecodable)
+        if cursor is not None:
+            current = cursor.get(agent_name)
+            if not isinstance(current, dict) or current.get("offset", -1) < origin.offset:
+                cursor[agent_name] = {"offset": origin.offset}
         yield (origin.offset, ok)

@@ -204,3 +204,32 @@ async def test_unreachable_rabbitmq_at_startup_is_logged_without_password_and_re
     redacted = "amqp://guest:***@127.0.0.1:1/nowhere"
     assert log.count(f"RabbitMQ at {redacted} is unreachable") == 1, worker.log_tail()
     assert log.count(f"RabbitMQ at {redacted} is still unreachable") >= 1, worker.log_tail()
+
+
+async def test_metrics_nobody_subscribes_to_are_counted_unroutable_and_never_block(worker_factory, worker_env, vhost, uid):  # noqa: F811
+    """The topology binds no queue on `metrics`: RabbitMQ returns every sample (mandatory
+    publish). The bridge counts them and moves on — it used to retry them forever, which held
+    the bridge agent and job-metrics' offsets."""
+    import urllib.request
+
+    worker = worker_factory(COSMIC_RABBITMQ_URL=vhost.url).start()
+    await asyncio.to_thread(vhost.wait_for_queues, {"job-events-audit", "job-dlq"})
+    samples = [e for e in sample_events(uid) if e.event_type == "JobMetricsSample"]
+    samples += [JobMetricsSample(**{**samples[0].asdict(), "event_id": str(uuid.uuid4())}) for _ in range(9)]
+    env = {**worker_env, "COSMIC_RABBITMQ_URL": vhost.url}
+    async with EventPublisher(settings=Settings.from_env(environ=env)) as publisher:
+        await publisher.publish_many(samples)
+
+    def unroutable() -> float:
+        with urllib.request.urlopen(worker.base_url + "/metrics", timeout=10) as response:
+            text = response.read().decode()
+        line = next((x for x in text.splitlines()
+                     if x.startswith('cosmic_rabbitmq_unroutable_total{exchange="metrics"}')), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    deadline = time.monotonic() + 60
+    while unroutable() < len(samples) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    assert unroutable() == len(samples), worker.log_tail()
+    assert "no queue is bound for them" in worker.log_tail(400)
+    assert "RabbitMQ did not ack" not in worker.log_tail(400)  # never retried as a failure

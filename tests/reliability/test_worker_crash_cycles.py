@@ -6,10 +6,12 @@ counted by event_id), the audit hash chain (the audit agent's effect), and the R
 bridge's `job-events-audit` queue (message_id = event_id; consumers dedupe by message_id, so
 copies there are counted, not failed).
 
-This test found a lost transition (2 jobs of 600, 2026-11-23): Faust's table recovery
-re-read acknowledged changelog records older than a key's local value and wrote them over
-it, while ``processed_events`` kept the newer event marked, so the event's replay was
-refused as a duplicate. Fixed by fencing changelog recovery (:mod:`app.table_fencing`).
+This test found two data-loss defects (2026-11-23): Faust's table recovery wrote changelog
+values older than a key's local value over it, so a replayed event was refused as a
+duplicate and its transition lost (2 jobs of 600) — fixed by fencing recovery
+(:mod:`app.table_fencing`); and a restarted worker began at committed offsets past records
+no agent had handled (102 jobs of 600 lost their submission) — fixed by per-agent cursors
+that read skipped records back from Kafka (``tables/agent_cursors.py``).
 """
 
 from __future__ import annotations

@@ -1,0 +1,35 @@
+"""``cursor_<topic>``: agent name → {"offset"} — the last offset of this partition of
+``<topic>`` the agent handled (one table per source topic, co-partitioned with it).
+
+Why: Faust has been seen to commit a consumer offset past records an agent never handled
+(after repeated SIGKILLs, a run of about twenty records per partition was committed and
+never processed: ``tests/reliability/test_worker_crash_cycles.py``). With the cursor,
+:func:`app.streams.process_events` notices a jump in offsets and reads the records in
+between from Kafka before going on (:mod:`app.offset_gaps`). Offset-fenced like the other
+tables, so recovery never moves a cursor back.
+"""
+
+from __future__ import annotations
+
+from app.main import app
+from app.table_fencing import fenced_table
+from app.topic_specs import spec_by_name
+
+CURSOR_TOPICS = ("job-lifecycle", "audit-trail", "notifications", "job-metrics", "system-health")
+
+
+def cursor_table_name(topic: str) -> str:
+    return "cursor_" + topic.replace("-", "_")
+
+
+cursors = {
+    topic: fenced_table(
+        app,
+        cursor_table_name(topic),
+        default=None,
+        key_type=str,
+        partitions=spec_by_name(topic).partitions,
+        help=f"agent -> last {topic} offset it handled on this partition",
+    )
+    for topic in CURSOR_TOPICS
+}
