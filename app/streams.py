@@ -265,10 +265,10 @@ async def process_events(  # noqa: ANN201
     Each agent keeps the last offset it handled per partition (``tables/agent_cursors.py``):
     records Faust skipped are read back and handled first, so none is lost."""
     cursor = _cursor_table(topic)
+    agent = current_agent()
+    agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
     async for event in stream.events():
         origin = _origin(event.message)
-        agent = current_agent()
-        agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
         if cursor is not None:
             await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin, handler=handler,
                               dead_letter_undecodable=dead_letter_undecodable)

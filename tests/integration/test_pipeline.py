@@ -21,6 +21,7 @@ from app.publisher import EventPublisher
 from app.topic_reader import read_topic
 from app.settings import PROJECT_ROOT, Settings
 from app.workload import Workload, build_workload
+from audit_support import poll_audit_chain
 
 JOBS = 1000
 
@@ -75,19 +76,11 @@ async def _check_effects(settings: Settings, workload: Workload, *, exact_messag
 
 def _audit_chain_entries(env: dict, expected: int, *, timeout: float = 120.0) -> dict:
     """Wait until the audit agent chained ``expected`` records; return `cosmic audit verify --json`."""
-    import json
-
-    deadline = time.monotonic() + timeout
-    report: dict = {}
-    while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-m", "app.cli", "audit", "verify", "--json"], env=env,
-                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-        report = json.loads(out.stdout)
-        if report.get("total", 0) >= expected:
-            assert out.returncode == 0, out.stdout
-            return report
-        time.sleep(2)
-    raise AssertionError(f"audit chain has {report.get('total')} of {expected} entries: {report}")
+    report, returncode = poll_audit_chain(env, expected, timeout=timeout)
+    if returncode is None:
+        raise AssertionError(f"audit chain has {report.get('total')} of {expected} entries: {report}")
+    assert returncode == 0, report
+    return report
 
 
 def _rebuild(env: dict) -> subprocess.CompletedProcess:

@@ -17,17 +17,14 @@ that read skipped records back from Kafka (``tables/agent_cursors.py``).
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import subprocess
-import sys
-import time
 
 import pytest
 
 from app.publisher import EventPublisher
-from app.settings import PROJECT_ROOT, Settings
+from app.settings import Settings
 from app.workload import build_workload
+from audit_support import poll_audit_chain
 from fault_support import (
     QueueDrain,
     account_job_states,
@@ -41,19 +38,6 @@ JOBS = 600
 CYCLES = 10
 RATE = 1_000.0
 SESSION_TIMEOUT_S = 10
-
-
-def _audit_chain_total(env: dict, expected: int, *, timeout: float = 180.0) -> dict:
-    deadline = time.monotonic() + timeout
-    report: dict = {}
-    while time.monotonic() < deadline:
-        out = subprocess.run([sys.executable, "-m", "app.cli", "audit", "verify", "--json"], env=env,
-                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
-        report = json.loads(out.stdout)
-        if report.get("total", 0) >= expected:
-            return report
-        time.sleep(2)
-    return report
 
 
 @pytest.mark.timeout(1200)
@@ -97,7 +81,7 @@ async def test_ten_sigkill_cycles_lose_and_duplicate_nothing(worker_factory, wor
 
     account_job_states(row=row, workload=workload, states=states)
     await account_kafka_effects(row=row, settings=settings, workload=workload)
-    chain = await asyncio.to_thread(_audit_chain_total, env, workload.transitions)
+    chain, _ = await asyncio.to_thread(poll_audit_chain, env, workload.transitions, timeout=180.0)
     row.notes["audit hash chain"] = f"{chain.get('total')} entries for {workload.transitions} transitions, ok={chain.get('ok')}"
     rabbit = row.sink(name="rabbitmq job-events-audit", expected=workload.event_ids, seen=list(drain.seen.elements()))
     row.notes["rabbitmq copies beyond one per event_id (deduped by message_id)"] = rabbit["duplicated"]
