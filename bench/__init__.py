@@ -15,6 +15,7 @@ simply absent from the report (no placeholder numbers).
 
 from __future__ import annotations
 
-#: Implemented sections, in report order. Later issues append theirs here (pipeline, latency,
-#: websocket fan-out, replay, scale), each as ``bench/<name>.py``.
-SECTIONS: tuple[str, ...] = ("codec", "ingest", "replay", "anomaly", "websocket", "bridge")
+#: Implemented sections, in report order, each as ``bench/<name>.py``.
+SECTIONS: tuple[str, ...] = (
+    "codec", "ingest", "pipeline", "latency", "scale", "replay", "anomaly", "websocket", "bridge",
+)
