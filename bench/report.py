@@ -1,9 +1,16 @@
-"""docs/benchmarks.md and docs/benchmarks.json from one run: a header, then a section per module."""
+"""docs/benchmarks.md and docs/benchmarks.json from one run: a header, then a section per module.
+
+A section module may also define ``write_files(result: dict, *, output_dir: Path) -> list[str]``
+(e.g. a plot drawn from its result): :func:`write` calls it for every section it writes —
+those merged from an earlier benchmarks.json too — before the two files, and keeps the names
+it returns under the section's ``"files"`` in the JSON.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -134,11 +141,29 @@ def _replace(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_section_files(*, output_dir: Path, sections: list[tuple[str, ModuleType, dict[str, Any]]]) -> None:
+    """Call each section module's optional ``write_files`` hook; record what it wrote. A hook
+    that fails is reported on stderr and under ``"files_error"``: the measured figures are
+    still written."""
+    for name, module, result in sections:
+        hook = getattr(module, "write_files", None)
+        if not callable(hook):
+            continue
+        result.pop("files_error", None)
+        try:
+            result["files"] = list(hook(result, output_dir=output_dir))
+        except Exception as exc:  # noqa: BLE001 - a plot must not cost the run's figures
+            result["files"] = []
+            result["files_error"] = f"{type(exc).__name__}: {exc}"
+            print(f"bench: section {name}: write_files failed: {result['files_error']}", file=sys.stderr, flush=True)
+
+
 def write(*, output_dir: Path, meta: dict[str, Any],
           sections: list[tuple[str, ModuleType, dict[str, Any]]]) -> tuple[Path, Path]:
     """Write both files (each replaced atomically); returns their paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
     md_path, json_path = output_dir / MARKDOWN_NAME, output_dir / JSON_NAME
+    write_section_files(output_dir=output_dir, sections=sections)
     _replace(json_path, json.dumps(render_json(meta=meta, sections=sections), indent=2, ensure_ascii=False) + "\n")
     markdown = render_markdown(meta=meta, sections=sections)
     # The "Reliability" section comes from the reliability suite (tests/reliability), not from
