@@ -61,6 +61,8 @@ TITLE = "Pipeline throughput"
 #: A job's lifecycle is about 5.2 events: jobs = the run's event count / 5 (20,000 → 4,000).
 EVENTS_PER_JOB = 5
 POLL_S = 0.25
+#: Seconds without any agent handling an event before the work per event is counted.
+QUIET_S = 3.0
 #: Events of a --quick run (the drains dominate its time).
 QUICK_EVENTS = 500
 #: Give up on a worker that has not handled every event after this long.
@@ -193,8 +195,15 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
         seconds = max(now - first[0], POLL_S)
         rate = (handled - first[1]) / seconds if handled > first[1] else total / seconds
         cores = (cpu_end - first[2]) / seconds if cpu_end is not None and first[2] is not None else None
-        await asyncio.sleep(2)  # let the last changelog records and effects reach Kafka
-        counts = await asyncio.to_thread(_handled, worker.base_url)
+        # The downstream agents (audit, notifications) consume what the lifecycle agent emitted
+        # and may lag behind it: the work per event is counted once every agent is idle.
+        counts, quiet_since = await asyncio.to_thread(_handled, worker.base_url), time.monotonic()
+        while time.monotonic() - quiet_since < QUIET_S and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+            latest = await asyncio.to_thread(_handled, worker.base_url)
+            if latest != counts:
+                counts, quiet_since = latest, time.monotonic()
+        all_done_s = time.perf_counter() - first[0] - QUIET_S
         consumer = AIOKafkaConsumer(bootstrap_servers=ctx.settings.kafka_bootstrap)
         await consumer.start()
         try:
@@ -209,6 +218,7 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
         ctx.log(f"pipeline: {name}: {rate:,.0f} events/s ({handled - first[1]:,.0f} events in {seconds:.1f} s; "
                 f"worker ready in {started:.1f} s; {cores or 0:.2f} cores busy)")
         return {"rate": rate, "counted_events": handled - first[1], "seconds": round(seconds, 2),
+                "all_agents_done_s": round(all_done_s, 2),
                 "worker_cores": round(cores, 3) if cores is not None else None,
                 "deliveries_per_event": round(sum(counts.values()) / lifecycle, 3),
                 "changelog_writes_per_event": round(writes / lifecycle, 3),
@@ -350,7 +360,9 @@ def markdown(result: dict[str, Any]) -> str:
         "Changelog records per lifecycle event, by table (bridge off): "
         + ", ".join(f"`{t}` {n:.2f}" for t, n in off.get("changelog_writes_by_table", {}).items()) + ".",
         "",
-        f"Agents' handled counts (bridge off): {', '.join(f'{a} {n:,}' for a, n in off['handled_by_agent'].items())}."
+        f"Agents' handled counts (bridge off), counted once every agent was idle: "
+        f"{', '.join(f'{a} {n:,}' for a, n in off['handled_by_agent'].items())}; the downstream agents were done "
+        f"{off['all_agents_done_s']:.1f} s after the lifecycle agent's first event (it took {off['seconds']:.1f} s)."
         f" Publishing the topic took {params['produce_s']} s.",
     ]
     return "\n".join(lines)
