@@ -44,7 +44,7 @@ import uuid
 from typing import Any, Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from bench.context import BenchContext, BenchError, event_mix, figure, fmt, make_events, ratio
+from bench.context import BenchContext, BenchError, event_mix, figure, fmt, make_events, publish_paced, ratio
 
 TITLE = "RabbitMQ bridge"
 EXCHANGE = "job.events"
@@ -262,8 +262,6 @@ async def _latency(ctx: BenchContext, *, vhost_url: str, seconds: float) -> dict
     tap = _Tap()
     connection = await aio_pika.connect(vhost_url, client_properties={"connection_name": "cosmic-bench tap"})
     publisher = EventPublisher(settings=settings, codecs=codecs)
-    sent_at: dict[str, float] = {}
-    in_flight: list[asyncio.Future] = []
     try:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=2000)
@@ -284,30 +282,11 @@ async def _latency(ctx: BenchContext, *, vhost_url: str, seconds: float) -> dict
             raise BenchError(f"bridge: warm-up events did not reach RabbitMQ in 120 s:\n{worker.log_tail()}")
         ctx.log(f"bridge: warm-up events through the worker in {time.perf_counter() - warm_start:.1f} s")
 
-        total = int(RATE * seconds)
-        per_tick = max(1, int(RATE * TICK_S))
-        events = make_events(total, seed=1)
+        events = make_events(int(RATE * seconds), seed=1)
         tap.expect({e.event_id for e in events})
-        # Paced: a batch every tick, each publish_many (acks awaited) in its own task, so a slow
-        # ack does not hold back the next batch; the send time is when the batch is handed over.
-        started = time.perf_counter()
-        sent = 0
-        max_in_flight = 0
-        while sent < total:
-            batch = events[sent:sent + per_tick]
-            now = time.perf_counter()
-            for event in batch:
-                sent_at[event.event_id] = now
-            in_flight.append(asyncio.ensure_future(publisher.publish_many(batch)))
-            sent += len(batch)
-            for task in [t for t in in_flight if t.done()]:
-                in_flight.remove(task)
-                task.result()  # a PublishError fails the section
-            max_in_flight = max(max_in_flight, len(in_flight))
-            await asyncio.sleep(max(0.0, started + sent / RATE - time.perf_counter()))
-        await asyncio.gather(*in_flight)
-        send_s = time.perf_counter() - started
-        achieved = sent / send_s
+        paced = await publish_paced(publisher=publisher, events=events, rate=RATE, tick_s=TICK_S)
+        sent_at, sent, started, send_s = paced.sent_at, paced.sent, paced.started, paced.seconds
+        achieved, max_in_flight = paced.rate, paced.max_in_flight
         ctx.log(f"bridge: {sent:,} events published to Kafka (acked) in {send_s:.2f} s = {achieved:,.0f} events/s "
                 f"(at most {max_in_flight} batches in flight)")
         all_in = await tap.wait(MAX_DRAIN_S, stall=STALL_S)
@@ -317,8 +296,6 @@ async def _latency(ctx: BenchContext, *, vhost_url: str, seconds: float) -> dict
             raise BenchError(f"bridge: only {len(arrived):,} of {sent:,} events reached RabbitMQ (none for "
                              f"{STALL_S:.0f} s, or {MAX_DRAIN_S:.0f} s after the last send):\n{worker.log_tail()}")
     finally:
-        for task in in_flight:
-            task.cancel()
         stop_start = time.perf_counter()
         await publisher.stop()
         await asyncio.to_thread(worker.stop, timeout=WORKER_STOP_TIMEOUT_S)

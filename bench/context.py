@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+import re
 import statistics
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,3 +125,61 @@ def fmt(value: float, unit: str) -> str:
     if unit in ("bytes/event", "events"):
         return f"{value:,.0f} {unit}"
     return f"{value:,.1f} {unit}"
+
+
+_HANDLED = re.compile(r'^cosmic_processing_seconds_count\{agent="([^"]+)"\} ([0-9.e+]+)$', re.M)
+
+
+def handled_by_agent(base_url: str) -> dict[str, float]:
+    """Events handled so far per agent, from a worker's ``/metrics``."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {agent: float(count) for agent, count in _HANDLED.findall(text)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PacedSend:
+    """What :func:`publish_paced` did: each event's send moment, when it started (perf_counter)."""
+
+    sent_at: dict[str, float]
+    sent: int
+    started: float
+    seconds: float
+    max_in_flight: int
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds
+
+
+async def publish_paced(*, publisher: Any, events: Sequence[Any], rate: float, tick_s: float,
+                        clock: Callable[[], float] = time.perf_counter) -> PacedSend:
+    """Publish ``events`` at ``rate`` events/s and return once every ack is in.
+
+    A batch every tick, each ``publish_many`` (acks awaited) in its own task, so a slow ack does
+    not hold back the next batch; an event's send moment (``clock()``) is when its batch is
+    handed over. A failed publish fails the call (the other batches are cancelled)."""
+    per_tick = max(1, int(rate * tick_s))
+    sent_at: dict[str, float] = {}
+    in_flight: list[asyncio.Future[Any]] = []
+    started = time.perf_counter()
+    sent = max_in_flight = 0
+    try:
+        while sent < len(events):
+            batch = events[sent:sent + per_tick]
+            now = clock()
+            for event in batch:
+                sent_at[event.event_id] = now
+            in_flight.append(asyncio.ensure_future(publisher.publish_many(batch)))
+            sent += len(batch)
+            for task in [t for t in in_flight if t.done()]:
+                in_flight.remove(task)
+                task.result()  # a PublishError fails the section
+            max_in_flight = max(max_in_flight, len(in_flight))
+            await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
+        await asyncio.gather(*in_flight)
+    finally:
+        for task in in_flight:
+            task.cancel()
+    return PacedSend(sent_at=sent_at, sent=sent, started=started, seconds=time.perf_counter() - started,
+                     max_in_flight=max_in_flight)

@@ -54,7 +54,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.context import BenchContext, BenchError, figure, fmt, make_events
+from bench.context import BenchContext, BenchError, figure, fmt, make_events, publish_paced
 
 TITLE = "Latency at a fixed rate"
 #: Rates (events/s) in the order they run, lowest first (each on a worker that drained the last):
@@ -209,32 +209,10 @@ def _at_pct(quantiles: Sequence[float], pct: int) -> float:
 async def _measure(*, ctx: BenchContext, publisher: Any, sinks: Sequence[_Arrivals], worker: Any,
                    rate: int, seconds: float, seed: int) -> dict[str, Any]:
     """Publish at ``rate`` for ``seconds``, wait for every sink; the run's figures."""
-    total = int(rate * seconds)
-    per_tick = max(1, int(rate * TICK_S))
-    events = make_events(total, seed=seed)
-    sent_at: dict[str, float] = {}
-    in_flight: list[asyncio.Future[Any]] = []
-    started = time.perf_counter()
-    sent = max_in_flight = 0
-    try:
-        while sent < total:
-            batch = events[sent:sent + per_tick]
-            now = time.time()
-            for event in batch:
-                sent_at[event.event_id] = now
-            in_flight.append(asyncio.ensure_future(publisher.publish_many(batch)))
-            sent += len(batch)
-            for task in [t for t in in_flight if t.done()]:
-                in_flight.remove(task)
-                task.result()  # a PublishError fails the section
-            max_in_flight = max(max_in_flight, len(in_flight))
-            await asyncio.sleep(max(0.0, started + sent / rate - time.perf_counter()))
-        await asyncio.gather(*in_flight)
-    finally:
-        for task in in_flight:
-            task.cancel()
-    send_s = time.perf_counter() - started
-    achieved = sent / send_s
+    events = make_events(int(rate * seconds), seed=seed)
+    paced = await publish_paced(publisher=publisher, events=events, rate=rate, tick_s=TICK_S, clock=time.time)
+    sent_at, sent, started, send_s = paced.sent_at, paced.sent, paced.started, paced.seconds
+    achieved, max_in_flight = paced.rate, paced.max_in_flight
     ctx.log(f"latency: {sent:,} events published at {rate:,}/s in {send_s:.2f} s = {achieved:,.0f} events/s "
             f"(at most {max_in_flight} batches in flight); waiting for the sinks")
     ids = set(sent_at)

@@ -40,11 +40,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from typing import Any
 
@@ -54,7 +52,7 @@ from app.publisher import EventPublisher
 from app.topic_admin import ensure_topics
 from app.topic_specs import spec_by_name
 from app.workload import build_workload
-from bench.context import BenchContext, BenchError, chunks, figure, fmt, ratio
+from bench.context import BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio
 from bench.ingest import cpu_seconds
 
 TITLE = "Pipeline throughput"
@@ -70,14 +68,6 @@ DRAIN_TIMEOUT_S = 900.0
 TOPIC = "job-lifecycle"
 #: Table writes per record in the second Faust-floor run (the first makes none).
 FLOOR_WRITES = 4
-_METRIC = re.compile(r'^cosmic_processing_seconds_count\{agent="([^"]+)"\} ([0-9.e+]+)$', re.M)
-
-
-def _handled(base_url: str) -> dict[str, float]:
-    """Events handled so far per agent, from the worker's /metrics."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return {agent: float(count) for agent, count in _METRIC.findall(text)}
 
 
 async def _bare_loop(ctx: BenchContext, *, source: str, sink: str, total: int) -> float:
@@ -179,7 +169,7 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
         first: tuple[float, float, float | None] | None = None
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while True:
-            counts = await asyncio.to_thread(_handled, worker.base_url)
+            counts = await asyncio.to_thread(handled_by_agent, worker.base_url)
             now = time.perf_counter()
             handled = min(counts.get(agent, 0.0) for agent in agents)
             if first is None and handled > 0:
@@ -197,10 +187,10 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
         cores = (cpu_end - first[2]) / seconds if cpu_end is not None and first[2] is not None else None
         # The downstream agents (audit, notifications) consume what the lifecycle agent emitted
         # and may lag behind it: the work per event is counted once every agent is idle.
-        counts, quiet_since = await asyncio.to_thread(_handled, worker.base_url), time.monotonic()
+        counts, quiet_since = await asyncio.to_thread(handled_by_agent, worker.base_url), time.monotonic()
         while time.monotonic() - quiet_since < QUIET_S and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
-            latest = await asyncio.to_thread(_handled, worker.base_url)
+            latest = await asyncio.to_thread(handled_by_agent, worker.base_url)
             if latest != counts:
                 counts, quiet_since = latest, time.monotonic()
         all_done_s = time.perf_counter() - first[0] - QUIET_S

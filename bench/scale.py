@@ -59,9 +59,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import re
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -77,7 +75,8 @@ from app.topic_admin import ensure_topics
 from app.topic_specs import spec_by_name
 from app.workload import build_workload
 from bench import environment
-from bench.context import BenchContext, BenchError, figure, fmt, ratio
+from bench.context import BenchContext, BenchError, figure, fmt, handled_by_agent, ratio
+from bench.ingest import broker_pids as local_broker_pids
 from bench.worker import BenchWorker
 
 TITLE = "Scale: one worker versus two"
@@ -105,16 +104,13 @@ NEAR_LINEAR = 1.8
 #: Cores of other work that differ between the scenarios' windows enough to be pointed out.
 LOAD_SHIFT = 0.25
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-_METRIC = re.compile(r'^cosmic_processing_seconds_count\{agent="([^"]+)"\} ([0-9.e+]+)$', re.M)
 
 Assignment = dict[str, tuple[int, ...]]  # group member id -> its job-lifecycle partitions
 
 
 def _handled(base_url: str) -> float:
     """Events the worker's lifecycle agent has handled so far (its /metrics)."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
-        text = response.read().decode()
-    return sum(float(count) for agent, count in _METRIC.findall(text) if agent == AGENT)
+    return handled_by_agent(base_url).get(AGENT, 0.0)
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -134,18 +130,6 @@ def _runqueue_wait_s(pid: int) -> float:
         except (OSError, IndexError, ValueError):  # a thread that just ended
             continue
     return total / 1e9
-
-
-def _broker_pids(settings: Settings) -> list[int]:
-    """The local stack's Kafka broker processes (none when the stack runs elsewhere)."""
-    from app.stack.manager import StackManager
-
-    try:
-        manager = StackManager(settings=settings, echo=lambda _line: None)
-        brokers = manager.running_brokers()
-        return sorted(manager.kafka(brokers=brokers).running_pids().values()) if brokers else []
-    except Exception:  # noqa: BLE001 - the broker's CPU is informative only
-        return []
 
 
 def _broker_cpu_s(pids: Sequence[int]) -> float | None:
@@ -400,7 +384,7 @@ async def _start(ctx: BenchContext, scenarios: Sequence[_Scenario]) -> None:
 async def run(*, ctx: BenchContext) -> dict[str, Any]:
     jobs = max((min(ctx.events, QUICK_EVENTS) if ctx.quick else ctx.events) // EVENTS_PER_JOB, 20)
     workload = build_workload(jobs=jobs, seed=13, prefix=f"bench-{ctx.run_id}-scale")
-    broker_pids = await asyncio.to_thread(_broker_pids, ctx.settings)
+    broker_pids = await asyncio.to_thread(local_broker_pids, ctx)
     scenarios: list[_Scenario] = []
     results: dict[str, dict[str, Any]] = {}
     stopping: list[asyncio.Future[None]] = []
