@@ -7,6 +7,7 @@ import faust
 
 from app import faust_fixes
 from app.codecs import Codecs
+from app.gc_policy import apply_gc_policy
 from app.logging_setup import logging_config
 from app.settings import Settings
 
@@ -51,6 +52,12 @@ def create_app(*, settings: Settings) -> faust.App:
 
 
 app = create_app(settings=settings)
+
+
+@app.task
+async def tune_garbage_collector() -> None:
+    """Once the worker has started: the collector policy of :mod:`app.gc_policy`."""
+    apply_gc_policy(enabled=settings.gc_tuning)
 
 
 def main() -> None:

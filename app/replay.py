@@ -53,12 +53,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
+from app.codecs import format_epoch_ms
 from app.errors import CosmicError, EventDecodeError
 from app.models import TOPIC_EVENTS
 from app.settings import Settings
 from app.topic_reader import TopicReadError, topic_partitions
 from app.topic_specs import spec_by_name
-from app.validation import event_to_json
 
 #: Most events one replay request may ask for with ``limit``.
 MAX_LIMIT = 1_000_000
@@ -102,8 +102,7 @@ def parse_time(*, value: str, field: str) -> int:
 
 def format_ms(ms: int) -> str:
     """Epoch milliseconds → ISO 8601 UTC with milliseconds and ``Z``."""
-    moment = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return format_epoch_ms(ms)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -309,6 +308,11 @@ class Replay:
             line["earliest_available"] = format_ms(self.earliest_ms)  # type: ignore[arg-type]
         return line
 
+    @staticmethod
+    def _error(record: Any, reason: str) -> dict[str, Any]:
+        return {"type": "error", "topic": record.topic, "partition": record.partition, "offset": record.offset,
+                "timestamp": format_epoch_ms(record.timestamp), "reason": reason}
+
     def _line(self, record: Any) -> dict[str, Any] | None:
         """The output line of ``record``, or None when a filter drops it."""
         query = self.query
@@ -316,23 +320,22 @@ class Replay:
             return None
         if self._key_filter is not None and record.key != self._key_filter:
             return None
-        position = {"topic": record.topic, "partition": record.partition, "offset": record.offset,
-                    "timestamp": format_ms(record.timestamp)}
         if record.value is None:
-            return {"type": "error", **position, "reason": "record has no value (tombstone)"}
+            return self._error(record, "record has no value (tombstone)")
         try:
-            event = self.codec.decode(record.value)
+            event = self.codec.decode_json(record.value)
         except EventDecodeError as exc:
-            return {"type": "error", **position, "reason": f"undecodable record: {exc}"}
+            return self._error(record, f"undecodable record: {exc}")
         except Exception as exc:  # noqa: BLE001 - a bad record must never end the replay
-            return {"type": "error", **position, "reason": f"undecodable record: {exc!r}"}
-        if query.event_type is not None and event.event_type != query.event_type:
+            return self._error(record, f"undecodable record: {exc!r}")
+        if query.event_type is not None and event["event_type"] != query.event_type:
             return None
-        if query.job_id is not None and getattr(event, "job_id", None) != query.job_id:
+        if query.job_id is not None and event.get("job_id") != query.job_id:
             return None
-        if query.user_id is not None and event.user_id != query.user_id:
+        if query.user_id is not None and event["user_id"] != query.user_id:
             return None
-        return {"type": "event", **position, "event": event_to_json(event)}
+        return {"type": "event", "topic": record.topic, "partition": record.partition, "offset": record.offset,
+                "timestamp": format_epoch_ms(record.timestamp), "event": event}
 
     async def _fill(self, starving: set[int]) -> None:
         """Fetch until every partition of ``starving`` has buffered records or is done."""

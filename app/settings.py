@@ -101,6 +101,9 @@ class Settings:
     #: Seconds without a heartbeat before the group coordinator declares a worker dead and
     #: moves its partitions (Kafka's session.timeout.ms); heartbeats every tenth of it.
     broker_session_timeout_seconds: float = 60.0
+    #: The worker's garbage-collector policy (app/gc_policy.py): larger thresholds and start-up
+    #: objects frozen, so a heap of many connections is not scanned in one long pause.
+    gc_tuning: bool = True
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -1,6 +1,6 @@
 """Websocket fan-out: end-to-end latency and memory per connection on a real worker.
 
-For each client count (2,000 and 10,000; ``--quick``: 200), a separate client process (so the
+For each client count (500, 2,000 and 10,000; ``--quick``: 200), a separate client process (so the
 bench's own CPU is not the worker's) opens that many ``/ws`` connections — a minimal
 asyncio websocket client, a few kB per connection — each subscribed to the notifications of
 one of ``clients / FANOUT`` users, so every event goes to ``FANOUT`` clients. Notifications
@@ -30,7 +30,7 @@ from typing import Any
 
 TITLE = "Websocket fan-out"
 FANOUT = 10
-FULL_CLIENTS = (2000, 10000)
+FULL_CLIENTS = (500, 2000, 10000)
 QUICK_CLIENTS = (200,)
 FULL_RATE, QUICK_RATE = 1000, 200
 FULL_SECONDS, QUICK_SECONDS = 10.0, 3.0

@@ -23,7 +23,7 @@ def memory_registry(monkeypatch):
     for codec in codecs.by_topic.values():
         monkeypatch.setattr(codec, "client", client)
         monkeypatch.setattr(codec, "_writer_id", None)
-        monkeypatch.setattr(codec, "_writer_schemas", {})
+        monkeypatch.setattr(codec, "_writer_plans", {})
     return client
 
 

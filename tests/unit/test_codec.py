@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import random
 import struct
@@ -112,3 +113,136 @@ def test_an_event_of_another_topic_is_refused(codecs):
         codecs.for_topic("job-metrics").encode(event)
     assert codecs.for_event(event) is codecs.for_topic("job-lifecycle")
     assert isinstance(event, JobSubmitted)
+
+
+# -- decode_json: the replay's fast path ---------------------------------------------------
+def _example_events():
+    from tests.event_examples import EXAMPLES, NOW
+    from app.validation import parse_event
+
+    events = [parse_event(data=example, now=NOW) for example in EXAMPLES.values()]
+    events.append(parse_event(data={**EXAMPLES["JobQueued"], "user_id": None}, now=NOW))
+    return events
+
+
+def _frame(schema_id: int, schema: object, name: str, record: dict) -> bytes:
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, schema_id))
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), (name, record))
+    return out.getvalue()
+
+
+def test_decode_json_equals_the_event_as_json_for_every_event_type(codecs):
+    from app.validation import event_to_json
+
+    for event in _example_events() + _events():
+        codec = codecs.for_event(event)
+        data = codec.encode(event)
+        assert codec.decode_json(data) == event_to_json(codec.decode(data)), type(event).__name__
+    # the writer schema is ours: no schema resolution on either path
+    assert all(plan.reader is None and plan.plain_fields is not None
+               for codec in codecs.by_topic.values() for plan in codec._writer_plans.values())
+
+
+def test_a_writer_schema_that_differs_only_in_docs_and_defaults_reads_without_resolution(codecs, client):
+    from schema_registry.client.schema import AvroSchema
+
+    from app.validation import event_to_json
+
+    def undocumented(schema):
+        if isinstance(schema, dict):
+            return {k: undocumented(v) for k, v in schema.items() if k not in ("doc", "default")}
+        if isinstance(schema, list):
+            return [undocumented(v) for v in schema]
+        return schema
+
+    codec = codecs.for_topic("job-lifecycle")
+    writer = undocumented(topic_schema("job-lifecycle"))
+    sid = client.register("other-value", AvroSchema(writer))
+    event = _events()[0]
+    ours = codec.encode(event)
+    data = struct.pack(">bI", 0, sid) + ours[5:]
+    assert codec.decode_json(data) == event_to_json(codec.decode(data)) == event_to_json(event)
+    assert codec._writer_plans[sid].reader is None
+
+
+def test_an_evolved_writer_schema_is_resolved_against_ours(codecs, client):
+    """A producer on a newer schema (an extra field with a default): both decode paths resolve
+    it to our records and agree."""
+    from schema_registry.client.schema import AvroSchema
+
+    from app.validation import event_to_json
+
+    codec = codecs.for_topic("job-lifecycle")
+    writer = copy.deepcopy(topic_schema("job-lifecycle"))
+    for branch in writer:
+        if branch["name"] == "JobQueued":
+            branch["fields"].append({"name": "cluster_zone", "type": "string", "default": "a"})
+    sid = client.register("newer-value", AvroSchema(writer))
+    event = _example_events()[1]
+    record = {**event_to_json(event), "cluster_zone": "east"}
+    record["timestamp"] = event.timestamp
+    data = _frame(sid, writer, "cosmic_horizons.events.JobQueued", record)
+    plan = codec._writer_plan(sid)
+    assert plan.reader is not None
+    assert codec.decode_json(data) == event_to_json(codec.decode(data)) == event_to_json(event)
+
+
+def test_decode_json_normalises_uuids_as_decode_does_and_refuses_non_uuids(codecs):
+    from app.validation import event_to_json
+
+    codec = codecs.for_topic("job-lifecycle")
+    event = _example_events()[1]
+    sid = codec.writer_schema_id()
+    record = {**event_to_json(event), "timestamp": event.timestamp}
+    plain_writer = codec._writer_plan(sid).plain_writer  # ours without logical types: any string goes in
+    upper = {**record, "event_id": record["event_id"].upper(), "timestamp": int(event.timestamp.timestamp() * 1000)}
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, sid))
+    fastavro.schemaless_writer(out, plain_writer, ("cosmic_horizons.events.JobQueued", upper))
+    data = out.getvalue()
+    assert codec.decode_json(data)["event_id"] == record["event_id"] == codec.decode(data).event_id
+    bad = {**upper, "event_id": "not-a-uuid"}
+    out = io.BytesIO()
+    out.write(struct.pack(">bI", 0, sid))
+    fastavro.schemaless_writer(out, plain_writer, ("cosmic_horizons.events.JobQueued", bad))
+    for decode in (codec.decode, codec.decode_json):
+        with pytest.raises(EventDecodeError) as info:
+            decode(out.getvalue())
+        assert info.value.reason == "bad-avro"
+
+
+@pytest.mark.parametrize(
+    ("blob", "reason"),
+    [
+        (b"", "not-framed"),
+        (b"\x01\x00\x00\x00\x01abc", "not-framed"),
+        (b"\x00\x00\x00\x00\x63\x02", "unknown-schema-id"),
+    ],
+)
+def test_decode_json_raises_the_same_decode_errors(codecs, blob, reason):
+    with pytest.raises(EventDecodeError) as info:
+        codecs.for_topic("job-lifecycle").decode_json(blob)
+    assert info.value.reason == reason
+
+
+def test_decode_json_of_a_truncated_body_is_a_decode_error(codecs):
+    codec = codecs.for_topic("job-lifecycle")
+    data = codec.encode(_events()[0])
+    with pytest.raises(EventDecodeError) as info:
+        codec.decode_json(data[: len(data) // 2])
+    assert info.value.reason == "bad-avro"
+
+
+def test_format_epoch_ms_matches_datetime_formatting():
+    from datetime import datetime, timedelta, timezone
+
+    from app.codecs import format_epoch_ms
+    from app.validation import format_timestamp
+
+    rng = random.Random(3)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    samples = [0, -1, 999, 1000, -1000, 1_748_779_200_123, 253_402_300_799_999]
+    samples += [rng.randint(-10**11, 10**13) for _ in range(5000)]
+    for ms in samples:
+        assert format_epoch_ms(ms) == format_timestamp(epoch + timedelta(milliseconds=ms)), ms

@@ -25,6 +25,7 @@ from app.replay import (
     parse_time,
 )
 from app.settings import Settings
+from app.validation import event_to_json
 from aiokafka import TopicPartition
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -40,6 +41,9 @@ class FakeCodec:
         if value not in self.events:
             raise EventDecodeError("not Confluent-framed", reason="not-framed")
         return self.events[value]
+
+    def decode_json(self, value: bytes) -> dict:
+        return event_to_json(self.decode(value))
 
 
 class FakeConsumer:
