@@ -205,23 +205,33 @@ class ConfluentAvroCodec(faust.Codec):
             raise EventEncodeError(f"{name} does not fit the {self.topic} schema: {exc}") from exc
         return out.getvalue()
 
-    def _loads(self, data: bytes) -> dict[str, Any]:
+    @staticmethod
+    def _schema_id(data: bytes) -> int:
+        """The schema id of Confluent-framed bytes (EventDecodeError if not framed)."""
         if len(data) < HEADER.size or data[0] != MAGIC_BYTE:
             raise EventDecodeError(
                 f"not Confluent-framed Avro ({len(data)} bytes, first byte {data[:1]!r})",
                 reason="not-framed",
             )
-        schema_id = HEADER.unpack_from(data)[1]
-        plan = self._writer_plan(schema_id)
+        return HEADER.unpack_from(data)[1]
+
+    @staticmethod
+    def _read_body(data: bytes, *, schema_id: int, writer: Any, reader: Any) -> Any:
+        """fastavro's reading of the Avro body after the header, errors as EventDecodeError."""
         try:
-            decoded = fastavro.schemaless_reader(
-                io.BytesIO(memoryview(data)[HEADER.size:]), plan.writer, plan.reader, return_record_name=True
+            return fastavro.schemaless_reader(
+                io.BytesIO(memoryview(data)[HEADER.size:]), writer, reader, return_record_name=True
             )
         except Exception as exc:  # noqa: BLE001 - fastavro raises many kinds on bad bytes
             raise EventDecodeError(
                 f"Avro body does not decode with schema {schema_id}: {exc!r}", reason="bad-avro",
                 schema_id=schema_id,
             ) from exc
+
+    def _loads(self, data: bytes) -> dict[str, Any]:
+        schema_id = self._schema_id(data)
+        plan = self._writer_plan(schema_id)
+        decoded = self._read_body(data, schema_id=schema_id, writer=plan.writer, reader=plan.reader)
         if not (isinstance(decoded, tuple) and len(decoded) == 2):
             raise EventDecodeError(f"schema {schema_id} is not a union of event records", reason="bad-avro", schema_id=schema_id)
         name, record = decoded
@@ -284,24 +294,11 @@ class ConfluentAvroCodec(faust.Codec):
         For a writer schema that decodes as ours, fastavro reads with logical types off and the
         two kinds we use are converted here (timestamp-millis → ISO text, uuid → checked text),
         instead of building datetime, UUID and Faust record objects only to format them."""
-        if len(data) < HEADER.size or data[0] != MAGIC_BYTE:
-            raise EventDecodeError(
-                f"not Confluent-framed Avro ({len(data)} bytes, first byte {data[:1]!r})",
-                reason="not-framed",
-            )
-        schema_id = HEADER.unpack_from(data)[1]
+        schema_id = self._schema_id(data)
         plan = self._writer_plan(schema_id)
         if plan.plain_fields is None:
             return event_to_json(self.decode(data))
-        try:
-            name, record = fastavro.schemaless_reader(
-                io.BytesIO(memoryview(data)[HEADER.size:]), plan.plain_writer, None, return_record_name=True
-            )
-        except Exception as exc:  # noqa: BLE001 - fastavro raises many kinds on bad bytes
-            raise EventDecodeError(
-                f"Avro body does not decode with schema {schema_id}: {exc!r}", reason="bad-avro",
-                schema_id=schema_id,
-            ) from exc
+        name, record = self._read_body(data, schema_id=schema_id, writer=plan.plain_writer, reader=None)
         if name not in self._branch_names:
             raise EventDecodeError(f"{name.rsplit('.', 1)[-1]} is not an event of {self.topic}", reason="bad-avro")
         for fname, logical in plan.plain_fields[name]:

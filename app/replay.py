@@ -100,9 +100,8 @@ def parse_time(*, value: str, field: str) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def format_ms(ms: int) -> str:
-    """Epoch milliseconds → ISO 8601 UTC with milliseconds and ``Z``."""
-    return format_epoch_ms(ms)
+#: Epoch milliseconds → ISO 8601 UTC with milliseconds and ``Z``.
+format_ms = format_epoch_ms
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -311,7 +310,7 @@ class Replay:
     @staticmethod
     def _error(record: Any, reason: str) -> dict[str, Any]:
         return {"type": "error", "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "timestamp": format_epoch_ms(record.timestamp), "reason": reason}
+                "timestamp": format_ms(record.timestamp), "reason": reason}
 
     def _line(self, record: Any) -> dict[str, Any] | None:
         """The output line of ``record``, or None when a filter drops it."""
@@ -335,7 +334,7 @@ class Replay:
         if query.user_id is not None and event["user_id"] != query.user_id:
             return None
         return {"type": "event", "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "timestamp": format_epoch_ms(record.timestamp), "event": event}
+                "timestamp": format_ms(record.timestamp), "event": event}
 
     async def _fill(self, starving: set[int]) -> None:
         """Fetch until every partition of ``starving`` has buffered records or is done."""
