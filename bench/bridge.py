@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import gc
 import json
 import time
@@ -44,7 +43,8 @@ import uuid
 from typing import Any, Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from bench.context import BenchContext, BenchError, event_mix, figure, fmt, make_events, publish_paced, ratio
+from bench.context import (BenchContext, BenchError, bridged_worker, event_mix, figure, fmt, make_events,
+                           publish_paced, ratio)
 
 TITLE = "RabbitMQ bridge"
 EXCHANGE = "job.events"
@@ -243,22 +243,9 @@ class _Tap:
 async def _latency(ctx: BenchContext, *, vhost_url: str, seconds: float) -> dict[str, Any]:
     import aio_pika
 
-    from app.codecs import Codecs
     from app.publisher import EventPublisher
-    from app.topic_admin import ensure_topics
-    from bench.worker import BenchWorker
 
-    # Own app id and topic prefix: no backlog from earlier sections' topics or consumer group.
-    settings = dataclasses.replace(ctx.settings, topic_prefix=f"{ctx.topic_prefix}bridge-",
-                                   app_id=f"{ctx.settings.app_id}-bridge", rabbitmq_url=vhost_url)
-    codecs = Codecs(settings=settings)
-    await ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
-                        prefix=settings.topic_prefix)
-    await asyncio.to_thread(codecs.warm_up)
-    workdir = ctx.workdir / "bridge"
-    workdir.mkdir(parents=True, exist_ok=True)
-    worker = BenchWorker(settings=settings, workdir=workdir)
-    worker.env["COSMIC_RABBITMQ_BRIDGE_ENABLED"] = "true"
+    settings, codecs, worker = await bridged_worker(ctx, name="bridge", vhost_url=vhost_url)
     tap = _Tap()
     connection = await aio_pika.connect(vhost_url, client_properties={"connection_name": "cosmic-bench tap"})
     publisher = EventPublisher(settings=settings, codecs=codecs)

@@ -152,6 +152,37 @@ class PacedSend:
         return self.sent / self.seconds
 
 
+async def bridged_worker(ctx: BenchContext, *, name: str, vhost_url: str, **overrides: Any
+                         ) -> tuple[Settings, Codecs, Any]:
+    """(settings, codecs, worker) of a section that runs a worker with the RabbitMQ bridge on:
+    its own topic prefix and app id (no backlog from earlier sections' topics or consumer group),
+    RabbitMQ at ``vhost_url``, topics created and schemas registered; the worker is not started.
+    ``overrides`` are further settings (also passed to the worker's environment)."""
+    import dataclasses
+
+    from app.topic_admin import ensure_topics
+    from bench.worker import BenchWorker
+
+    settings = dataclasses.replace(ctx.settings, topic_prefix=f"{ctx.topic_prefix}{name}-",
+                                   app_id=f"{ctx.settings.app_id}-{name}", rabbitmq_url=vhost_url, **overrides)
+    codecs = Codecs(settings=settings)
+    await ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
+                        prefix=settings.topic_prefix)
+    await asyncio.to_thread(codecs.warm_up)
+    workdir = ctx.workdir / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    worker = BenchWorker(settings=settings, workdir=workdir)
+    worker.env["COSMIC_RABBITMQ_BRIDGE_ENABLED"] = "true"
+    worker.env.update({f"COSMIC_{key.upper()}": str(value) for key, value in overrides.items()})
+    return settings, codecs, worker
+
+
+def workload_phrase(params: dict[str, Any]) -> str:
+    """How the pipeline and scale sections describe their workload in the report."""
+    return (f"{params['events']:,} job-lifecycle events ({params['jobs']:,} whole job lifecycles, "
+            f"{params['duplicates']:,} sent twice, some pairs swapped)")
+
+
 async def publish_paced(*, publisher: Any, events: Sequence[Any], rate: float, tick_s: float,
                         clock: Callable[[], float] = time.perf_counter) -> PacedSend:
     """Publish ``events`` at ``rate`` events/s and return once every ack is in.

@@ -45,7 +45,6 @@ says so. The result keeps 101 quantiles (0 … 100 %) of every sink at every rat
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
 import sys
@@ -54,7 +53,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.context import BenchContext, BenchError, figure, fmt, make_events, publish_paced
+from bench.context import BenchContext, BenchError, bridged_worker, figure, fmt, make_events, publish_paced
 
 TITLE = "Latency at a fixed rate"
 #: Rates (events/s) in the order they run, lowest first (each on a worker that drained the last):
@@ -302,25 +301,11 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
     import aio_pika
 
     from app.auth import mint_token
-    from app.codecs import Codecs
     from app.publisher import EventPublisher
     from app.rabbit_topology import declare_topology
-    from app.topic_admin import ensure_topics
-    from bench.worker import BenchWorker
 
     secret = f"bench-{uuid.uuid4().hex}{uuid.uuid4().hex}"
-    # Own app id and topic prefix: no backlog from earlier sections' topics or consumer group.
-    settings = dataclasses.replace(ctx.settings, topic_prefix=f"{ctx.topic_prefix}latency-",
-                                   app_id=f"{ctx.settings.app_id}-latency", rabbitmq_url=vhost_url,
-                                   jwt_secret=secret)
-    codecs = Codecs(settings=settings)
-    await ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
-                        prefix=settings.topic_prefix)
-    await asyncio.to_thread(codecs.warm_up)
-    workdir = ctx.workdir / "latency"
-    workdir.mkdir(parents=True, exist_ok=True)
-    worker = BenchWorker(settings=settings, workdir=workdir)
-    worker.env.update({"COSMIC_RABBITMQ_BRIDGE_ENABLED": "true", "COSMIC_JWT_SECRET": secret})
+    settings, codecs, worker = await bridged_worker(ctx, name="latency", vhost_url=vhost_url, jwt_secret=secret)
     table, queue_sink, ws = _Arrivals("table"), _Arrivals("queue"), _Arrivals("websocket")
     sinks = (table, queue_sink, ws)
     timestamp_types: set[int] = set()

@@ -52,7 +52,7 @@ from app.publisher import EventPublisher
 from app.topic_admin import ensure_topics
 from app.topic_specs import spec_by_name
 from app.workload import build_workload
-from bench.context import BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio
+from bench.context import BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase
 from bench.ingest import cpu_seconds
 
 TITLE = "Pipeline throughput"
@@ -309,8 +309,7 @@ def markdown(result: dict[str, Any]) -> str:
     params, figs, ratios, model = result["params"], result["figures"], result["ratios"], result["params"]["model"]
     off, on = params["counted"]["bridge_off"], params["counted"]["bridge_on"]
     lines = [
-        f"{params['events']:,} job-lifecycle events ({params['jobs']:,} whole job lifecycles, "
-        f"{params['duplicates']:,} sent twice, some pairs swapped) in `{params['topic']}` "
+        f"{workload_phrase(params)} in `{params['topic']}` "
         f"({params['partitions']} partitions), consumed from the beginning by each path in turn. "
         "(a) one aiokafka consumer and an idempotent acks=all producer copying every record to a topic of its "
         "own, acks awaited per fetched batch, then a commit; (f) a minimal Faust app configured like the worker "

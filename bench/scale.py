@@ -75,7 +75,7 @@ from app.topic_admin import ensure_topics
 from app.topic_specs import spec_by_name
 from app.workload import build_workload
 from bench import environment
-from bench.context import BenchContext, BenchError, figure, fmt, handled_by_agent, ratio
+from bench.context import BenchContext, BenchError, figure, fmt, handled_by_agent, ratio, workload_phrase
 from bench.ingest import broker_pids as local_broker_pids
 from bench.worker import BenchWorker
 
@@ -450,8 +450,7 @@ def markdown(result: dict[str, Any]) -> str:
     params, figs, ratios = result["params"], result["figures"], result["ratios"]
     one, two = params["scenarios"]["1w"], params["scenarios"]["2w"]
     lines = [
-        f"{params['events']:,} job-lifecycle events ({params['jobs']:,} whole job lifecycles, "
-        f"{params['duplicates']:,} sent twice, some pairs swapped) through `{params['agent']}`; `job-lifecycle` has "
+        f"{workload_phrase(params)} through `{params['agent']}`; `job-lifecycle` has "
         f"{params['partitions']} partitions; RabbitMQ bridge off. (1) One worker; (2) two workers with the same app "
         "id (one consumer group), each with its own data dir (RocksDB) and web port; each scenario on topics and a "
         "group of its own, the same workload. The workers start on empty topics. Once the group coordinator "
