@@ -35,6 +35,15 @@ JAVA_HINT = "Install a Java 17+ runtime, e.g. `apt-get install -y openjdk-17-jre
 MAVEN_HINT = "Install Maven, e.g. `apt-get install -y maven` (it fetches the Kafka jars from Maven Central)."
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id as Kafka's own ``Uuid.randomUuid()`` makes them: URL-safe
+    base64 of 16 random bytes, never starting with "-" (a command line would take it for an option)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
 @dataclass(frozen=True, kw_only=True)
 class KafkaNode:
     """One combined broker+controller process of the local cluster."""
@@ -166,7 +175,7 @@ class KafkaCluster:
         path = self.cluster_dir / "cluster.id"
         if path.exists():
             return path.read_text().strip()
-        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cid = new_cluster_id()
         self.cluster_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(cid)
         return cid
@@ -190,7 +199,9 @@ class KafkaCluster:
             run_checked(
                 argv=self._java_argv(
                     main="kafka.tools.StorageTool",
-                    args=["format", "-t", cid, "-c", str(node.config_path), "--ignore-formatted"],
+                    # "--cluster-id=" keeps an id starting with "-" (one in 64 random ones, and
+                    # any written by an older version) from being read as an option.
+                    args=["format", f"--cluster-id={cid}", "-c", str(node.config_path), "--ignore-formatted"],
                     heap="256m", marker=f"cosmic.stack.kafka-format={node.home}",
                 ),
                 timeout=120,

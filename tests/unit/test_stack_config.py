@@ -124,3 +124,30 @@ def test_a_server_that_never_gets_ready_times_out_with_its_log_tail(tmp_path):
         import signal
 
         os.kill(pid, signal.SIGKILL)
+
+
+def test_cluster_ids_never_start_with_a_dash_and_are_passed_as_one_argument(tmp_path, monkeypatch):
+    import uuid
+
+    from app.stack import kafka
+
+    # 0xf8... encodes to a leading "-": the first draw must be refused, the second kept.
+    draws = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x00" * 16)])
+    monkeypatch.setattr(kafka.uuid, "uuid4", lambda: next(draws))
+    assert kafka.new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAA"
+
+    monkeypatch.undo()
+    assert all(not kafka.new_cluster_id().startswith("-") for _ in range(2000))
+
+    # an id stored by an older version may still start with "-": it goes in one "--cluster-id=" argument
+    cluster = KafkaCluster(root=tmp_path, host="127.0.0.1", base_port=9092, brokers=1)
+    cluster.cluster_dir.mkdir(parents=True)
+    (cluster.cluster_dir / "cluster.id").write_text("-AbCdEfGhIjKlMnOpQrStUw\n")
+    seen: list[list[str]] = []
+    monkeypatch.setattr(kafka.KafkaCluster, "fetch_jars", lambda self: None)
+    monkeypatch.setattr(kafka, "require_tool", lambda **_: "java")
+    monkeypatch.setattr(kafka, "run_checked", lambda *, argv, **_: seen.append(list(argv)) or "")
+    cluster.prepare()
+    assert len(seen) == 1
+    assert "--cluster-id=-AbCdEfGhIjKlMnOpQrStUw" in seen[0]
+    assert "-t" not in seen[0]
