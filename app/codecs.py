@@ -36,23 +36,16 @@ HEADER = struct.Struct(">bI")
 FAUST_META = "__faust"
 #: Keys of a parsed schema that never change what a record decodes to.
 _SHAPE_IGNORED = frozenset({"doc", "default", "aliases", "order", "__fastavro_parsed", "__named_schemas"})
+_LOGICAL_TYPE = frozenset({"logicalType"})
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 
 
-def _shape(schema: Any) -> Any:
-    """What decides how bytes decode: a parsed schema without docs, defaults and aliases."""
+def _without(schema: Any, keys: frozenset[str]) -> Any:
+    """``schema`` with the attributes ``keys`` removed at every depth."""
     if isinstance(schema, dict):
-        return {k: _shape(v) for k, v in schema.items() if k not in _SHAPE_IGNORED}
+        return {k: _without(v, keys) for k, v in schema.items() if k not in keys}
     if isinstance(schema, list):
-        return [_shape(v) for v in schema]
-    return schema
-
-
-def _without_logical_types(schema: Any) -> Any:
-    if isinstance(schema, dict):
-        return {k: _without_logical_types(v) for k, v in schema.items() if k != "logicalType"}
-    if isinstance(schema, list):
-        return [_without_logical_types(v) for v in schema]
+        return [_without(v, keys) for v in schema]
     return schema
 
 
@@ -262,11 +255,12 @@ class ConfluentAvroCodec(faust.Codec):
             except Exception as exc:  # noqa: BLE001
                 raise EventDecodeError(f"schema {schema_id} is not valid Avro: {exc}", reason="bad-avro",
                                        schema_id=schema_id) from exc
-            same = _shape(writer) == _shape(self._parsed)
+            # Same shape (docs, defaults and aliases aside): the bytes decode exactly as ours.
+            same = _without(writer, _SHAPE_IGNORED) == _without(self._parsed, _SHAPE_IGNORED)
             plain_fields = _top_level_logical_fields(writer) if same else None
             plan = _WriterPlan(
                 writer=writer, reader=None if same else self._parsed,
-                plain_writer=(fastavro.parse_schema(_without_logical_types(found.schema))
+                plain_writer=(fastavro.parse_schema(_without(found.schema, _LOGICAL_TYPE))
                               if plain_fields is not None else None),
                 plain_fields=plain_fields,
             )
