@@ -49,6 +49,8 @@ TITLE = "Replay throughput"
 FULL_WINDOW = 1_000_000
 QUICK_WINDOW = 10_000
 REPETITIONS = {True: 2, False: 2}
+#: The issue's replay target (events/s).
+TARGET_EPS = 100_000
 CHUNK = 10_000
 #: Encoded events decoded in memory for the decoder figures.
 DECODE_SAMPLE = 20_000
@@ -220,6 +222,16 @@ def markdown(result: dict[str, Any]) -> str:
         fig = figs[key]
         spread = (f"{fmt(fig['min'], fig['unit'])} – {fmt(fig['max'], fig['unit'])}" if "min" in fig else "")
         rows.append(f"| {fig['label']} | {fmt(fig['value'], fig['unit'])} | {spread} |")
+    if figs["replay"]["value"] >= TARGET_EPS:
+        verdict = f"**Target ≥ {TARGET_EPS:,} events/s: met.**"
+    else:
+        verdict = (
+            f"**Target ≥ {TARGET_EPS:,} events/s: not met; the floor is Avro decoding.** Decoding one event costs "
+            f"{decode_us:.1f} µs in fastavro's compiled reader (the decoder figures above, "
+            f"{params['decode_sample']:,} events in memory), so one core decodes at most "
+            f"{1e6 / decode_us:,.0f} events/s before anything else is done; with Kafka's read the floor is "
+            f"the *read + decode* row, and the replay reaches the share of it shown."
+        )
     return "\n".join([
         f"`app.replay.Replay` (the core of `GET /api/events/replay` and `cosmic replay`) over a window of "
         f"{params['window_events']:,} job-lifecycle events in a topic of {params['records_in_topic']:,} "
@@ -232,12 +244,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- | --- | --- |",
         *rows,
         "",
-        f"**Target ≥ 100,000 events/s: not met; the floor is Avro decoding.** Decoding one event costs "
-        f"{decode_us:.1f} µs in fastavro's compiled reader (the decoder figures above, "
-        f"{params['decode_sample']:,} events in memory), so one core decodes at most "
-        f"{1e6 / decode_us:,.0f} events/s before anything else is done; with Kafka's read the floor is "
-        f"the *read + decode* row, and the replay reaches the share of it shown. The earlier decoder "
-        "(Faust record, then JSON) and fastavro's schema resolution (used only when a writer schema "
+        f"{verdict} The earlier decoder (Faust record, then JSON) and fastavro's schema resolution (used only when a writer schema "
         "differs from ours) were the hot spots removed.",
         "",
         f"Producing the topic ({params['records_in_topic']:,} records, pre-encoded) took {params['produce_s']} s.",
