@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.audit_chain import GENESIS_HASH, entry_key, make_entry
-from app.errors import RejectedEvent
+from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
 from app.models import AuditRecord
@@ -147,7 +147,7 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         if entry is None:
             AUDIT_HITS["duplicate"] += 1
             IDEMPOTENCY_HITS_METRIC.labels(agent="record_audit_trail").inc()
-            raise RejectedEvent(f"audit event {event.event_id} was already chained", reason="duplicate")
+            raise DuplicateEvent(f"audit event {event.event_id} was already chained")
         AUDIT_HITS["replay"] += 1
         IDEMPOTENCY_HITS_METRIC.labels(agent="record_audit_trail").inc()
         if entry["event_id"] != event.event_id:
@@ -164,9 +164,7 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         if chained_at is not None and chained_at != offset:
             AUDIT_HITS["duplicate"] += 1
             IDEMPOTENCY_HITS_METRIC.labels(agent="record_audit_trail").inc()
-            raise RejectedEvent(
-                f"audit event {event.event_id} was already chained (offset {chained_at})", reason="duplicate"
-            )
+            raise DuplicateEvent(f"audit event {event.event_id} was already chained (offset {chained_at})")
         entry = make_entry(
             seq=head.seq + 1, event_id=event.event_id, record=event_to_json(event), prev_hash=head.hash,
             source_offset=offset,

@@ -1,9 +1,10 @@
 """``track_job_lifecycle``: dedupe, validate and apply each job-lifecycle event.
 
 Per event (see :mod:`app.state_machine` for the transition and out-of-order rules):
-dedupe by event_id, decide (apply / park / reject), write ``job_state`` (one value per job,
-fenced by source offset), update the partition's ``job_counts`` and ``active_jobs``
-(fenced likewise), mark the event processed, then emit one AuditRecord per applied
+dedupe by event_id (the ids the job's own row has applied; an exact duplicate is dropped
+and counted), decide (apply / park / reject), write ``job_state`` (one value per job,
+fenced by source offset, with the event's id), update the partition's ``job_counts`` and
+``active_jobs`` (fenced likewise), then emit one AuditRecord per applied
 transition to ``audit-trail`` and a NotificationSent to ``notifications`` on completion,
 failure and retry. Emitted events get deterministic ids (uuid5 of the source event id), so
 a replay after a crash re-emits the same ids and downstream consumers apply them once.
@@ -30,7 +31,7 @@ from typing import Any
 
 from app.codecs import utc_ms
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
-from app.errors import RejectedEvent
+from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app, codecs, settings
 from app.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
 from app.state_machine import ACTIVE_STATUSES, Transition, decide
@@ -39,11 +40,13 @@ from app.topics import job_lifecycle_topic
 from tables.active_jobs import active_jobs
 from tables.job_counts import job_counts
 from tables.job_state import job_state
-from tables.processed_events import processed_events
 
 logger = logging.getLogger(__name__)
 
 HISTORY_LENGTH = 32
+#: Event ids applied or parked, kept in the job's own row for deduplication (events are
+#: keyed by job, so a job's row sees every copy of its events).
+SEEN_IDS = 256
 ID_NAMESPACE = uuid.UUID("6f1c1f2e-2b1d-4b8e-9a57-0c05a1c0de00")
 #: Events recognised as already applied, by how: "duplicate" (same event_id at a new
 #: offset) or "replay" (same offset after a worker restart).
@@ -100,13 +103,14 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
         transitions = [_transition_from(t) for t in record["transitions"]] if record else []
         rejected = [tuple(r) for r in record["rejected"]] if record else []
     else:
-        seen = processed_events[event.event_id].current() or any(
-            h["event_id"] == event.event_id for h in (state or {}).get("history", [])
+        seen = state is not None and (
+            event.event_id in state.get("event_ids", ())
+            or any(h["event_id"] == event.event_id for h in state.get("history", []))
         )
         if seen:
             IDEMPOTENCY_HITS["duplicate"] += 1
             IDEMPOTENCY_HITS_METRIC.labels(agent="track_job_lifecycle").inc()
-            raise RejectedEvent(f"event {event.event_id} was already applied", reason="duplicate")
+            raise DuplicateEvent(f"event {event.event_id} was already applied")
         outcome = decide(
             state=state, event=event, at_ms=utc_ms(event.timestamp), parked_entry=_entry(event, origin),
             decode_parked=_decode_parked, max_retries=settings.max_job_retries,
@@ -126,6 +130,8 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
                 }
             )
             new_state["history"] = history
+            if not any(e["offset"] == offset for e, _, _ in rejected):  # applied or parked: never again
+                new_state["event_ids"] = [*new_state.get("event_ids", ())[-(SEEN_IDS - 1):], event.event_id]
             job_state[job_id] = new_state
             state = new_state
     user_id = (state or {}).get("user_id")
@@ -134,8 +140,6 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
         _update_active(partition=origin.partition, offset=offset, user_id=user_id, job_id=job_id,
                        status=transitions[-1].to_status)
     own_rejection = next(((r, m) for e, r, m in rejected if e["offset"] == offset), None)
-    if own_rejection is None:
-        processed_events[event.event_id] = 1  # applied or parked: never apply it again
     effects = []
     for transition in transitions:
         effects.append(_audit_record(job_id=job_id, user_id=user_id, transition=transition, event=event))

@@ -35,7 +35,7 @@ from typing import Any
 import app.streams as streams
 from agents.runtime_anomaly import anomaly_from_data, overrun_data, overrun_effects, overrun_of
 from app.codecs import utc_ms
-from app.errors import RejectedEvent
+from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app
 from app.metrics_math import (
     METRICS, WINDOWS, add_sample, expired, parse_window_key, sample_problem, update_top, window_key, window_start,
@@ -136,7 +136,7 @@ async def handle_sample(event: EventBase, origin: Origin) -> None:
         return
     if processed_samples[sample.event_id].current():
         SAMPLE_OUTCOMES["duplicate"] += 1
-        raise RejectedEvent(f"sample {sample.event_id} was already applied", reason="duplicate")
+        raise DuplicateEvent(f"sample {sample.event_id} was already applied")
 
     at = utc_ms(sample.timestamp)
     values = _values(sample)

@@ -1,8 +1,10 @@
 """``bridge_to_rabbitmq`` (and its notifications / job-metrics siblings): ephemeral copies of
 Kafka events on RabbitMQ, published through :class:`app.rabbit_bridge.RabbitBridge`.
 
-Each agent has concurrency 1 and awaits RabbitMQ's publisher confirm before taking the next
-event, so Faust acks (and later commits) an event only after RabbitMQ holds it. While
+Each agent has concurrency 1 and takes events in batches (:mod:`app.batching`): a batch's
+messages are published with up to ``COSMIC_RABBITMQ_CONFIRM_WINDOW`` publisher confirms
+outstanding, and the batch ends only when RabbitMQ confirmed every one of them, so Faust acks
+(and later commits) an event only after RabbitMQ holds it. While
 RabbitMQ is down the publish retries forever: consumption of these agents pauses, nothing is
 dead-lettered for it, and a redelivery after a crash re-publishes with the same message_id.
 An event type without a route is dead-lettered to ``<topic>.dlq`` (``not-bridged``).
@@ -11,6 +13,7 @@ Off with ``COSMIC_RABBITMQ_BRIDGE_ENABLED=false``.
 
 from __future__ import annotations
 
+from app.batching import active_batch
 from app.errors import RejectedEvent
 from app.main import app, settings
 from app.models import EventBase
@@ -27,7 +30,11 @@ async def publish_event(event: EventBase, origin: Origin) -> None:
     except KeyError:
         raise RejectedEvent(f"no RabbitMQ route for {event.event_type}", reason="not-bridged") from None
     bridge = await wait_for_bridge()
-    await bridge.publish(event)
+    batch = active_batch()
+    if batch is None:
+        await bridge.publish(event)
+    else:  # confirmed, within the window, before the batch is acked
+        batch.defer(lambda: bridge.publish(event))
 
 
 if settings.rabbitmq_bridge_enabled:

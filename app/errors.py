@@ -93,6 +93,13 @@ class RejectedEvent(CosmicError):
         self.reason = reason
 
 
+class DuplicateEvent(RejectedEvent):
+    """An event that was already applied (same event_id): dropped and counted, not dead-lettered."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="duplicate")
+
+
 class DeliveryFailed(RetriableError):
     """A notification channel failed transiently (connection refused, timeout, HTTP 5xx/429,
     SMTP 4xx): the delivery is retried with backoff."""

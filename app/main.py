@@ -33,6 +33,7 @@ def create_app(*, settings: Settings) -> faust.App:
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger=settings.producer_linger_ms / 1000.0,
         table_standby_replicas=settings.table_standby_replicas,
         broker_session_timeout=settings.broker_session_timeout_seconds,
         broker_heartbeat_interval=settings.broker_session_timeout_seconds / 10,

@@ -23,6 +23,12 @@ EVENTS_PRODUCED = Counter(
 PROCESSING_SECONDS = Histogram(
     "cosmic_processing_seconds", "Time an agent spent on one event, per agent.",
     ["agent"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+BATCH_EVENTS = Histogram(
+    "cosmic_batch_events", "Events per batch an agent handled, per agent.",
+    ["agent"], buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=REGISTRY)
+DUPLICATES_DROPPED = Counter(
+    "cosmic_duplicates_dropped_total", "Events dropped as exact duplicates (already applied), per topic.",
+    ["topic"], registry=REGISTRY)
 PUBLISH_SECONDS = Histogram(
     "cosmic_publish_seconds", "Time from send to Kafka acknowledgement, per topic.",
     ["topic"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)

@@ -57,6 +57,15 @@ class Settings:
     #: Attempts for an event whose handler hits a retriable error (broker or webhook down)
     #: before it is dead-lettered; backoff doubles from 0.5 s, capped at 8 s.
     max_attempts: int = 5
+    #: Agents take events in batches of at most this many, waiting at most this long for a
+    #: batch to fill (ms): each batch's table keys are written once and its effects awaited once.
+    batch_max_events: int = 1000
+    batch_max_wait_ms: float = 20.0
+    #: How long the worker's producer waits to fill a request (ms): a batch's effects and
+    #: changelog records then travel in a few produce requests instead of one each.
+    producer_linger_ms: float = 5.0
+    #: RabbitMQ publisher confirms outstanding at once per agent batch (the bridge's window).
+    rabbitmq_confirm_window: int = 256
     #: A retriable FAILED job may go back to QUEUED this many times.
     max_job_retries: int = 3
     #: How long processed event ids are remembered for deduplication (hours).
@@ -132,6 +141,11 @@ class Settings:
             raise ConfigError("COSMIC_RABBITMQ_QUEUE_TYPE must be classic or quorum")
         if self.rabbitmq_max_attempts < 1:
             raise ConfigError("COSMIC_RABBITMQ_MAX_ATTEMPTS must be at least 1")
+        if self.producer_linger_ms < 0:
+            raise ConfigError("COSMIC_PRODUCER_LINGER_MS must be 0 or more")
+        if self.batch_max_events < 1 or not self.batch_max_wait_ms > 0 or self.rabbitmq_confirm_window < 1:
+            raise ConfigError("COSMIC_BATCH_MAX_EVENTS >= 1, COSMIC_BATCH_MAX_WAIT_MS > 0 and "
+                              "COSMIC_RABBITMQ_CONFIRM_WINDOW >= 1 are required")
         if self.log_format not in ("text", "json"):
             raise ConfigError("COSMIC_LOG_FORMAT must be text or json")
         if self.ws_send_queue < 1 or self.ws_max_frame_bytes < 256:

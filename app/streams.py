@@ -25,7 +25,8 @@ from aiokafka.errors import KafkaError
 from faust.agents.agent import current_agent
 
 from app import observability as metrics
-from app.errors import EventDecodeError, RejectedEvent, RetriableError
+from app.batching import Batch, active_batch, set_current_event
+from app.errors import DuplicateEvent, EventDecodeError, RejectedEvent, RetriableError
 from app.logging_setup import event_context_of
 from app.main import app, codecs, settings
 from app.models import EventBase
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: Dead letters and duplicates by (source topic, reason), for health and /metrics.
 DLQ_COUNTS: Counter[tuple[str, str]] = Counter()
+#: Exact duplicates dropped (not dead-lettered), by source topic.
+DUPLICATES_DROPPED: Counter[str] = Counter()
 #: Events held because Kafka was unavailable, by source topic.
 KAFKA_WAITS: Counter[str] = Counter()
 
@@ -67,11 +70,22 @@ def raw_topic(name: str, *, partitions: int):  # noqa: ANN201 - faust TopicT
 
 
 async def emit(*events: EventBase) -> None:
-    """Produce ``events`` through the worker's producer, exactly like every ingest path, and
-    return once Kafka acknowledged all of them (sent together, awaited together)."""
+    """Produce ``events`` through the worker's producer, exactly like every ingest path.
+
+    Inside an agent's batch (:mod:`app.batching`) the records are handed to the producer and
+    their acknowledgements are awaited once, when the batch finishes (before Faust acks it);
+    elsewhere this returns once Kafka acknowledged all of them (sent together, awaited together)."""
+    batch = active_batch()
+    started = time.perf_counter()
+    if batch is not None:
+        for event in events:
+            record = prepare_record(event=event, codecs=codecs, topic_prefix=settings.topic_prefix)
+            await batch.send(topic=record.topic, key=record.key, value=record.value, partition=None,
+                             timestamp=record.timestamp_ms / 1000.0, headers=list(record.headers),
+                             on_acked=_produced(_unprefixed(record.topic), started))
+        return
     futures = []
     topics = []
-    started = time.perf_counter()
     for event in events:
         record = prepare_record(event=event, codecs=codecs, topic_prefix=settings.topic_prefix)
         topics.append(_unprefixed(record.topic))
@@ -82,8 +96,15 @@ async def emit(*events: EventBase) -> None:
         )
     for topic, future in zip(topics, futures):
         await future
+        _produced(topic, started)()
+
+
+def _produced(topic: str, started: float) -> Callable[[], None]:
+    def count() -> None:
         metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
         metrics.PUBLISH_SECONDS.labels(topic=topic).observe(time.perf_counter() - started)
+
+    return count
 
 
 async def dead_letter(*, origin: Origin, reason: str, error: BaseException | None, attempts: int) -> None:
@@ -175,6 +196,13 @@ async def _handle_decoded(*, topic: str, origin: Origin, handler: Handler, event
         try:
             await handler(event, origin)
             return True
+        except DuplicateEvent as exc:
+            # Already applied (a producer retry, a replay after a crash): dropped and counted,
+            # never dead-lettered — the dead-letter topics are for events that need a person.
+            DUPLICATES_DROPPED[topic] += 1
+            metrics.DUPLICATES_DROPPED.labels(topic=topic).inc()
+            logger.debug("duplicate dropped: %s", exc)
+            return True
         except RejectedEvent as exc:
             await dead_letter(origin=origin, reason=exc.reason, error=exc, attempts=attempt)
             return False
@@ -260,22 +288,36 @@ async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler
 async def process_events(  # noqa: ANN201
     stream, *, topic: str, handler: Handler, dead_letter_undecodable: bool = True  # noqa: ANN001
 ):
-    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name); yields (offset, ok).
+    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name), in batches; yields
+    one list of (offset, ok) per batch, once the batch's effects are acknowledged.
 
-    Each agent keeps the last offset it handled per partition (``tables/agent_cursors.py``):
-    records Faust skipped are read back and handled first, so none is lost."""
+    Per batch (:mod:`app.batching`): each event is handled in offset order as Faust's current
+    event (its own failures dead-lettered, the agent goes on), table writes are coalesced per
+    key, Kafka sends and deferred confirmations are awaited once at the end, and only then
+    does Faust ack the batch. Each agent keeps the last offset it handled per partition
+    (``tables/agent_cursors.py``): records Faust skipped are read back and handled first, so
+    none is lost."""
     cursor = _cursor_table(topic)
     agent = current_agent()
     agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
-    async for event in stream.events():
-        origin = _origin(event.message)
-        if cursor is not None:
-            await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin, handler=handler,
-                              dead_letter_undecodable=dead_letter_undecodable)
-        ok = await handle_one(topic=topic, origin=origin, handler=handler,
-                              dead_letter_undecodable=dead_letter_undecodable)
-        if cursor is not None:
-            current = cursor.get(agent_name)
-            if not isinstance(current, dict) or current.get("offset", -1) < origin.offset:
-                cursor[agent_name] = {"offset": origin.offset}
-        yield (origin.offset, ok)
+    batches = metrics.BATCH_EVENTS.labels(agent=agent_name)
+    async for events in stream.take_events(settings.batch_max_events, settings.batch_max_wait_ms / 1000.0):
+        batch = Batch(producer=app.producer, window=settings.rabbitmq_confirm_window, backoff=backoff_delay)
+        results: list[tuple[int, bool]] = []
+        with batch.active():
+            for event in events:
+                set_current_event(event)
+                origin = _origin(event.message)
+                if cursor is not None:
+                    await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin,
+                                      handler=handler, dead_letter_undecodable=dead_letter_undecodable)
+                ok = await handle_one(topic=topic, origin=origin, handler=handler,
+                                      dead_letter_undecodable=dead_letter_undecodable)
+                if cursor is not None:
+                    current = cursor.get(agent_name)
+                    if not isinstance(current, dict) or current.get("offset", -1) < origin.offset:
+                        cursor[agent_name] = {"offset": origin.offset}
+                results.append((origin.offset, ok))
+            await batch.finish()
+        batches.observe(len(events))
+        yield results

@@ -7,7 +7,7 @@ worker SIGKILLed while it works therefore restarts with local values newer than 
 persisted offset says: recovery re-reads changelog records that were acknowledged but not
 yet recorded, and a key's older record among them overwrote the key's newer local value —
 whose own changelog record may have died with the worker. The job was then one transition
-behind while ``processed_events`` (written locally too) said the event had been applied, so
+behind while the dedupe window of that time (written locally too) said the event had been applied, so
 the event's replay was refused as a duplicate: a lost transition
 (``tests/reliability/test_worker_crash_cycles.py`` reproduced it in 2 jobs of 600).
 
@@ -28,6 +28,8 @@ from typing import Any, Callable, Iterable
 
 import faust
 from faust.types import EventT, TP
+
+from app.batching import CoalescingMixin
 
 logger = logging.getLogger(__name__)
 
@@ -129,11 +131,11 @@ class _ChangelogFence:
         return data.get(self._to_key(event.key))  # type: ignore[attr-defined]
 
 
-class FencedTable(_ChangelogFence, faust.Table):
+class FencedTable(CoalescingMixin, _ChangelogFence, faust.Table):
     """A table whose changelog recovery never goes back in time (see the module docstring)."""
 
 
-class FencedGlobalTable(_ChangelogFence, faust.GlobalTable):
+class FencedGlobalTable(CoalescingMixin, _ChangelogFence, faust.GlobalTable):
     """A global table whose changelog recovery never goes back in time."""
 
 

@@ -75,6 +75,15 @@ class WorkerProcess:
 
         return mint_token(settings=Settings.from_env(environ=self.env), sub="operator", role="operator")
 
+    def metric(self, sample: str, **labels: str) -> float:
+        """The sum of ``sample``'s values with ``labels`` on the worker's ``/metrics`` (0 if none)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"{self.base_url}/metrics", timeout=30) as response:
+            text = response.read().decode()
+        return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                   if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
     def get_json(self, path: str, *, operator: bool = False) -> tuple[int, Any]:
         """(status, decoded JSON body — or the raw text when the body is not JSON)."""
         request = urllib.request.Request(f"{self.base_url}{path}")

@@ -54,6 +54,7 @@ from app.topic_specs import spec_by_name
 from app.workload import build_workload
 from bench.context import BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase
 from bench.ingest import cpu_seconds
+from bench.profile import start_profiler, stop_profiler
 
 TITLE = "Pipeline throughput"
 #: A job's lifecycle is about 5.2 events: jobs = the run's event count / 5 (20,000 → 4,000).
@@ -165,6 +166,7 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
     worker.env["COSMIC_RABBITMQ_BRIDGE_ENABLED"] = "true" if bridge else "false"
     started = await asyncio.to_thread(worker.start, timeout=240)
     pid = worker.process.proc.pid
+    profiler = start_profiler(pid=pid, name=f"pipeline-{name}")
     try:
         first: tuple[float, float, float | None] | None = None
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -182,6 +184,7 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
             await asyncio.sleep(POLL_S)
         assert first is not None
         cpu_end = cpu_seconds(pid)
+        stop_profiler(profiler)
         seconds = max(now - first[0], POLL_S)
         rate = (handled - first[1]) / seconds if handled > first[1] else total / seconds
         cores = (cpu_end - first[2]) / seconds if cpu_end is not None and first[2] is not None else None
@@ -216,6 +219,7 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
                 "changelog_writes_by_table": {table: round(n / lifecycle, 3) for table, n
                                               in sorted(by_table.items(), key=lambda item: -item[1]) if n}}
     finally:
+        stop_profiler(profiler)
         await asyncio.to_thread(worker.stop, timeout=10)
 
 

@@ -9,7 +9,7 @@ partition *p*, and keyed by *p*, so each key's changelog partition is *p*):
   a pointer that saves looking for the end of the chain. The entries are the truth: the
   agent checks the head against them before use (see :mod:`agents.audit`).
 * ``audit_processed``: audit event_id → 1 + the ``audit-trail`` offset it was chained at,
-  windowed like ``processed_events`` (one-day tumbling windows by event time, expiring
+  windowed (one-day tumbling windows by event time, expiring
   after ``COSMIC_DEDUPE_WINDOW_HOURS``). A record with a known event_id at *another*
   offset is a duplicate; at the *same* offset it is this record replayed after a crash.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.audit_chain import CHAIN_TABLE
+from app.batching import coalescing_table
 from app.main import app, settings
 from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
@@ -26,7 +27,8 @@ from app.topic_specs import spec_by_name
 AUDIT_PARTITIONS = spec_by_name("audit-trail").partitions
 DEDUPE_WINDOW = timedelta(days=1)
 
-audit_chain = app.Table(
+audit_chain = coalescing_table(
+    app,
     CHAIN_TABLE,
     default=None,
     key_type=str,
@@ -43,7 +45,8 @@ audit_chain_heads = fenced_table(
     help="partition -> {offset, seq, hash} of the newest chain entry",
 )
 
-audit_processed = app.Table(
+audit_processed = coalescing_table(
+    app,
     "audit_processed",
     default=int,
     key_type=str,

@@ -12,7 +12,7 @@ writes every change to the changelog partition of the sample being handled.
   that GPU seen on that partition.
 * ``slow_jobs``: ``<partition>`` → ``{"offset", "jobs": [...]}``, the partition's
   :data:`SLOW_JOBS_KEPT` jobs with the largest execution time.
-* ``processed_samples``: event_id → 1, windowed like ``processed_events``, to refuse a
+* ``processed_samples``: event_id → 1, windowed (one-day tumbling windows by event time), to refuse a
   redelivered copy of a sample.
 
 The last three (and the windows) are keyed by source partition and merged when read: see
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from app.batching import coalescing_table
 from app.main import app, settings
 from app.table_fencing import fenced_table
 from app.topic_specs import spec_by_name
@@ -41,7 +42,8 @@ metric_windows = fenced_table(
     "metric_windows", default=None, key_type=str, partitions=PARTITIONS,
     help="partition|window|scope|start|name -> rollup of one node's / cluster's window",
 )
-gpu_latest = app.Table(
+gpu_latest = coalescing_table(
+    app,
     "gpu_latest", default=None, key_type=str, partitions=PARTITIONS,
     help="partition|node|gpu_id -> newest GPU sample",
 )
@@ -50,7 +52,8 @@ slow_jobs = fenced_table(
     "slow_jobs", default=None, key_type=str, partitions=PARTITIONS,
     help="partition -> jobs with the largest execution time",
 )
-processed_samples = app.Table(
+processed_samples = coalescing_table(
+    app,
     "processed_samples", default=int, key_type=str, value_type=int, partitions=PARTITIONS,
     help="event_id -> 1 once a metrics sample was applied (windowed, expiring)",
 ).tumbling(timedelta(days=1), expires=timedelta(hours=settings.dedupe_window_hours))

@@ -4,7 +4,7 @@
 "at", "attempts"}``, written once a channel has delivered (status ``delivered``, ``feed``
 for the websocket feed, ``disabled`` for email without SMTP). A channel with an entry is
 never delivered again, which makes delivery once per notification and channel across
-retries, redeliveries and worker restarts. Bounded like ``processed_events``: a tumbling
+retries, redeliveries and worker restarts. Bounded: a tumbling
 window of one day by the record's Kafka timestamp (the notification's own timestamp, the
 same for every copy of it), expiring ``COSMIC_DEDUPE_WINDOW_HOURS`` (7 days, the
 retention of ``notifications``) after the newest record of its partition.
@@ -24,13 +24,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from app.batching import coalescing_table
 from app.main import app, settings
 from app.topic_specs import spec_by_name
 
 RECENT_PER_USER = 50
 DELIVERY_WINDOW = timedelta(days=1)
 
-notification_deliveries = app.Table(
+notification_deliveries = coalescing_table(
+    app,
     "notification_deliveries",
     default=None,
     key_type=str,
@@ -38,7 +40,8 @@ notification_deliveries = app.Table(
     help="notification_id:channel -> {channel, status, at, attempts} (windowed, expiring)",
 ).tumbling(DELIVERY_WINDOW, expires=timedelta(hours=settings.dedupe_window_hours))
 
-notification_status = app.Table(
+notification_status = coalescing_table(
+    app,
     "notification_status",
     default=None,
     key_type=str,

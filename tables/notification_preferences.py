@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.errors import InvalidPreferences
+from app.batching import coalescing_table
 from app.main import app
 from app.topic_specs import spec_by_name
 
@@ -33,7 +34,8 @@ MAX_USER_ID_LENGTH = 256
 _EMAIL_RE = re.compile(r"[^@\s<>,;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _FIELDS = ("channels", "webhook_url", "email")
 
-notification_preferences = app.Table(
+notification_preferences = coalescing_table(
+    app,
     "notification_preferences",
     default=None,
     key_type=str,

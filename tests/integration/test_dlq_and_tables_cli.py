@@ -100,7 +100,7 @@ async def test_tables_online_need_an_operator_and_offline_read_the_files(worker_
 
     tables = _cosmic(worker_env, "tables")
     assert tables.returncode == 0 and "(worker)" in tables.stdout
-    assert {"job_state", "job_counts", "active_jobs", "processed_events"} <= {l.split()[0] for l in tables.stdout.splitlines()}
+    assert {"job_state", "job_counts", "active_jobs", "audit_chain"} <= {l.split()[0] for l in tables.stdout.splitlines()}
     got = _cosmic(worker_env, "table", "get", "job_state", f"job-{uid}", "--mode", "online")
     assert got.returncode == 0 and json.loads(got.stdout)["value"]["status"] == "FAILED"
     dumped = _cosmic(worker_env, "table", "dump", "job_state", "--prefix", f"job-{uid}")

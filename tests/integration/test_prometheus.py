@@ -67,7 +67,7 @@ async def test_metrics_has_every_family_and_json_logs_carry_the_event(worker_fac
                 and _value(families, "cosmic_events_produced_total", topic="audit-trail") >= len(events)
                 and _value(families, "cosmic_idempotency_hits_total", agent="track_job_lifecycle") >= 1
                 and _value(families, "cosmic_dlq_events_total", topic="job-lifecycle", reason="unknown-job") >= 1
-                and _value(families, "cosmic_dlq_events_total", topic="job-lifecycle", reason="duplicate") >= 1
+                and _value(families, "cosmic_duplicates_dropped_total", topic="job-lifecycle") >= 1
                 and _value(families, "cosmic_rabbitmq_confirms_total", exchange="job.events") >= len(events)
                 and _value(families, "cosmic_consumer_lag") == 0 and bool(families["cosmic_consumer_lag"].samples))
 

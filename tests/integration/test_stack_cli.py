@@ -126,5 +126,5 @@ def test_the_readme_run_command_brings_up_a_worker_and_the_demo(worker_env):
     tables = _cosmic("tables", "--mode", "offline", env=worker_env)
     assert tables.returncode == 0
     rows = {line.split()[0]: line for line in tables.stdout.splitlines()}
-    assert {"job_state", "processed_events", "job_counts", "active_jobs"} <= set(rows)
+    assert {"job_state", "job_counts", "active_jobs", "audit_chain"} <= set(rows)
     assert "keys=2" in rows["job_state"], rows["job_state"]

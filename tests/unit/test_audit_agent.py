@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from agents.audit import AUDIT_HITS, chain_head, record_audit_trail
+from app.streams import DUPLICATES_DROPPED
 from app.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
 from app.main import app, codecs
 from app.models import AuditRecord
@@ -102,7 +103,8 @@ async def test_records_chain_per_partition_with_contiguous_seqs_and_are_indexed(
     assert memory_app["dead"] == []
 
 
-async def test_a_duplicate_event_id_is_dead_lettered_and_not_chained(memory_app):
+async def test_a_duplicate_event_id_is_dropped_and_counted_not_chained(memory_app):
+    dropped = DUPLICATES_DROPPED["audit-trail"]
     events = [_audit("job-d", step=i) for i in range(3)]
     async with record_audit_trail.test_context() as agent:
         for event in events:
@@ -115,8 +117,8 @@ async def test_a_duplicate_event_id_is_dead_lettered_and_not_chained(memory_app)
         assert [e["event_id"] for e in chain[:3]] == [e.event_id for e in events]
         assert len(audit_by_resource["job-d"]["records"]) == 4
         assert verify_entries(_table_entries()).ok
-    assert [reason for _, reason, _ in memory_app["dead"]] == ["duplicate", "undecodable:not-framed"]
-    assert AUDIT_HITS["duplicate"] == 1
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["undecodable:not-framed"]
+    assert AUDIT_HITS["duplicate"] == 1 and DUPLICATES_DROPPED["audit-trail"] == dropped + 1
 
 
 async def test_a_duplicate_is_caught_by_the_resource_index_after_the_window(memory_app):
@@ -126,7 +128,7 @@ async def test_a_duplicate_is_caught_by_the_resource_index_after_the_window(memo
         audit_processed.table.data.clear()  # the dedupe window expired
         await _put(agent, event, partition=2)
         assert len(_chain_of(2)) == 1
-    assert [reason for _, reason, _ in memory_app["dead"]] == ["duplicate"]
+    assert memory_app["dead"] == [] and AUDIT_HITS["duplicate"] == 1
 
 
 async def test_replaying_offsets_after_a_crash_chains_nothing_twice(memory_app):
@@ -136,7 +138,7 @@ async def test_replaying_offsets_after_a_crash_chains_nothing_twice(memory_app):
         for event in events:
             offsets.append(agent.sent_offset)
             await _put(agent, event, partition=4)
-        await _put(agent, events[2], partition=4)  # a duplicate, dead-lettered
+        await _put(agent, events[2], partition=4)  # a duplicate, dropped
         dup_offset = agent.sent_offset - 1
         before = _table_entries()
         # the worker restarts from an older committed offset and sees it all again
@@ -146,7 +148,7 @@ async def test_replaying_offsets_after_a_crash_chains_nothing_twice(memory_app):
         assert _table_entries() == before
         assert [r["event_id"] for r in audit_by_resource["job-r"]["records"]] == [e.event_id for e in events]
         assert len(audit_by_actor["4/alice"]["records"]) == 4
-    assert [reason for _, reason, _ in memory_app["dead"]] == ["duplicate", "duplicate"]
+    assert memory_app["dead"] == [] and AUDIT_HITS["duplicate"] == 2
     assert AUDIT_HITS["replay"] == 4
 
 

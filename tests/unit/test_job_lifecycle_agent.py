@@ -7,6 +7,7 @@ import random
 import pytest
 
 from agents.job_lifecycle import derived_id, track_job_lifecycle
+from app.streams import DUPLICATES_DROPPED
 from app.demo import lifecycle_events
 from app.main import app, codecs
 from tables.job_counts import job_counts
@@ -50,10 +51,12 @@ async def test_bad_events_are_dead_lettered_and_the_agent_keeps_going(memory_app
         await agent.put(_encode(other[1]), key=b"job-8")  # unknown job
         for event in events:
             await agent.put(_encode(event), key=b"job-7")
-        await agent.put(_encode(events[2]), key=b"job-7")  # duplicate
+        dropped = DUPLICATES_DROPPED["job-lifecycle"]
+        await agent.put(_encode(events[2]), key=b"job-7")  # duplicate: dropped and counted
         assert job_state["job-7"]["status"] == "FAILED"
+        assert DUPLICATES_DROPPED["job-lifecycle"] == dropped + 1
     reasons = [reason for _, reason, _ in memory_app["dead"]]
-    assert reasons == ["undecodable:not-framed", "unknown-job", "duplicate"]
+    assert reasons == ["undecodable:not-framed", "unknown-job"]
     assert memory_app["dead"][0][0].value == b"definitely not avro"  # original bytes kept
 
 

@@ -13,6 +13,7 @@ import agents.job_metrics
 from agents.job_lifecycle import derived_id
 from agents.job_metrics import track_job_metrics
 from agents.runtime_anomaly import detect_runtime_anomalies, type_stats
+from app.streams import DUPLICATES_DROPPED
 from app.main import app, codecs, settings
 from app.metrics_math import WINDOWS, merge_rollups, summarize, window_key, window_start
 from app.models import JobCompleted, JobMetricsSample, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest
@@ -122,11 +123,13 @@ async def test_bad_samples_are_dead_lettered_with_a_reason_and_touch_nothing(mem
         before = {k: v for k, v in metric_windows.items()}
         for s in bad:
             await agent.put(_m(s), key=s.job_id.encode(), partition=1)
-        await agent.put(_m(good), key=b"j3", partition=1)  # redelivered copy, new offset
+        dropped = DUPLICATES_DROPPED["job-metrics"]
+        await agent.put(_m(good), key=b"j3", partition=1)  # redelivered copy, new offset: dropped
+        assert DUPLICATES_DROPPED["job-metrics"] == dropped + 1
         await agent.put(b"\x00garbage", key=b"j3", partition=1)
         after = {k: v for k, v in metric_windows.items()}
     reasons = [reason for _, reason, _ in memory_app["dead"]]
-    assert reasons == ["invalid-sample"] * 4 + ["unknown-job", "duplicate", "undecodable:unknown-schema-id"]
+    assert reasons == ["invalid-sample"] * 4 + ["unknown-job", "undecodable:unknown-schema-id"]
     assert after == before
     assert job_metric_rollups["j3"]["count"] == 1 and job_metric_rollups.get("nobody") is None
 
