@@ -13,7 +13,9 @@ same clock by another process on this machine) minus that moment:
 
 a. **table updated**: the bench reads the worker's ``job_state`` changelog
    (``<app id>-job_state-changelog``, JSON values). A record's value is the job's state after
-   one event; the newest ``history`` entry's ``event_id`` names that event. Latency: the
+   the last event of an agent batch that touched the job (a job's events within one batch are
+   written once); every ``history`` entry not seen in an earlier record names an event that
+   record made visible. Latency: the
    record's Kafka timestamp minus the publish moment — Kafka produce, the worker's consumer,
    the agent's decision and the table write. The timestamp is CreateTime, in milliseconds,
    stamped by the worker's Kafka client when Faust hands it the record: right after the write
@@ -120,8 +122,8 @@ async def _wait_for(sinks: Sequence[_Arrivals], ids: set[str], *, timeout: float
 
 
 async def _read_changelog(consumer: Any, sink: _Arrivals, timestamp_types: set[int]) -> None:
-    """Every ``job_state`` changelog record: its newest history entry's event at the record's
-    timestamp."""
+    """Every ``job_state`` changelog record: each history entry's event not seen before, at the
+    record's timestamp (one record carries every event of the job in the worker's batch)."""
     while True:
         batches = await consumer.getmany(timeout_ms=200, max_records=2000)
         for records in batches.values():
@@ -130,11 +132,12 @@ async def _read_changelog(consumer: Any, sink: _Arrivals, timestamp_types: set[i
                     continue
                 try:
                     state = json.loads(record.value)
-                    event_id = state["history"][-1]["event_id"]
-                except (ValueError, KeyError, IndexError, TypeError):
+                    event_ids = [entry["event_id"] for entry in state["history"]]
+                except (ValueError, KeyError, TypeError):
                     continue
                 timestamp_types.add(record.timestamp_type)
-                sink.add(event_id, record.timestamp / 1000)
+                for event_id in event_ids:
+                    sink.add(event_id, record.timestamp / 1000)
 
 
 async def _read_client(stdout: asyncio.StreamReader, sink: _Arrivals) -> None:
@@ -438,7 +441,8 @@ def markdown(result: dict[str, Any]) -> str:
         "Latency of an event at each sink, from that moment:",
         "",
         f"- **table updated**: the Kafka timestamp (CreateTime, ms) of the `job_state` changelog record "
-        f"whose newest `history` entry is the event (`{p['changelog_topic']}`), stamped by the worker's "
+        f"that first has the event in its `history` (`{p['changelog_topic']}`; a job's events within one "
+        "agent batch share one record), stamped by the worker's "
         "producer when Faust handed it the record — right after the table write, plus any wait in Faust's "
         "producer buffer;",
         f"- **message in `{p['rabbitmq_queue']}`**: arrival in the bench's consumer of that queue "
