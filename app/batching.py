@@ -76,10 +76,10 @@ class PendingSend:
 class Batch:
     """What one batch of an agent decided: table writes, Kafka sends, deferred confirmations."""
 
-    def __init__(self, *, producer: Any, window: int = 256, backoff: Callable[[int], float] | None = None) -> None:
+    def __init__(self, *, producer: Any, backoff: Callable[[int], float], window: int = 256) -> None:
         self._producer = producer
         self._window = max(1, window)
-        self._backoff = backoff or (lambda attempt: min(0.5 * 2 ** (attempt - 1), 8.0))
+        self._backoff = backoff  # seconds before re-send attempt n (app.streams.backoff_delay)
         #: (id(table), partition, key) -> [table, key, value or _DELETED, event that wrote it last].
         #: The partition is part of the slot: a table keeps one store per partition, and some
         #: keys (an agent's cursor) exist in every partition with different values (a global

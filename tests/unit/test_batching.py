@@ -7,12 +7,16 @@ from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
+from faust.streams import current_event
 
 from app.batching import Batch, active_batch, set_current_event
 from app.main import app
-from faust.streams import current_event
 from tables.job_counts import job_counts
 from tables.job_state import job_state
+
+
+def _NO_WAIT(attempt: int) -> float:
+    return 0.0
 
 
 class _Event:
@@ -71,7 +75,7 @@ def changelog(monkeypatch):
 
 
 def test_a_key_written_by_many_events_is_written_once_with_the_last_value(changelog):
-    batch = Batch(producer=FakeProducer())
+    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT)
     with batch.active():
         for i in range(100):
             set_current_event(_event(i % 2))
@@ -88,7 +92,7 @@ def test_reads_contains_and_deletes_go_through_the_overlay(changelog):
     set_current_event(_event(3))
     job_state["j-1"] = {"offset": 1}  # outside a batch: Faust's own path, at once
     assert changelog == [("job_state", "j-1", 3)]
-    batch = Batch(producer=FakeProducer())
+    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT)
     with batch.active():
         set_current_event(_event(3))
         assert "j-1" in job_state
@@ -105,7 +109,7 @@ def test_reads_contains_and_deletes_go_through_the_overlay(changelog):
 
 
 def test_the_same_key_in_two_partitions_is_two_values(changelog):
-    batch = Batch(producer=FakeProducer())
+    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT)
     with batch.active():
         for offset in range(10):
             for partition in (0, 1):
@@ -121,14 +125,14 @@ def test_the_same_key_in_two_partitions_is_two_values(changelog):
 
 def test_a_write_outside_any_event_is_refused(changelog):
     set_current_event(None)
-    with Batch(producer=FakeProducer()).active(), pytest.raises(RuntimeError):
+    with Batch(producer=FakeProducer(), backoff=_NO_WAIT).active(), pytest.raises(RuntimeError):
         job_state["j-3"] = {"offset": 1}
 
 
 async def test_sends_are_awaited_once_and_unacknowledged_ones_sent_again():
     producer = FakeProducer(fail=2)
     acked: list[int] = []
-    batch = Batch(producer=producer, backoff=lambda attempt: 0.0)
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
     for i in range(5):
         await batch.send(topic="t", key=b"k", value=str(i).encode(), partition=None, timestamp=None,
                          headers=[], on_acked=lambda i=i: acked.append(i))
@@ -150,7 +154,7 @@ async def test_deferred_confirmations_run_with_at_most_the_window_in_flight():
         in_flight -= 1
         done.append(i)
 
-    batch = Batch(producer=FakeProducer(), window=8)
+    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT, window=8)
     for i in range(50):
         batch.defer(lambda i=i: confirm(i))
     await batch.finish()
