@@ -10,8 +10,11 @@ the agent's per-event handler on each inside a :class:`Batch`:
   the batch's overlay, so a handler sees its own earlier writes, and a key written by many
   events of the batch costs one store write and one changelog record when the batch ends
   (:meth:`Batch.flush`, with the event that wrote it last as Faust's current event, so the
-  value lands in that event's partition). All of a batch's writes happen in one synchronous
-  step: a killed worker keeps all of them in its local store, or none.
+  value lands in that event's partition). All of a batch's store writes happen in one
+  synchronous step: a killed worker keeps all of them in its local store, or none. Their
+  changelog records are handed to the producer with the batch's other sends
+  (:mod:`app.faust_internals.changelog`, not Faust's per-write path) and each changelog
+  partition's persisted offset is recorded once they are acknowledged.
 * **Kafka sends are awaited once.** :func:`app.streams.emit` hands each record to the
   producer and keeps its future; :meth:`Batch.finish` awaits them all, re-sending (in order,
   with backoff) any the broker did not acknowledge.
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -38,8 +40,11 @@ from typing import Any, Awaitable, Callable, Iterator
 
 import faust
 from aiokafka.errors import KafkaError
-from faust.streams import _current_event, current_event  # Faust's per-task current event
+from faust.streams import current_event
 from faust.types import EventT
+
+from app.faust_internals import changelog
+from app.faust_internals.events import set_current_event
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +56,6 @@ _ABSENT = object()
 def active_batch() -> "Batch | None":
     """The batch being handled in this task, if any."""
     return _BATCH.get()
-
-
-def set_current_event(event: EventT | None) -> None:
-    """Make ``event`` Faust's current event in this task: table reads and writes go to its
-    partition's store and changelog partition (``faust.streams._current_event``)."""
-    _current_event.set(weakref.ref(event) if event is not None else None)
 
 
 @dataclass
@@ -71,13 +70,19 @@ class PendingSend:
     headers: list[tuple[str, bytes]]
     future: Any
     on_acked: Callable[[], None] | None = None
+    changelog: changelog.ChangelogRecord | None = None
 
 
 class Batch:
     """What one batch of an agent decided: table writes, Kafka sends, deferred confirmations."""
 
-    def __init__(self, *, producer: Any, backoff: Callable[[int], float], window: int = 256) -> None:
+    def __init__(self, *, producer: Any, backoff: Callable[[int], float], window: int = 256,
+                 direct_changelog: bool = True) -> None:
         self._producer = producer
+        #: Changelog records go to ``producer`` with the batch's sends (False: Faust's own
+        #: per-write path, for a producer that is not running, as in unit tests).
+        self._direct_changelog = direct_changelog
+        self._changelog: list[changelog.ChangelogRecord] = []
         self._window = max(1, window)
         self._backoff = backoff  # seconds before re-send attempt n (app.streams.backoff_delay)
         #: (id(table), partition, key) -> [table, key, value or _DELETED, event that wrote it last].
@@ -121,14 +126,21 @@ class Batch:
             entry[2], entry[3] = value, event
 
     def flush(self) -> None:
-        """Write each touched key once (synchronously: all of them or none)."""
+        """Write each touched key to its store once (synchronously: all of them or none);
+        their changelog records wait for :meth:`finish`."""
         if not self._writes:
             return
         previous = current_event()
         try:
             for table, key, value, event in self._writes.values():
                 set_current_event(event)
-                table._flush_key(key, value)
+                if self._direct_changelog and changelog.supports(table):
+                    record = changelog.write_local(table=table, key=key, value=value, deleted=value is _DELETED,
+                                                   partition=event.message.partition)
+                    if record is not None:
+                        self._changelog.append(record)
+                else:
+                    table._flush_key(key, value)
                 self.flushed_keys += 1
         finally:
             set_current_event(previous)
@@ -137,11 +149,13 @@ class Batch:
     # -- Kafka sends ---------------------------------------------------------------------------
     async def send(self, *, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
                    timestamp: float | None, headers: list[tuple[str, bytes]],
-                   on_acked: Callable[[], None] | None = None) -> None:
+                   on_acked: Callable[[], None] | None = None,
+                   changelog_record: changelog.ChangelogRecord | None = None) -> None:
         """Hand a record to the producer; its acknowledgement is awaited by :meth:`finish`."""
         future = await self._producer.send(topic, key, value, partition, timestamp, headers)
         self._sends.append(PendingSend(topic=topic, key=key, value=value, partition=partition,
-                                       timestamp=timestamp, headers=headers, future=future, on_acked=on_acked))
+                                       timestamp=timestamp, headers=headers, future=future, on_acked=on_acked,
+                                       changelog=changelog_record))
 
     def defer(self, factory: Callable[[], Awaitable[Any]]) -> None:
         """Run ``factory()`` when the batch finishes (at most ``window`` at once)."""
@@ -150,6 +164,10 @@ class Batch:
     async def finish(self) -> None:
         """Flush the tables, await every send (re-sending failures), run the deferred work."""
         self.flush()
+        records, self._changelog = self._changelog, []
+        for record in records:
+            await self.send(topic=record.topic, key=record.key, value=record.value, partition=record.partition,
+                            timestamp=None, headers=[], changelog_record=record)
         await self._await_sends()
         if self._deferred:
             deferred, self._deferred = self._deferred, []
@@ -166,17 +184,26 @@ class Batch:
         if not sends:
             return
         results = await asyncio.gather(*(s.future for s in sends), return_exceptions=True)
+        persisted: dict[tuple[int, str, int], tuple[Any, int]] = {}
         for send, result in zip(sends, results):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
                     raise result
-                await self._resend(send, result)
+                result = await self._resend(send, result)
             if send.on_acked is not None:
                 send.on_acked()
+            record = send.changelog
+            offset = getattr(result, "offset", None)
+            if record is not None and isinstance(offset, int):
+                slot = (id(record.table), record.topic, record.partition)
+                known = persisted.get(slot)
+                if known is None or known[1] < offset:
+                    persisted[slot] = (record.table, offset)
+        changelog.record_persisted(persisted)
 
-    async def _resend(self, send: PendingSend, error: BaseException) -> None:
+    async def _resend(self, send: PendingSend, error: BaseException) -> Any:
         """Send one record again until Kafka acknowledges it (the broker is unavailable: the
-        batch is not acked meanwhile, so nothing is lost)."""
+        batch is not acked meanwhile, so nothing is lost); returns its record metadata."""
         attempt = 0
         while True:
             attempt += 1
@@ -184,9 +211,8 @@ class Batch:
                            send.topic, attempt, error)
             await asyncio.sleep(self._backoff(attempt))
             try:
-                await self._producer.send_and_wait(send.topic, send.key, send.value, send.partition,
-                                                   send.timestamp, send.headers)
-                return
+                return await self._producer.send_and_wait(send.topic, send.key, send.value, send.partition,
+                                                          send.timestamp, send.headers)
             except KafkaError as exc:
                 error = exc
 

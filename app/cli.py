@@ -159,6 +159,10 @@ def worker(ctx: click.Context) -> None:
     except CosmicError as exc:
         _fail(exc)
 
+    if settings.uvloop:
+        from app.faust_internals import use_uvloop
+
+        use_uvloop()
     sys.argv = ["cosmic", "worker", "--loglevel", settings.log_level, *ctx.args]
     app.main()
 

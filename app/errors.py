@@ -11,6 +11,11 @@ class ConfigError(CosmicError):
     """A COSMIC_* setting is missing or malformed."""
 
 
+class FaustVersionError(ConfigError):
+    """The installed faust-streaming (or aiokafka) is not the version :mod:`app.faust_internals`
+    was written and tested against."""
+
+
 class StackError(CosmicError):
     """The local stack (Kafka, RabbitMQ, registry) could not be started, stopped or checked."""
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import faust
 
-from app import faust_fixes
+from app import faust_internals
 from app.codecs import Codecs
 from app.gc_policy import apply_gc_policy
 from app.logging_setup import logging_config
 from app.settings import Settings
 
-faust_fixes.apply()
+faust_internals.install()
 settings = Settings.from_env()
 #: The Avro codecs of every topic (Faust codec names ``avro:<topic>``); no I/O until used.
 codecs = Codecs(settings=settings)
@@ -20,7 +20,7 @@ codecs.register_with_faust()
 
 def create_app(*, settings: Settings) -> faust.App:
     """Build the Faust app from ``settings``."""
-    return faust.App(
+    return faust_internals.App(
         settings.app_id,
         broker=settings.kafka_broker_url,
         store=settings.store,

@@ -113,6 +113,8 @@ class Settings:
     #: The worker's garbage-collector policy (app/gc_policy.py): larger thresholds and start-up
     #: objects frozen, so a heap of many connections is not scanned in one long pause.
     gc_tuning: bool = True
+    #: Run the worker on uvloop's event loop (faster than asyncio's; see docs/profiles.md).
+    uvloop: bool = True
 
     @classmethod
     def from_env(cls, *, environ: Mapping[str, str] | None = None) -> "Settings":

@@ -25,7 +25,8 @@ from aiokafka.errors import KafkaError
 from faust.agents.agent import current_agent
 
 from app import observability as metrics
-from app.batching import Batch, active_batch, set_current_event
+from app.batching import Batch, active_batch
+from app.faust_internals import set_current_event
 from app.errors import DuplicateEvent, EventDecodeError, RejectedEvent, RetriableError
 from app.logging_setup import event_context_of
 from app.main import app, codecs, settings
@@ -302,7 +303,8 @@ async def process_events(  # noqa: ANN201
     agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
     batches = metrics.BATCH_EVENTS.labels(agent=agent_name)
     async for events in stream.take_events(settings.batch_max_events, settings.batch_max_wait_ms / 1000.0):
-        batch = Batch(producer=app.producer, window=settings.rabbitmq_confirm_window, backoff=backoff_delay)
+        batch = Batch(producer=app.producer, window=settings.rabbitmq_confirm_window, backoff=backoff_delay,
+                      direct_changelog=app.producer.started)
         results: list[tuple[int, bool]] = []
         with batch.active():
             for event in events:

@@ -21,6 +21,10 @@ b. **worker, bridge off**: a real ``python -m app.cli worker`` (own app id, Rock
 c. **worker, bridge on**: the same with the RabbitMQ bridge publishing every event (a fresh
    vhost; publisher confirms awaited before the events are acked).
 
+Workers (b) and (c) each get topics of their own (prefix ``<run prefix>pipeline-bridge-off-`` /
+``-bridge-on-``, the same workload published to each): with shared topics, (c)'s audit and
+notification agents also consumed what (b) had emitted, and counted twice the work.
+
 A worker's rate is read from its ``/metrics`` (events handled per agent, polled every
 0.25 s): events handled between the first poll that saw any and the poll that saw all,
 over that time — so start-up and table recovery are not counted. For (c) the slower of the
@@ -254,13 +258,23 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
                             prefix=floor_prefix, specs=(spec_by_name(TOPIC),))
         floors[writes] = await _faust_floor(ctx, source=source, sink=floor_prefix + TOPIC, total=total,
                                             writes=writes)
-    off = await _worker_rate(ctx, settings=settings, name="bridge-off", bridge=False, total=total,
+    # Each worker run gets topics of its own (the same workload published again): a run that
+    # shared the previous run's topics would also re-consume its audit-trail and notifications.
+    runs: dict[str, Any] = {}
+    for name in ("bridge-off", "bridge-on"):
+        runs[name] = dataclasses.replace(settings, topic_prefix=f"{ctx.topic_prefix}pipeline-{name}-")
+        await ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
+                            prefix=runs[name].topic_prefix)
+        async with EventPublisher(settings=runs[name]) as publisher:
+            for part in chunks(deliveries, 1000):
+                await publisher.publish_many(list(part))
+    off = await _worker_rate(ctx, settings=runs["bridge-off"], name="bridge-off", bridge=False, total=total,
                              agents=("track_job_lifecycle",))
     management = _Management(ctx.settings.rabbitmq_url)
     vhost = f"cosmic-bench-pipeline-{uuid.uuid4().hex}"
     vhost_url = await asyncio.to_thread(management.create_vhost, vhost)
     try:
-        on = await _worker_rate(ctx, settings=dataclasses.replace(settings, rabbitmq_url=vhost_url),
+        on = await _worker_rate(ctx, settings=dataclasses.replace(runs["bridge-on"], rabbitmq_url=vhost_url),
                                 name="bridge-on", bridge=True, total=total,
                                 agents=("track_job_lifecycle", "bridge_to_rabbitmq"))
     finally:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from types import SimpleNamespace
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from faust.streams import current_event
 
-from app.batching import Batch, active_batch, set_current_event
+from app.batching import Batch, active_batch
+from app.faust_internals import set_current_event
 from app.main import app
 from tables.job_counts import job_counts
 from tables.job_state import job_state
@@ -35,64 +37,108 @@ def _event(partition: int) -> _Event:
 
 
 class FakeProducer:
-    """Counts what a batch hands over; ``fail`` futures of the first sends end in an error."""
+    """Counts what a batch hands over; ``fail`` futures of the first sends end in an error.
+    Acknowledged records get offsets 0, 1, 2 … per (topic, partition)."""
 
     def __init__(self, *, fail: int = 0) -> None:
         self.sent: list[tuple] = []
         self.resent: list[tuple] = []
         self.fail = fail
+        self.offsets: dict[tuple, int] = {}
+
+    def _metadata(self, topic, partition):  # noqa: ANN001, ANN202
+        offset = self.offsets.get((topic, partition), -1) + 1
+        self.offsets[(topic, partition)] = offset
+        return SimpleNamespace(topic=topic, partition=partition, offset=offset)
 
     async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001, ANN201
-        self.sent.append((topic, key, value))
+        self.sent.append((topic, key, value, partition))
         future = asyncio.get_running_loop().create_future()
         if self.fail:
             self.fail -= 1
             future.set_exception(KafkaConnectionError())
         else:
-            future.set_result(None)
+            future.set_result(self._metadata(topic, partition))
         return future
 
     async def send_and_wait(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001, ANN201
         self.resent.append((topic, key, value))
+        return self._metadata(topic, partition)
+
+    def changelog(self) -> list[tuple[str, object, int, object]]:
+        """(table, key, partition, value or None) of every changelog record sent."""
+        prefix = f"{app.conf.id}-"
+        return [(topic[len(prefix):-len("-changelog")], json.loads(key), partition,
+                 None if value is None else json.loads(value))
+                for topic, key, value, partition in self.sent if topic.endswith("-changelog")]
 
 
 @pytest.fixture
-def changelog(monkeypatch):
-    """Record every changelog record the tables send (the real memory-store tables)."""
+def tables(monkeypatch):
+    """The real memory-store tables, emptied; persisted offsets recorded per table and partition."""
     app.finalize()
-    sent: list[tuple[str, object, int]] = []
+    persisted: dict[tuple[str, int], int] = {}
     for table in (job_state, job_counts):
         table.data.clear()
+        monkeypatch.setattr(table.data, "set_persisted_offset",
+                            lambda tp, offset, _name=table.name: persisted.__setitem__((_name, tp.partition), offset))
+    yield persisted
+    set_current_event(None)
 
+
+@pytest.fixture
+def faust_changelog(monkeypatch, tables):
+    """Record the changelog records Faust's own per-write path sends (writes outside a batch)."""
+    sent: list[tuple[str, object, int]] = []
+    for table in (job_state, job_counts):
         def record(partition, key, value, *args, _table=table, **kwargs):  # noqa: ANN001, ANN202
             sent.append((_table.name, key, partition))
             return SimpleNamespace(message=SimpleNamespace(partition=partition))
 
         monkeypatch.setattr(table, "send_changelog", record)
         monkeypatch.setattr(table, "partition_for_key", lambda key: current_event().message.partition)
-    yield sent
-    set_current_event(None)
+    return sent
 
 
-def test_a_key_written_by_many_events_is_written_once_with_the_last_value(changelog):
-    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT)
+async def test_a_key_written_by_many_events_is_written_once_with_the_last_value(tables, faust_changelog):
+    producer = FakeProducer()
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
     with batch.active():
         for i in range(100):
             set_current_event(_event(i % 2))
             job_counts[str(i % 2)] = {"offset": i, "counts": {}}
             assert job_counts[str(i % 2)]["offset"] == i  # the handler sees its own write
-        assert changelog == [] and dict(job_counts.data) == {}  # nothing written yet
-        batch.flush()
-    assert sorted(changelog) == [("job_counts", "0", 0), ("job_counts", "1", 1)]
+        assert producer.sent == [] and dict(job_counts.data) == {}  # nothing written yet
+        await batch.finish()
+    assert faust_changelog == []  # not Faust's per-write path
+    assert sorted(producer.changelog()) == [("job_counts", "0", 0, {"offset": 98, "counts": {}}),
+                                            ("job_counts", "1", 1, {"offset": 99, "counts": {}})]
     assert job_counts["0"]["offset"] == 98 and job_counts["1"]["offset"] == 99
     assert batch.table_writes == 100 and batch.flushed_keys == 2
 
 
-def test_reads_contains_and_deletes_go_through_the_overlay(changelog):
+async def test_store_writes_happen_at_flush_and_persisted_offsets_once_acknowledged(tables):
+    producer = FakeProducer(fail=1)  # the first changelog record is sent again
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
+    with batch.active():
+        for i in range(6):
+            set_current_event(_event(i % 3))
+            job_state[f"j-{i}"] = {"offset": i}
+        batch.flush()
+        assert {k: v["offset"] for k, v in job_state.data.items()} == {f"j-{i}": i for i in range(6)}
+        assert tables == {}  # nothing acknowledged yet
+        await batch.finish()
+    assert len(producer.resent) == 1
+    # two records per partition; the highest acknowledged changelog offset of each is recorded
+    assert tables == {("job_state", 0): 1, ("job_state", 1): 1, ("job_state", 2): 1}
+
+
+async def test_reads_contains_and_deletes_go_through_the_overlay(tables, faust_changelog):
     set_current_event(_event(3))
     job_state["j-1"] = {"offset": 1}  # outside a batch: Faust's own path, at once
-    assert changelog == [("job_state", "j-1", 3)]
-    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT)
+    assert faust_changelog == [("job_state", "j-1", 3)]
+    producer = FakeProducer()
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
     with batch.active():
         set_current_event(_event(3))
         assert "j-1" in job_state
@@ -102,14 +148,15 @@ def test_reads_contains_and_deletes_go_through_the_overlay(changelog):
             del job_state["j-1"]
         job_state["j-2"] = {"offset": 2}
         del job_state["j-2"]  # written and deleted in one batch: nothing to store
-        batch.flush()
+        await batch.finish()
     assert "j-1" not in job_state.data and "j-2" not in job_state.data
-    assert changelog[1:] == [("job_state", "j-1", 3)]  # the deletion's tombstone only
+    assert producer.changelog() == [("job_state", "j-1", 3, None)]  # the deletion's tombstone only
     assert active_batch() is None
 
 
-def test_the_same_key_in_two_partitions_is_two_values(changelog):
-    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT)
+async def test_the_same_key_in_two_partitions_is_two_values(tables):
+    producer = FakeProducer()
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
     with batch.active():
         for offset in range(10):
             for partition in (0, 1):
@@ -119,11 +166,23 @@ def test_the_same_key_in_two_partitions_is_two_values(changelog):
         assert job_counts["agent"]["offset"] == 90
         set_current_event(_event(1))
         assert job_counts["agent"]["offset"] == 91
+        await batch.finish()
+    assert sorted(producer.changelog()) == [("job_counts", "agent", 0, {"offset": 90}),
+                                            ("job_counts", "agent", 1, {"offset": 91})]
+
+
+def test_without_a_running_producer_flush_takes_fausts_own_path(tables, faust_changelog):
+    batch = Batch(producer=FakeProducer(), backoff=_NO_WAIT, direct_changelog=False)
+    with batch.active():
+        for i in range(4):
+            set_current_event(_event(i % 2))
+            job_counts[str(i % 2)] = {"offset": i}
         batch.flush()
-    assert sorted(changelog) == [("job_counts", "agent", 0), ("job_counts", "agent", 1)]
+    assert sorted(faust_changelog) == [("job_counts", "0", 0), ("job_counts", "1", 1)]
+    assert job_counts["0"]["offset"] == 2 and job_counts["1"]["offset"] == 3
 
 
-def test_a_write_outside_any_event_is_refused(changelog):
+def test_a_write_outside_any_event_is_refused(tables):
     set_current_event(None)
     with Batch(producer=FakeProducer(), backoff=_NO_WAIT).active(), pytest.raises(RuntimeError):
         job_state["j-3"] = {"offset": 1}
@@ -159,3 +218,25 @@ async def test_deferred_confirmations_run_with_at_most_the_window_in_flight():
         batch.defer(lambda i=i: confirm(i))
     await batch.finish()
     assert sorted(done) == list(range(50)) and peak == 8
+
+
+def test_a_rocksdb_store_gets_the_changelog_records_bytes_and_reads_them_back(tmp_path):
+    import faust
+
+    from app.faust_internals import changelog
+
+    rocks = faust.App("cosmic-unit-rocks", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    table = rocks.Table("things", partitions=2)
+    rocks.finalize()
+    set_current_event(_event(1))
+    try:
+        record = changelog.write_local(table=table, key="k", value={"offset": 7, "history": [1, 2]},
+                                       deleted=False, partition=1)
+        assert record is not None and record.partition == 1 and record.topic == "cosmic-unit-rocks-things-changelog"
+        assert json.loads(record.key) == "k" and json.loads(record.value) == {"offset": 7, "history": [1, 2]}
+        assert table.data["k"] == {"offset": 7, "history": [1, 2]}  # Faust's own decoding reads it
+        deletion = changelog.write_local(table=table, key="k", value=None, deleted=True, partition=1)
+        assert deletion is not None and deletion.value is None and "k" not in table.data
+        assert changelog.write_local(table=table, key="k", value=None, deleted=True, partition=1) is None
+    finally:
+        set_current_event(None)

@@ -1,13 +1,12 @@
-"""Workarounds for Faust defects that would lose data, applied when the app is declared
-(they patch classes; no I/O).
+"""Producer buffer flush gives up (a Faust defect that would lose data).
 
-* **Producer buffer flush gives up.** Faust commits offsets after ``producer.flush()``,
-  which first drains Faust's own buffer of pending sends (table changelog records go
-  there). ``ProducerBuffer.flush`` stops as soon as no message left the buffer for 0.1 s —
-  on a busy two-core machine that happens — so offsets could be committed while changelog
-  records were still in the buffer, and a SIGKILL then lost them. Here the flush drains the
-  buffer completely (waiting as long as Kafka needs; a warning every 10 s) and lets the
-  message being handed over reach the Kafka client before returning.
+Faust commits offsets after ``producer.flush()``, which first drains Faust's own buffer of
+pending sends (changelog records of writes made outside a batch go there).
+``ProducerBuffer.flush`` stops as soon as no message left the buffer for 0.1 s — on a busy
+two-core machine that happens — so offsets could be committed while changelog records were
+still in the buffer, and a SIGKILL then lost them. Here the flush drains the buffer
+completely (waiting as long as Kafka needs; a warning every 10 s) and lets the message being
+handed over reach the Kafka client before returning.
 """
 
 from __future__ import annotations
@@ -41,6 +40,6 @@ async def _flush_completely(self: ProducerBuffer) -> None:
         await asyncio.sleep(0)
 
 
-def apply() -> None:
-    """Install the workarounds (idempotent)."""
+def install() -> None:
+    """Replace ``ProducerBuffer.flush`` (idempotent)."""
     ProducerBuffer.flush = _flush_completely  # type: ignore[method-assign]

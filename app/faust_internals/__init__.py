@@ -1,0 +1,81 @@
+"""Everything this project changes inside Faust, in one package, checked against the pinned
+versions (:data:`PINNED`): :func:`install` refuses any other faust-streaming, aiokafka or
+mode-streaming with :class:`~app.errors.FaustVersionError`, since each change below is
+written against that version's code.
+
+* :mod:`.producer_buffer` — Faust's producer-buffer flush drains the buffer completely
+  before offsets are committed (Faust's own gives up after 0.1 s: lost changelog records).
+* :mod:`.drain` — the consumer's drain loop without four futures per record.
+* :mod:`.changelog` — a batch's table writes: the store write and the changelog record
+  without Faust's per-write producer buffer and per-record persisted-offset write.
+* :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
+* :class:`App` — Faust's app without its ``Monitor`` sensor (per-record bookkeeping that
+  feeds only Faust's own web stats, which are off; this project's health has its own sensor).
+* :func:`use_uvloop` — the worker's event loop is uvloop's.
+
+Why each, measured: docs/profiles.md and ``../shared/studies`` (Faust's per-record costs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib import metadata
+from typing import Any, Iterable
+
+import faust
+
+from app.errors import FaustVersionError
+from app.faust_internals import drain, producer_buffer
+from app.faust_internals.events import set_current_event
+
+__all__ = ["App", "PINNED", "check_versions", "install", "set_current_event", "use_uvloop"]
+
+logger = logging.getLogger(__name__)
+
+#: The distributions whose internals this package reaches into, at the versions it was written for.
+PINNED: dict[str, str] = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
+
+
+def check_versions(*, installed: dict[str, str] | None = None) -> None:
+    """Raise :class:`FaustVersionError` unless every distribution of :data:`PINNED` is installed
+    at its pinned version (``installed`` overrides the lookup, for tests)."""
+    wrong = []
+    for name, wanted in PINNED.items():
+        try:
+            have = installed[name] if installed is not None else metadata.version(name)
+        except (KeyError, metadata.PackageNotFoundError):
+            have = "not installed"
+        if have != wanted:
+            wrong.append(f"{name} {have} (this project patches {name} {wanted})")
+    if wrong:
+        raise FaustVersionError("app.faust_internals was written against other versions: " + "; ".join(wrong)
+                                + ". Install the versions pinned in pyproject.toml, or re-check each "
+                                  "change in app/faust_internals against the new code.")
+
+
+def install() -> None:
+    """Check the versions and install the patches (idempotent; patches classes, no I/O)."""
+    check_versions()
+    producer_buffer.install()
+    drain.install()
+
+
+class App(faust.App):
+    """:class:`faust.App` without the ``Monitor`` sensor (see the module docstring)."""
+
+    def on_init_dependencies(self) -> Iterable[Any]:
+        dependencies = super().on_init_dependencies()
+        self.sensors.remove(self.monitor)
+        return dependencies
+
+
+def use_uvloop() -> bool:
+    """Make uvloop the event loop of what runs next (the worker); False if uvloop is missing."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a dependency; asyncio's loop works, slower
+        logger.warning("uvloop is not installed: the worker runs on asyncio's own event loop")
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True

@@ -1,0 +1,73 @@
+"""app/faust_internals: installed only on the pinned versions; the producer-buffer flush drains
+the buffer completely before offsets are committed (Faust's own gives up after 0.1 s without
+progress); the drain loop and the app without Monitor are what the worker runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from faust.transport.consumer import Consumer
+from faust.transport.producer import ProducerBuffer
+
+import app.main  # noqa: F401 - installs the patches
+from app import faust_internals, health  # noqa: F401 - health adds its own sensor
+from app.errors import FaustVersionError
+from app.faust_internals import drain
+from app.faust_internals.producer_buffer import _flush_completely
+
+
+class SlowBuffer:
+    """Stands in for a ProducerBuffer whose messages leave slowly (one per 0.15 s)."""
+
+    def __init__(self, pending: int) -> None:
+        self.pending = pending
+        self.calls = 0
+
+    @property
+    def size(self) -> int:
+        return self.pending
+
+    async def flush_atmost(self, max_messages):  # noqa: ANN001
+        # Faust's behaviour: no message sent within 0.1 s -> return, buffer not empty.
+        self.calls += 1
+        await asyncio.sleep(0.1)
+        return 0
+
+    async def drain_slowly(self) -> None:
+        while self.pending:
+            await asyncio.sleep(0.15)
+            self.pending -= 1
+
+
+async def test_flush_waits_until_the_buffer_is_empty():
+    assert ProducerBuffer.flush is _flush_completely
+    buffer = SlowBuffer(pending=4)
+    drainer = asyncio.ensure_future(buffer.drain_slowly())
+    await _flush_completely(buffer)  # type: ignore[arg-type]
+    assert buffer.size == 0 and buffer.calls > 1
+    await drainer
+
+
+async def test_flush_of_an_empty_buffer_returns_at_once():
+    buffer = SlowBuffer(pending=0)
+    buffer.flush_atmost = lambda max_messages: asyncio.sleep(0, result=0)  # type: ignore[method-assign]
+    await asyncio.wait_for(_flush_completely(buffer), timeout=1)  # type: ignore[arg-type]
+
+
+def test_other_versions_are_refused_by_name():
+    faust_internals.check_versions()  # the installed ones are the pinned ones
+    installed = dict(faust_internals.PINNED, **{"faust-streaming": "0.16.0"})
+    with pytest.raises(FaustVersionError, match="faust-streaming 0.16.0 .*0.15.3"):
+        faust_internals.check_versions(installed=installed)
+    missing = {k: v for k, v in faust_internals.PINNED.items() if k != "aiokafka"}
+    with pytest.raises(FaustVersionError, match="aiokafka not installed"):
+        faust_internals.check_versions(installed=missing)
+
+
+def test_the_worker_runs_the_patched_drain_and_no_monitor_sensor():
+    assert Consumer._drain_messages is drain._drain_messages
+    assert isinstance(app.main.app, faust_internals.App)
+    list(app.main.app.on_init_dependencies())
+    assert app.main.app.monitor not in set(app.main.app.sensors)
+    assert any(type(s).__name__ == "CommitTracker" for s in app.main.app.sensors)  # health's own sensor stays
