@@ -1,14 +1,23 @@
-"""``track_job_lifecycle``: dedupe, validate and apply each job-lifecycle event.
+"""``track_job_lifecycle``: dedupe, validate and apply each job-lifecycle event, and run
+the runtime-anomaly side on it (the topic's one state-changing reader).
 
 Per event (see :mod:`app.state_machine` for the transition and out-of-order rules):
-dedupe by event_id (the ids the job's own row has applied; an exact duplicate is dropped
-and counted), decide (apply / park / reject), write ``job_state`` (one value per job,
-fenced by source offset, with the event's id), update the partition's ``job_counts`` and
-``active_jobs`` (fenced likewise), then emit one AuditRecord per applied
-transition to ``audit-trail`` and a NotificationSent to ``notifications`` on completion,
-failure and retry. Emitted events get deterministic ids (uuid5 of the source event id), so
-a replay after a crash re-emits the same ids and downstream consumers apply them once.
-Rejected events go to ``job-lifecycle.dlq`` with their reason.
+
+1. The lifecycle (:func:`handle_job_event`): dedupe by event_id (the ids the job's own row
+   has applied; an exact duplicate is dropped and counted), decide (apply / park / reject),
+   write ``job_state`` (one value per job, fenced by source offset, with the event's id),
+   update the partition's ``job_counts`` and ``active_jobs`` (fenced likewise), then emit
+   one AuditRecord per applied transition to ``audit-trail`` and a NotificationSent to
+   ``notifications`` on completion, failure and retry. Rejected events go to
+   ``job-lifecycle.dlq`` with their reason; undecodable records too (this agent owns the
+   topic's dead letters).
+2. The anomaly side (:func:`agents.runtime_anomaly.handle_lifecycle_event`): ``known_jobs``,
+   ``runtime_stats`` and runtime alerts, for every decodable event whatever step 1
+   decided (see :func:`handle_event` for the order and the failures).
+
+Emitted events get deterministic ids (:func:`app.ids.derived_id`, uuid5 of the source
+event id), so a replay after a crash re-emits the same ids and downstream consumers apply
+them once.
 
 Re-assertion on replay: Faust writes a table value to the local RocksDB at once and its
 changelog record asynchronously, so a SIGKILLed worker can restart with local values whose
@@ -23,13 +32,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import uuid
 from collections import Counter
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
+import app.streams as streams
+from agents.runtime_anomaly import handle_lifecycle_event as handle_anomalies
 from app.codecs import utc_ms
+from app.ids import derived_id
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
 from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app, codecs, settings
@@ -47,15 +58,9 @@ HISTORY_LENGTH = 32
 #: Event ids applied or parked, kept in the job's own row for deduplication (events are
 #: keyed by job, so a job's row sees every copy of its events).
 SEEN_IDS = 256
-ID_NAMESPACE = uuid.UUID("6f1c1f2e-2b1d-4b8e-9a57-0c05a1c0de00")
 #: Events recognised as already applied, by how: "duplicate" (same event_id at a new
 #: offset) or "replay" (same offset after a worker restart).
 IDEMPOTENCY_HITS: Counter[str] = Counter()
-
-
-def derived_id(source_event_id: str, purpose: str) -> str:
-    """A deterministic event id for an effect of ``source_event_id``."""
-    return str(uuid.uuid5(ID_NAMESPACE, f"{purpose}:{source_event_id}"))
 
 
 def _entry(event: JobEvent, origin: Origin) -> dict[str, Any]:
@@ -91,6 +96,7 @@ def _transition_from(data: dict[str, Any]) -> Transition:
 
 
 async def handle_job_event(event: JobEvent, origin: Origin) -> None:
+    """The lifecycle side of one event (step 1 of the module docstring)."""
     job_id = event.job_id
     state = job_state.get(job_id)
     offset = origin.offset
@@ -243,8 +249,46 @@ def _notification(
     )
 
 
+async def handle_event(event: JobEvent, origin: Origin) -> None:
+    """Both sides of one job-lifecycle event: the lifecycle's, then the anomaly side's.
+
+    Order: the two share no table (job_state, job_counts, active_jobs here; known_jobs,
+    runtime_stats there) and neither reads what the other writes, so the tables end the
+    same either way; the order decides what is emitted first and whose exception reaches
+    :func:`app.streams.process_events`. Lifecycle first: a completion's audit record and
+    "completed" notification precede an alert about its runtime (both notifications go to
+    the owner's partition of ``notifications``, in that order), and the lifecycle's outcome
+    is the event's outcome.
+
+    The anomaly side runs whatever the lifecycle decided (applied, parked, rejected, an
+    exact duplicate, a failure), as it did as an agent of its own: its offset fences
+    (``known_jobs``, ``runtime_stats``) and "a job completes once" make duplicates and
+    replays safe there. Then the lifecycle's exception is raised again, so process_events
+    dead-letters it, counts the duplicate or retries exactly as before (a retry runs both
+    sides again, each fenced by offset as on a replay after a restart).
+
+    The anomaly side's own failures are settled apart, by the same per-event policy
+    (:func:`app.streams.handle_decoded`: a bug is dead-lettered as ``error`` and consuming
+    goes on; Kafka being down is waited out), and never reach process_events. Reaching it,
+    one would replace the lifecycle's outcome (a rejection's reason, a duplicate's count)
+    with ``error``, or, as a Kafka error, run the lifecycle side again; process_events does
+    not undo a failed attempt, so the lifecycle's writes and emits are in the batch already.
+    Settled apart, they stay there, applied once.
+    """
+    try:
+        await handle_job_event(event, origin)
+    except Exception:
+        await _anomaly_side(event=event, origin=origin)
+        raise
+    await _anomaly_side(event=event, origin=origin)
+
+
+async def _anomaly_side(*, event: JobEvent, origin: Origin) -> None:
+    await streams.handle_decoded(topic="job-lifecycle", origin=origin, handler=handle_anomalies, event=event)
+
+
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight event.
 @app.agent(job_lifecycle_topic, concurrency=1)
 async def track_job_lifecycle(stream):
-    async for result in process_events(stream, topic="job-lifecycle", handler=handle_job_event):
+    async for result in process_events(stream, topic="job-lifecycle", handler=handle_event):
         yield result

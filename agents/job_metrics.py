@@ -6,8 +6,8 @@ Per sample (all tables in :mod:`tables.job_metrics`; the design is in docs/metri
 1. Check the values (:func:`app.metrics_math.sample_problem`: NaN/infinite, utilisation
    outside 0..100, negative memory/I/O/time) → dead letter ``invalid-sample``. Producers
    other than our ingest write to Kafka, so this guard does not trust app/validation.py.
-2. The job must be in ``known_jobs`` (written from ``job-lifecycle`` by
-   ``detect_runtime_anomalies``) → else dead letter ``unknown-job``. As the two topics are
+2. The job must be in ``known_jobs`` (written from ``job-lifecycle`` by the anomaly side of
+   ``track_job_lifecycle``) → else dead letter ``unknown-job``. As the two topics are
    consumed independently, a sample may overtake its job's JobSubmitted: the agent waits up
    to :data:`UNKNOWN_JOB_GRACE_S` once per job id before refusing.
 3. Replay or duplicate: the job's rollup keeps the offset of the last sample applied; a

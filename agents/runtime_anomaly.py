@@ -1,7 +1,8 @@
-"""``detect_runtime_anomalies``: know every job, learn runtimes per job type, flag outliers.
+"""Runtime anomalies: know every job, learn runtimes per job type, flag outliers.
 
-Consumes ``job-lifecycle`` (a secondary consumer: ``track_job_lifecycle`` owns the topic and
-dead-letters its bad records; this agent skips undecodable ones). Per event:
+No agent of its own: ``track_job_lifecycle`` (agents/job_lifecycle.py) runs
+:func:`handle_lifecycle_event` on every decodable ``job-lifecycle`` event, in the same
+delivery and batch as its own handling and whatever that decided. Per event:
 
 * keeps ``known_jobs[job_id]`` (owner, type, cluster = ``tacc_system``, status, when it
   started running) — what the metrics side needs for the unknown-job check, the cluster
@@ -16,11 +17,12 @@ dead-letters its bad records; this agent skips undecodable ones). Per event:
 ``overrun_effects`` is the ``runtime_overrun`` rule for running jobs; ``track_job_metrics``
 calls it with each sample's ``execution_time_s`` (the elapsed running time).
 
-Idempotency: emitted ids derive from the triggering event id (:func:`derived_id`), so a
-replay re-emits the same ids. Every write is fenced by the source offset (the job's entry
-and the partition's state keep the offset that last changed them); a replayed event
+Idempotency: emitted ids derive from the triggering event id (:func:`app.ids.derived_id`),
+so a replay re-emits the same ids. Every write is fenced by the source offset (the job's
+entry and the partition's state keep the offset that last changed them); a replayed event
 re-asserts what it wrote (see agents/job_lifecycle.py for why) and re-emits its effects;
-a second JobCompleted of a job is ignored (a job completes once).
+a second JobCompleted of a job is ignored (a job completes once). These fences, not the
+lifecycle's dedupe, make duplicates and replays safe here.
 """
 
 from __future__ import annotations
@@ -32,15 +34,14 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import app.streams as streams
-from agents.job_lifecycle import derived_id
 from app.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
 from app.codecs import utc_ms
-from app.main import app, settings
+from app.ids import derived_id
+from app.main import settings
 from app.metrics_math import RUNTIME_BUCKETS, bucket_of, welford_add, welford_merge
 from app.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, JobStatusChanged, JobSubmitted, NotificationSent, SystemAlert
-from app.streams import Origin, process_events
+from app.streams import Origin
 from app.topic_specs import spec_by_name
-from app.topics import job_lifecycle_topic
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats
 
@@ -180,6 +181,7 @@ def _learn(*, partition: int, offset: int, job_type: str, runtime_s: float) -> N
 
 
 async def handle_lifecycle_event(event: EventBase, origin: Origin) -> None:
+    """The anomaly side of one lifecycle event (see the module docstring)."""
     if not isinstance(event, JobEvent):
         return
     job_id, offset = event.job_id, origin.offset
@@ -226,12 +228,3 @@ async def handle_lifecycle_event(event: EventBase, origin: Origin) -> None:
     known_jobs[job_id] = entry
     if effects:
         await streams.emit(*effects)
-
-
-# State-changing agent: concurrency 1. Secondary consumer of job-lifecycle: the lifecycle
-# agent dead-letters undecodable records, this one skips them.
-@app.agent(job_lifecycle_topic, concurrency=1)
-async def detect_runtime_anomalies(stream):
-    async for result in process_events(stream, topic="job-lifecycle", handler=handle_lifecycle_event,
-                                       dead_letter_undecodable=False):
-        yield result

@@ -185,12 +185,22 @@ async def handle_one(
                 UNDECODABLE_SKIPPED[topic] += 1
             return False
         with event_context_of(event):
-            return await _handle_decoded(topic=topic, origin=origin, handler=handler, event=event)
+            return await handle_decoded(topic=topic, origin=origin, handler=handler, event=event)
     finally:
         metrics.PROCESSING_SECONDS.labels(agent=agent_name).observe(time.perf_counter() - started)
 
 
-async def _handle_decoded(*, topic: str, origin: Origin, handler: Handler, event: EventBase) -> bool:
+async def handle_decoded(*, topic: str, origin: Origin, handler: Handler, event: EventBase) -> bool:
+    """Run ``handler`` on a decoded event with the per-event policy (see the module docstring);
+    True if it succeeded or the event was a duplicate.
+
+    A handler that does two independent things for one event runs the second through this
+    too, so the second's failure is settled (dead-lettered, retried) on its own and cannot
+    change or repeat what the first did (``agents/job_lifecycle.py``).
+
+    A failed attempt's table writes and emitted records are not undone (they are in the
+    batch, :mod:`app.batching`): a handler that is retried, or fails after writing, relies
+    on its offset fences, as on a replay after a restart."""
     attempt = 0
     while True:
         attempt += 1

@@ -32,8 +32,8 @@ lifecycle and the bridge agents sets the rate.
 
 **Cost model.** From (f): a record through a Faust agent costs ``t_msg`` = 1 / floor(0), a
 table write ``t_write`` = (1 / floor(N) − t_msg) / N. After (b), the worker's own counts —
-records its agents handled (every agent that reads a topic counts, so a lifecycle event
-read by two agents counts twice) and changelog records its tables wrote, each per
+records its agents handled (every agent that reads a topic counts, so a record read by
+two agents counts twice) and changelog records its tables wrote, each per
 lifecycle event — give what Faust alone would need per lifecycle event: ``deliveries ×
 t_msg + writes × t_write``. Its inverse is the pipeline's Faust floor, written next to the
 measured rate.
@@ -339,7 +339,7 @@ def markdown(result: dict[str, Any]) -> str:
         "own, acks awaited per fetched batch, then a commit; (f) a minimal Faust app configured like the worker "
         "(`bench/faust_floor.py`: one raw-bytes agent, concurrency 1, acks=all, RocksDB) forwarding every record, "
         f"without and with {params['floor_writes']} table writes per record; (b) and (c) a real worker (all its "
-        "agents: lifecycle, audit chain, notifications, anomaly detection; RocksDB tables). A worker's rate is "
+        "agents: lifecycle with anomaly detection, audit chain, notifications; RocksDB tables). A worker's rate is "
         "events handled per second between the first and the last poll of its `/metrics` (every 0.25 s), so "
         "start-up is not counted; with the bridge on, the slower of the lifecycle and bridge agents counts. "
         "One run each.",
@@ -360,7 +360,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{model['t_msg_us']:,.0f} µs and each table write (RocksDB set, changelog record through Faust's "
         f"producer buffer, persisted-offset update on its ack) {model['t_write_us']:,.0f} µs on this machine. "
         f"Per lifecycle event the worker (bridge off) had its agents handle {model['deliveries_per_event']:.2f} "
-        "records (two agents read `job-lifecycle`; the audit, notification and health agents read what it emits) "
+        "records (one agent reads `job-lifecycle`, for the lifecycle and the anomaly detection; the audit, "
+        "notification and health agents read what it emits) "
         f"and its tables write {model['changelog_writes_per_event']:.2f} changelog records (job state, counts, "
         "active jobs, audit chain and indexes, known jobs, per-agent offset cursors, …; coalesced per key within "
         "each batch), counted "

@@ -7,6 +7,11 @@ never processed: ``tests/reliability/test_worker_crash_cycles.py``). With the cu
 :func:`app.streams.process_events` notices a jump in offsets and reads the records in
 between from Kafka before going on (:mod:`app.offset_gaps`). Offset-fenced like the other
 tables, so recovery never moves a cursor back.
+
+Each agent reads and writes only its own key, and nothing else (health, readiness, web
+views) reads these tables: the key of an agent that no longer runs (``cursor_job_lifecycle``
+keeps ``detect_runtime_anomalies``, whose work ``track_job_lifecycle`` does now) is never
+read again and stays as it was, harmless.
 """
 
 from __future__ import annotations

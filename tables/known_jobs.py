@@ -1,6 +1,7 @@
 """``known_jobs``: job_id → what the metrics side needs to know of a job (a GlobalTable).
 
-Written by ``detect_runtime_anomalies`` from ``job-lifecycle`` (10 partitions, key job_id):
+Written from ``job-lifecycle`` (10 partitions, key job_id) by ``track_job_lifecycle``'s
+anomaly side (:func:`agents.runtime_anomaly.handle_lifecycle_event`):
 ``{"user_id", "job_type", "cluster", "status", "running_since_ms", "offset", "completed"}``
 where ``cluster`` is the job's ``tacc_system`` and ``completed`` records the JobCompleted
 that was judged (event id, offset, runtime, the anomaly found). Global, because it is read

@@ -12,9 +12,9 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from agents.job_lifecycle import derived_id
 from app.audit_chain import changelog_topic_name, entry_key, fold_changelog, parse_entry_key
 from app.cli_audit import read_changelog
+from app.ids import derived_id
 from app.topic_reader import read_topic
 from app.demo import lifecycle_events
 from app.models import AuditRecord, utc_now

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
-from agents.job_lifecycle import derived_id
 from agents.runtime_anomaly import ALERT_COMPONENT
 from app.auth import mint_token
 from app.codecs import Codecs
+from app.ids import derived_id
 from app.models import (
     JobCompleted, JobMetricsSample, JobQueued, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest,
 )

@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
-from agents.job_lifecycle import derived_id
 from app.auth import mint_token
 from app.demo import lifecycle_events
+from app.ids import derived_id
 from app.models import NotificationSent, utc_now
 from app.publisher import EventPublisher
 from app.settings import Settings

@@ -14,9 +14,9 @@ import sys
 import time
 from collections import Counter
 
-from agents.job_lifecycle import derived_id
 from app.anomaly import RUNTIME_ANOMALY, RUNTIME_OVERRUN
 from app.codecs import Codecs
+from app.ids import derived_id
 from app.publisher import EventPublisher
 from app.topic_reader import read_topic
 from app.settings import PROJECT_ROOT, Settings

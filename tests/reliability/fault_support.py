@@ -10,8 +10,8 @@ from typing import Sequence
 
 import aio_pika
 
-from agents.job_lifecycle import derived_id
 from app.codecs import Codecs
+from app.ids import derived_id
 from app.models import EventBase
 from app.publisher import EventPublisher, PublishError
 from app.settings import Settings

@@ -1,17 +1,29 @@
-"""track_job_lifecycle without a broker: Faust's agent test context on the memory store."""
+"""track_job_lifecycle without a broker: Faust's agent test context on the memory store; both
+of its sides (the lifecycle and the runtime anomalies) and how their failures combine."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 
-from agents.job_lifecycle import derived_id, track_job_lifecycle
+import agents.job_lifecycle
+import app.streams as streams
+from agents.job_lifecycle import track_job_lifecycle
+from app.ids import derived_id
 from app.streams import DUPLICATES_DROPPED
 from app.demo import lifecycle_events
 from app.main import app, codecs
+from tables.active_jobs import active_jobs
+from tables.agent_cursors import cursors
 from tables.job_counts import job_counts
 from tables.job_state import job_state
+from tables.known_jobs import known_jobs
+from tables.runtime_stats import runtime_stats
+
+#: What the agent writes (both of its sides), emptied before each test.
+TABLES = (job_state, job_counts, active_jobs, known_jobs, runtime_stats, cursors["job-lifecycle"])
 
 
 @pytest.fixture
@@ -19,6 +31,8 @@ def memory_app(memory_registry, captured):
     assert app.conf.store.scheme == "memory"
     app.finalize()
     app.flow_control.resume()
+    for table in TABLES:  # the memory store lives as long as the process: start each test empty
+        table.data.clear()
     return captured
 
 
@@ -69,3 +83,105 @@ async def test_a_swapped_pair_applies_in_order_with_one_audit_each(memory_app):
     audits = [e for e in memory_app["emitted"] if e.event_type == "AuditRecord"]
     assert sorted(a.source_event_id for a in audits) == sorted(e.event_id for e in events)
     assert memory_app["dead"] == []
+
+
+# -- the anomaly side, run by the same agent on the same events -------------------------------
+async def test_the_anomaly_side_sees_every_decodable_event_whatever_the_lifecycle_decided(memory_app):
+    events = lifecycle_events(job_id="job-7", user_id="eve", rng=random.Random(3), outcome="FAILED")
+    other = lifecycle_events(job_id="job-8", user_id="eve", rng=random.Random(4), outcome="COMPLETED")
+    async with track_job_lifecycle.test_context() as agent:
+        await agent.put(b"definitely not avro", key=b"job-7")
+        await agent.put(_encode(other[1]), key=b"job-8")  # unknown job: rejected by the lifecycle side
+        for event in events:
+            await agent.put(_encode(event), key=b"job-7")
+        dropped = DUPLICATES_DROPPED["job-lifecycle"]
+        duplicate_offset = agent.sent_offset
+        await agent.put(_encode(events[2]), key=b"job-7")  # exact duplicate: dropped by the lifecycle side
+        assert DUPLICATES_DROPPED["job-lifecycle"] == dropped + 1
+    # dead letters as before, each record once (the undecodable one is not skipped and counted twice)
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["undecodable:not-framed", "unknown-job"]
+    assert known_jobs["job-8"]["status"] == other[1].status_after()  # known, though the lifecycle refused it
+    assert known_jobs["job-7"]["offset"] == duplicate_offset  # the duplicate reached the anomaly side too
+    assert job_state["job-7"]["status"] == "FAILED"
+
+
+def _anomaly_side_failing(monkeypatch, *, event_id: str, errors: list[BaseException]) -> list[str]:
+    """Make the anomaly side raise ``errors`` (one per attempt) on ``event_id``; the calls."""
+    real = agents.job_lifecycle.handle_anomalies
+    calls: list[str] = []
+
+    async def flaky(event, origin):  # noqa: ANN001, ANN202
+        calls.append(event.event_id)
+        if event.event_id == event_id and errors:
+            raise errors.pop(0)
+        await real(event, origin)
+
+    monkeypatch.setattr(agents.job_lifecycle, "handle_anomalies", flaky)
+    monkeypatch.setattr(streams, "backoff_delay", lambda attempt: 0.0)
+    return calls
+
+
+async def test_a_failing_anomaly_side_is_dead_lettered_and_the_lifecycle_effects_stay_once(memory_app, monkeypatch):
+    events = lifecycle_events(job_id="job-6", user_id="bob", rng=random.Random(6), outcome="COMPLETED")
+    calls = _anomaly_side_failing(monkeypatch, event_id=events[1].event_id, errors=[ZeroDivisionError("bug")])
+    async with track_job_lifecycle.test_context() as agent:
+        offsets = []
+        for event in events:
+            offsets.append(agent.sent_offset)  # the offset this put gets
+            await agent.put(_encode(event), key=b"job-6")
+        assert job_state["job-6"]["status"] == "COMPLETED"
+    # dead-lettered as process_events does it (reason "error", one attempt), and consuming went on
+    assert [(origin.offset, reason, attempts) for origin, reason, attempts in memory_app["dead"]] == [
+        (offsets[1], "error", 1)
+    ]
+    assert calls == [e.event_id for e in events]
+    # the failed event's lifecycle effects are there, once: not lost, not re-applied
+    audits = [e for e in memory_app["emitted"] if e.event_type == "AuditRecord"]
+    assert [a.event_id for a in audits] == [derived_id(e.event_id, "audit") for e in events]
+    assert list(job_state["job-6"]["timestamps"]) == ["SUBMITTED", "QUEUED", "RUNNING", "COMPLETED"]
+    assert known_jobs["job-6"]["status"] == "COMPLETED" and known_jobs["job-6"]["offset"] == offsets[-1]
+
+
+async def test_a_rejection_keeps_its_reason_when_the_anomaly_side_fails_too(memory_app, monkeypatch):
+    orphan = lifecycle_events(job_id="job-2", user_id="bob", rng=random.Random(9), outcome="COMPLETED")[1]
+    _anomaly_side_failing(monkeypatch, event_id=orphan.event_id, errors=[ZeroDivisionError("bug")])
+    async with track_job_lifecycle.test_context() as agent:
+        await agent.put(_encode(orphan), key=b"job-2")  # never submitted: the lifecycle side rejects it
+    # each side's failure dead-lettered once, as by the two agents before: the anomaly side's
+    # as "error", the lifecycle's with its own reason (not replaced by the other)
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["error", "unknown-job"]
+
+
+async def test_kafka_down_in_the_anomaly_side_retries_that_side_only(memory_app, monkeypatch):
+    events = lifecycle_events(job_id="job-4", user_id="bob", rng=random.Random(7), outcome="COMPLETED")
+    waits = streams.KAFKA_WAITS["job-lifecycle"]
+    calls = _anomaly_side_failing(monkeypatch, event_id=events[2].event_id,
+                                  errors=[KafkaConnectionError(), KafkaConnectionError()])
+    replays = agents.job_lifecycle.IDEMPOTENCY_HITS["replay"]
+    async with track_job_lifecycle.test_context() as agent:
+        for event in events:
+            await agent.put(_encode(event), key=b"job-4")
+    assert memory_app["dead"] == []
+    assert streams.KAFKA_WAITS["job-lifecycle"] == waits + 2
+    assert calls.count(events[2].event_id) == 3
+    assert agents.job_lifecycle.IDEMPOTENCY_HITS["replay"] == replays  # the lifecycle side ran once per event
+    audits = [e for e in memory_app["emitted"] if e.event_type == "AuditRecord"]
+    assert [a.event_id for a in audits] == [derived_id(e.event_id, "audit") for e in events]
+    assert known_jobs["job-4"]["status"] == "COMPLETED"
+
+
+async def test_a_failing_lifecycle_side_still_runs_the_anomaly_side(memory_app, monkeypatch):
+    events = lifecycle_events(job_id="job-3", user_id="bob", rng=random.Random(8), outcome="COMPLETED")
+    real = agents.job_lifecycle.handle_job_event
+
+    async def broken_on_the_first(event, origin):  # noqa: ANN001, ANN202
+        if event.event_id == events[0].event_id:
+            raise KeyError("bug")
+        await real(event, origin)
+
+    monkeypatch.setattr(agents.job_lifecycle, "handle_job_event", broken_on_the_first)
+    async with track_job_lifecycle.test_context() as agent:
+        await agent.put(_encode(events[0]), key=b"job-3")
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["error"]  # once, for the lifecycle side
+    assert job_state.get("job-3") is None
+    assert known_jobs["job-3"]["status"] == "SUBMITTED"

@@ -1,5 +1,6 @@
-"""track_job_metrics and detect_runtime_anomalies without a broker (agent test contexts,
-memory store): rollups, windows, GPUs, slow jobs, dead letters, replays, alerts."""
+"""track_job_metrics and the anomaly side of track_job_lifecycle without a broker (agent
+test contexts, memory store): rollups, windows, GPUs, slow jobs, dead letters, replays,
+alerts."""
 
 from __future__ import annotations
 
@@ -10,17 +11,25 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import agents.job_metrics
-from agents.job_lifecycle import derived_id
+from agents.job_lifecycle import track_job_lifecycle
 from agents.job_metrics import track_job_metrics
-from agents.runtime_anomaly import detect_runtime_anomalies, type_stats
+from agents.runtime_anomaly import type_stats
+from app.ids import derived_id
 from app.streams import DUPLICATES_DROPPED
 from app.main import app, codecs, settings
 from app.metrics_math import WINDOWS, merge_rollups, summarize, window_key, window_start
 from app.models import JobCompleted, JobMetricsSample, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest
+from tables.active_jobs import active_jobs
+from tables.agent_cursors import cursors
+from tables.job_counts import job_counts
 from tables.job_metrics import gpu_latest, job_metric_rollups, metric_windows, slow_jobs
+from tables.job_state import job_state
 from tables.known_jobs import known_jobs
+from tables.runtime_stats import runtime_stats
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
+#: What the lifecycle agent writes (both of its sides), emptied before each test.
+LIFECYCLE_TABLES = (job_state, job_counts, active_jobs, known_jobs, runtime_stats, cursors["job-lifecycle"])
 
 
 @pytest.fixture
@@ -28,6 +37,8 @@ def memory_app(memory_registry, captured, monkeypatch):
     assert app.conf.store.scheme == "memory"
     app.finalize()
     app.flow_control.resume()
+    for table in LIFECYCLE_TABLES:  # the memory store lives as long as the process: start each test empty
+        table.data.clear()
     monkeypatch.setattr(agents.job_metrics, "UNKNOWN_JOB_GRACE_S", 0.0)
     return captured
 
@@ -41,6 +52,11 @@ def _submitted(job_id: str, *, job_type: str = "imaging", cluster: str = "fronte
     return JobSubmitted(**_base("JobSubmitted", at=T0, user=user), job_id=job_id, tacc_system=cluster,
                         resource_request=ResourceRequest(nodes=1, gpus=4, walltime="01:00:00"),
                         estimated_cost_usd=1.0, priority=1, job_type=job_type)
+
+
+def _queued(job_id: str, *, user: str = "ann"):
+    return JobStatusChanged(**_base("JobStatusChanged", at=T0 + timedelta(seconds=0.5), user=user), job_id=job_id,
+                            previous_status="SUBMITTED", new_status="QUEUED")
 
 
 def _running(job_id: str, *, user: str = "ann"):
@@ -69,17 +85,43 @@ def _m(event) -> bytes:  # noqa: ANN001
     return codecs.for_topic("job-metrics").encode(event)
 
 
+async def _start(lifecycle, job_id: str, *, partition: int | None = None, **submitted) -> None:  # noqa: ANN001, ANN003
+    """Submit ``job_id`` and take it to RUNNING through the lifecycle agent."""
+    user = submitted.get("user", "ann")
+    for event in (_submitted(job_id, **submitted), _queued(job_id, user=user), _running(job_id, user=user)):
+        await lifecycle.put(_lc(event), key=job_id.encode(), partition=partition)
+
+
+async def _complete(lifecycle, job_id: str, runtime: float, *, partition: int | None = None,  # noqa: ANN001
+                    **submitted) -> JobCompleted:  # noqa: ANN003
+    """A whole lifecycle of ``job_id`` through the lifecycle agent: submitted … completed."""
+    await _start(lifecycle, job_id, partition=partition, **submitted)
+    completed = _completed(job_id, runtime, user=submitted.get("user", "ann"))
+    await lifecycle.put(_lc(completed), key=job_id.encode(), partition=partition)
+    return completed
+
+
+ANOMALY_TITLES = ("had an unusual runtime", "is running much longer than usual")
+
+
+def _anomaly_effects(emitted: list) -> list:
+    """The anomaly side's effects among everything emitted: alerts, and its notifications
+    (the lifecycle side's say completed, failed or retried)."""
+    return [e for e in emitted if e.event_type == "SystemAlert"
+            or (e.event_type == "NotificationSent" and e.title.endswith(ANOMALY_TITLES))]
+
+
 def _window(partition: int, window: str, scope: str, name: str, at: datetime) -> dict:
     start = window_start(at_ms=int(at.timestamp() * 1000), size_ms=WINDOWS[window])
     return metric_windows[window_key(partition=partition, window=window, scope=scope, name=name, start_ms=start)]
 
 
 async def test_samples_roll_up_per_job_window_gpu_and_slow_list(memory_app):
-    async with detect_runtime_anomalies.test_context() as lifecycle:
+    async with track_job_lifecycle.test_context() as lifecycle:
         for job in ("j1", "j2"):
-            await lifecycle.put(_lc(_submitted(job, cluster="frontera" if job == "j1" else "lonestar6")), key=job.encode())
-            await lifecycle.put(_lc(_running(job)), key=job.encode())
+            await _start(lifecycle, job, cluster="frontera" if job == "j1" else "lonestar6")
     assert known_jobs["j1"]["status"] == "RUNNING" and known_jobs["j2"]["cluster"] == "lonestar6"
+    assert job_state["j1"]["status"] == job_state["j2"]["status"] == "RUNNING"  # the lifecycle side too
     samples = [
         _sample("j1", at=T0 + timedelta(seconds=10), node="c001", cpu=10, gpu=20, mem=5, io=1, elapsed=10, gpu_id=0),
         _sample("j1", at=T0 + timedelta(seconds=70), node="c002", cpu=30, gpu=80, mem=7, io=3, elapsed=70, gpu_id=1),
@@ -107,9 +149,9 @@ async def test_samples_roll_up_per_job_window_gpu_and_slow_list(memory_app):
 
 
 async def test_bad_samples_are_dead_lettered_with_a_reason_and_touch_nothing(memory_app):
-    async with detect_runtime_anomalies.test_context() as lifecycle:
-        await lifecycle.put(_lc(_submitted("j3")), key=b"j3")
-        await lifecycle.put(_lc(_running("j3")), key=b"j3")
+    async with track_job_lifecycle.test_context() as lifecycle:
+        await _start(lifecycle, "j3")
+    assert job_state["j3"]["status"] == known_jobs["j3"]["status"] == "RUNNING"
     good = _sample("j3", at=T0, cpu=40)
     bad = [
         _sample("j3", at=T0, cpu=-1.0),
@@ -135,9 +177,9 @@ async def test_bad_samples_are_dead_lettered_with_a_reason_and_touch_nothing(mem
 
 
 async def test_a_replayed_sample_is_not_counted_twice(memory_app):
-    async with detect_runtime_anomalies.test_context() as lifecycle:
-        await lifecycle.put(_lc(_submitted("j4")), key=b"j4")
-        await lifecycle.put(_lc(_running("j4")), key=b"j4")
+    async with track_job_lifecycle.test_context() as lifecycle:
+        await _start(lifecycle, "j4")
+    assert job_state["j4"]["status"] == known_jobs["j4"]["status"] == "RUNNING"
     first, second = _sample("j4", at=T0, cpu=20), _sample("j4", at=T0 + timedelta(seconds=5), cpu=40)
     async with track_job_metrics.test_context() as agent:
         await agent.put(_m(first), key=b"j4", partition=2)
@@ -153,21 +195,23 @@ async def test_a_replayed_sample_is_not_counted_twice(memory_app):
 async def test_runtime_anomaly_alerts_owner_and_system_with_replay_stable_ids(memory_app):
     assert settings.anomaly_min_samples == 10
     jobs = [f"cal-{i}" for i in range(12)]
-    async with detect_runtime_anomalies.test_context() as lifecycle:
+    async with track_job_lifecycle.test_context() as lifecycle:
         for i, job in enumerate(jobs):
-            await lifecycle.put(_lc(_submitted(job, job_type="calibration")), key=job.encode(), partition=i % 3)
-            await lifecycle.put(_lc(_completed(job, 1000.0 + (i % 4) * 10)), key=job.encode(), partition=i % 3)
-        assert memory_app["emitted"] == []
+            await _complete(lifecycle, job, 1000.0 + (i % 4) * 10, partition=i % 3, job_type="calibration")
+        assert _anomaly_effects(memory_app["emitted"]) == []
         assert type_stats("calibration")["n"] == 12
-        await lifecycle.put(_lc(_submitted("slow-1", job_type="calibration", user="bob")), key=b"slow-1")
+        await _start(lifecycle, "slow-1", job_type="calibration", user="bob")
         outlier = _completed("slow-1", 4000.0, user="bob")
         offset = lifecycle.sent_offset
         await lifecycle.put(_lc(outlier), key=b"slow-1")
+        dropped = DUPLICATES_DROPPED["job-lifecycle"]
         await lifecycle.put(_lc(outlier), key=b"slow-1")  # duplicate at a new offset: ignored
+        assert DUPLICATES_DROPPED["job-lifecycle"] == dropped + 1  # the lifecycle side counts it, as before
         lifecycle.sent_offset = offset
         await lifecycle.put(_lc(outlier), key=b"slow-1")  # replay after a restart: same ids again
-    alerts = [e for e in memory_app["emitted"] if e.event_type == "SystemAlert"]
-    notes = [e for e in memory_app["emitted"] if e.event_type == "NotificationSent"]
+    effects = _anomaly_effects(memory_app["emitted"])
+    alerts = [e for e in effects if e.event_type == "SystemAlert"]
+    notes = [e for e in effects if e.event_type == "NotificationSent"]
     assert len(alerts) == 2 and len(notes) == 2
     assert {a.event_id for a in alerts} == {derived_id(outlier.event_id, "alert:runtime_anomaly")}
     assert {n.event_id for n in notes} == {derived_id(outlier.event_id, "notification:runtime_anomaly")}
@@ -177,24 +221,30 @@ async def test_runtime_anomaly_alerts_owner_and_system_with_replay_stable_ids(me
     assert notes[0].user_id == "bob" and notes[0].job_id == "slow-1"
     assert type_stats("calibration")["n"] == 12  # a gross outlier stays out of the baseline
     assert memory_app["dead"] == []
+    # the lifecycle side of the same events: every job completed and its owner notified (the
+    # replay re-emits the outlier's notification with the same id), before the anomaly's
+    assert all(job_state[job]["status"] == "COMPLETED" for job in [*jobs, "slow-1"])
+    completions = [e for e in memory_app["emitted"] if e.event_type == "NotificationSent" and e.title.endswith("completed")]
+    assert sorted(n.job_id for n in completions) == sorted([*jobs, "slow-1", "slow-1"])
+    assert {n.event_id for n in completions if n.job_id == "slow-1"} == {derived_id(outlier.event_id, "notification")}
+    emitted = memory_app["emitted"]
+    assert emitted.index(next(n for n in completions if n.job_id == "slow-1")) < emitted.index(notes[0])
 
 
 async def test_a_running_job_past_the_overrun_ratio_alerts_once(memory_app):
     assert settings.anomaly_min_samples == 10
-    async with detect_runtime_anomalies.test_context() as lifecycle:
+    async with track_job_lifecycle.test_context() as lifecycle:
         for i in range(10):
-            job = f"img-{i}"
-            await lifecycle.put(_lc(_submitted(job, job_type="imaging")), key=job.encode())
-            await lifecycle.put(_lc(_completed(job, 600.0 + i)), key=job.encode())
-        await lifecycle.put(_lc(_submitted("long-1", job_type="imaging", user="cy")), key=b"long-1")
-        await lifecycle.put(_lc(_running("long-1", user="cy")), key=b"long-1")
+            await _complete(lifecycle, f"img-{i}", 600.0 + i, job_type="imaging")
+        await _start(lifecycle, "long-1", job_type="imaging", user="cy")
+    assert job_state["long-1"]["status"] == known_jobs["long-1"]["status"] == "RUNNING"
     samples = [_sample("long-1", at=T0 + timedelta(seconds=s), elapsed=s) for s in (300, 950, 1000)]
     async with track_job_metrics.test_context() as agent:
         for s in samples:
             await agent.put(_m(s), key=b"long-1", partition=5)
     alerts = [e for e in memory_app["emitted"] if e.event_type == "SystemAlert"]
-    notes = [e for e in memory_app["emitted"] if e.event_type == "NotificationSent"]
-    assert [a.rule for a in alerts] == ["runtime_overrun"]
+    notes = [e for e in _anomaly_effects(memory_app["emitted"]) if e.event_type == "NotificationSent"]
+    assert [a.rule for a in alerts] == ["runtime_overrun"] and len(notes) == 1
     assert alerts[0].event_id == derived_id(samples[1].event_id, "alert:runtime_overrun")
     assert notes[0].user_id == "cy" and "longer than usual" in notes[0].title
     assert job_metric_rollups["long-1"]["overrun"]["event_id"] == samples[1].event_id

@@ -44,7 +44,12 @@ async def test_a_gap_is_read_back_and_handled_in_order(monkeypatch, handled):
     assert cursor["track_job_lifecycle"] == {"offset": 9}
 
 
-@pytest.mark.parametrize("cursor", [{}, {"track_job_lifecycle": {"offset": 9}}, {"track_job_lifecycle": {"offset": 12}}])
+@pytest.mark.parametrize("cursor", [
+    {}, {"track_job_lifecycle": {"offset": 9}}, {"track_job_lifecycle": {"offset": 12}},
+    # the key of an agent that no longer runs (its work folded into track_job_lifecycle) is not read
+    {"detect_runtime_anomalies": {"offset": 2}, "track_job_lifecycle": {"offset": 9}},
+    {"detect_runtime_anomalies": {"offset": 2}},
+])
 async def test_no_gap_no_read(monkeypatch, handled, cursor):
     async def must_not_read(**kwargs):  # noqa: ANN003
         raise AssertionError("read_range called without a gap")
