@@ -1,7 +1,7 @@
 """Batches of events inside one agent: decide in memory, write each table key once, send
 every effect, await them once, then ack.
 
-:func:`app.streams.process_events` takes events in batches (``stream.take_events``) and runs
+:func:`app.streams.process_events` takes events in batches (:func:`app.faust_internals.take_batches`) and runs
 the agent's per-event handler on each inside a :class:`Batch`:
 
 * **Tables coalesce.** Every table of this project is a :class:`CoalescingTable` (or a fenced

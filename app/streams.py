@@ -26,7 +26,7 @@ from faust.agents.agent import current_agent
 
 from app import observability as metrics
 from app.batching import Batch, active_batch
-from app.faust_internals import set_current_event
+from app.faust_internals import set_current_event, take_batches
 from app.errors import DuplicateEvent, EventDecodeError, RejectedEvent, RetriableError
 from app.logging_setup import event_context_of
 from app.main import app, codecs, settings
@@ -312,7 +312,8 @@ async def process_events(  # noqa: ANN201
     agent = current_agent()
     agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
     batches = metrics.BATCH_EVENTS.labels(agent=agent_name)
-    async for events in stream.take_events(settings.batch_max_events, settings.batch_max_wait_ms / 1000.0):
+    async for events in take_batches(stream, max_events=settings.batch_max_events,
+                                     within=settings.batch_max_wait_ms / 1000.0):
         batch = Batch(producer=app.producer, window=settings.rabbitmq_confirm_window, backoff=backoff_delay,
                       direct_changelog=app.producer.started)
         results: list[tuple[int, bool]] = []

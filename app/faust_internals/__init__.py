@@ -8,6 +8,8 @@ written against that version's code.
 * :mod:`.drain` — the consumer's drain loop without four futures per record.
 * :mod:`.changelog` — a batch's table writes: the store write and the changelog record
   without Faust's per-write producer buffer and per-record persisted-offset write.
+* :mod:`.take` — batches that fill while the previous batch is handled (Faust's
+  ``take_events`` stops filling and waits its whole window again after every batch).
 * :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
 * :class:`App` — Faust's app without its ``Monitor`` sensor (per-record bookkeeping that
   feeds only Faust's own web stats, which are off; this project's health has its own sensor).
@@ -28,8 +30,10 @@ import faust
 from app.errors import FaustVersionError
 from app.faust_internals import drain, producer_buffer
 from app.faust_internals.events import set_current_event
+from app.faust_internals.take import take_batches
 
-__all__ = ["App", "PINNED", "check_versions", "install", "set_current_event", "use_uvloop"]
+__all__ = ["App", "PINNED", "check_versions", "install", "set_current_event", "take_batches",
+           "use_uvloop"]
 
 logger = logging.getLogger(__name__)
 
