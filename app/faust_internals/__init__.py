@@ -5,7 +5,6 @@ written against that version's code.
 
 * :mod:`.producer_buffer` — Faust's producer-buffer flush drains the buffer completely
   before offsets are committed (Faust's own gives up after 0.1 s: lost changelog records).
-* :mod:`.drain` — the consumer's drain loop without four futures per record.
 * :mod:`.changelog` — a batch's table writes: the store write and the changelog record
   without Faust's per-write producer buffer and per-record persisted-offset write.
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
@@ -28,7 +27,7 @@ from typing import Any, Iterable
 import faust
 
 from app.errors import FaustVersionError
-from app.faust_internals import drain, producer_buffer
+from app.faust_internals import producer_buffer
 from app.faust_internals.events import set_current_event
 from app.faust_internals.take import take_batches
 
@@ -62,7 +61,6 @@ def install() -> None:
     """Check the versions and install the patches (idempotent; patches classes, no I/O)."""
     check_versions()
     producer_buffer.install()
-    drain.install()
 
 
 class App(faust.App):

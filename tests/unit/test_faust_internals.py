@@ -1,19 +1,17 @@
 """app/faust_internals: installed only on the pinned versions; the producer-buffer flush drains
 the buffer completely before offsets are committed (Faust's own gives up after 0.1 s without
-progress); the drain loop and the app without Monitor are what the worker runs."""
+progress); the app without Monitor is what the worker runs."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from faust.transport.consumer import Consumer
 from faust.transport.producer import ProducerBuffer
 
 import app.main  # noqa: F401 - installs the patches
 from app import faust_internals, health  # noqa: F401 - health adds its own sensor
 from app.errors import FaustVersionError
-from app.faust_internals import drain
 from app.faust_internals.producer_buffer import _flush_completely
 
 
@@ -65,8 +63,7 @@ def test_other_versions_are_refused_by_name():
         faust_internals.check_versions(installed=missing)
 
 
-def test_the_worker_runs_the_patched_drain_and_no_monitor_sensor():
-    assert Consumer._drain_messages is drain._drain_messages
+def test_the_worker_runs_without_the_monitor_sensor():
     assert isinstance(app.main.app, faust_internals.App)
     list(app.main.app.on_init_dependencies())
     assert app.main.app.monitor not in set(app.main.app.sensors)
