@@ -33,7 +33,6 @@ import base64
 import json
 import logging
 from collections import Counter
-from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Any
 
@@ -41,7 +40,7 @@ import app.streams as streams
 from agents.runtime_anomaly import handle_lifecycle_event as handle_anomalies
 from app.codecs import utc_ms
 from app.ids import derived_id
-from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
+from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app, codecs, settings
 from app.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
@@ -103,7 +102,7 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
     if state is not None and state.get("offset", -1) >= offset:
         # Handled before a restart: recall what it did instead of deciding again.
         IDEMPOTENCY_HITS["replay"] += 1
-        IDEMPOTENCY_HITS_METRIC.labels(agent="track_job_lifecycle").inc()
+        labelled(IDEMPOTENCY_HITS_METRIC, "track_job_lifecycle").inc()
         job_state[job_id] = state  # re-assert: its changelog record may have died with the worker
         record = next((h for h in state.get("history", []) if h["offset"] == offset), None)
         transitions = [_transition_from(t) for t in record["transitions"]] if record else []
@@ -115,7 +114,7 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
         )
         if seen:
             IDEMPOTENCY_HITS["duplicate"] += 1
-            IDEMPOTENCY_HITS_METRIC.labels(agent="track_job_lifecycle").inc()
+            labelled(IDEMPOTENCY_HITS_METRIC, "track_job_lifecycle").inc()
             raise DuplicateEvent(f"event {event.event_id} was already applied")
         outcome = decide(
             state=state, event=event, at_ms=utc_ms(event.timestamp), parked_entry=_entry(event, origin),
@@ -131,7 +130,7 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
                 {
                     "offset": offset,
                     "event_id": event.event_id,
-                    "transitions": [asdict(t) for t in transitions],
+                    "transitions": [dict(vars(t)) for t in transitions],  # flat fields: asdict's deep copy is not needed
                     "rejected": [list(r) for r in rejected],
                 }
             )

@@ -48,7 +48,7 @@ import app.streams as streams
 from app.delivery import send_email, send_webhook
 from app.errors import CosmicError, DeliveryFailed, DeliveryRejected, InvalidPreferences, RejectedEvent, RetriableError
 from app.main import app, settings
-from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
+from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.models import EventBase, NotificationEvent, NotificationRead, NotificationSent
 from app.streams import Origin, process_events, raw_topic
 from app.topic_specs import spec_by_name
@@ -189,7 +189,7 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
     for channel in preferences["channels"]:
         key = f"{event.notification_id}:{channel}"
         if key in notification_deliveries:
-            IDEMPOTENCY_HITS_METRIC.labels(agent="deliver_notifications").inc()
+            labelled(IDEMPOTENCY_HITS_METRIC, "deliver_notifications").inc()
             continue  # delivered before: a retry, a redelivery or a replay
         attempts = _attempts.bump(origin, event.notification_id, channel)
         changed = True

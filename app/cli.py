@@ -159,6 +159,12 @@ def worker(ctx: click.Context) -> None:
     except CosmicError as exc:
         _fail(exc)
 
+    from app.faust_internals import check_versions
+
+    try:
+        check_versions()  # every pinned distribution, from its installed metadata
+    except CosmicError as exc:
+        _fail(exc)
     if settings.uvloop:
         from app.faust_internals import use_uvloop
 

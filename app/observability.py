@@ -6,6 +6,8 @@ are defined once. Importing this module only declares the families in :data:`REG
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: The service's own registry (not the process-global default one), so tests can create
@@ -62,6 +64,19 @@ WS_CONNECTIONS = Gauge(
 WS_DROPPED_SLOW = Counter(
     "cosmic_websocket_dropped_slow_clients", "Websocket clients closed because their send queue was full.",
     registry=REGISTRY)
+
+
+_CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once per label values (``labels()`` takes a lock
+    and builds a tuple on every call: a few µs per event on the hot path)."""
+    key = (id(metric), values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
 
 
 #: Content type of :func:`render` (Prometheus text exposition format 0.0.4, UTF-8).

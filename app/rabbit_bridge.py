@@ -174,7 +174,7 @@ class RabbitBridge(mode.Service):
                 if not isinstance(confirmation, aiormq.spec.Basic.Ack):
                     raise RuntimeError(f"RabbitMQ did not ack the message: {confirmation!r}")
                 self.published += 1
-                metrics.RABBITMQ_CONFIRMS.labels(exchange=exchange_name).inc()
+                metrics.labelled(metrics.RABBITMQ_CONFIRMS, exchange_name).inc()
                 if attempt > 1:
                     logger.info("publish of %s confirmed after %d attempts", event.event_id, attempt)
                 return

@@ -102,8 +102,8 @@ async def emit(*events: EventBase) -> None:
 
 def _produced(topic: str, started: float) -> Callable[[], None]:
     def count() -> None:
-        metrics.EVENTS_PRODUCED.labels(topic=topic).inc()
-        metrics.PUBLISH_SECONDS.labels(topic=topic).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.EVENTS_PRODUCED, topic).inc()
+        metrics.labelled(metrics.PUBLISH_SECONDS, topic).observe(time.perf_counter() - started)
 
     return count
 
@@ -173,7 +173,7 @@ async def handle_one(
     and job_id (:mod:`app.logging_setup`); consumption and handling time go to /metrics."""
     agent = current_agent()
     agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
-    metrics.EVENTS_CONSUMED.labels(topic=topic).inc()
+    metrics.labelled(metrics.EVENTS_CONSUMED, topic).inc()
     started = time.perf_counter()
     try:
         try:
@@ -187,7 +187,7 @@ async def handle_one(
         with event_context_of(event):
             return await handle_decoded(topic=topic, origin=origin, handler=handler, event=event)
     finally:
-        metrics.PROCESSING_SECONDS.labels(agent=agent_name).observe(time.perf_counter() - started)
+        metrics.labelled(metrics.PROCESSING_SECONDS, agent_name).observe(time.perf_counter() - started)
 
 
 async def handle_decoded(*, topic: str, origin: Origin, handler: Handler, event: EventBase) -> bool:
@@ -211,7 +211,7 @@ async def handle_decoded(*, topic: str, origin: Origin, handler: Handler, event:
             # Already applied (a producer retry, a replay after a crash): dropped and counted,
             # never dead-lettered — the dead-letter topics are for events that need a person.
             DUPLICATES_DROPPED[topic] += 1
-            metrics.DUPLICATES_DROPPED.labels(topic=topic).inc()
+            metrics.labelled(metrics.DUPLICATES_DROPPED, topic).inc()
             logger.debug("duplicate dropped: %s", exc)
             return True
         except RejectedEvent as exc:

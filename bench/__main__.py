@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="keep the sections of the existing benchmarks.json that this run does not "
                              "measure (each marked with the run it came from)")
     parser.add_argument("--keep-topics", action="store_true",
-                        help="keep the run's topics on the broker (default: delete them at the end)")
+                        help="keep the run's topics on the broker and its workers' directories (default: delete both at the end)")
     args = parser.parse_args(argv)
     only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in only if name not in SECTIONS]
@@ -122,7 +122,10 @@ async def run(args: argparse.Namespace) -> int:
     finally:
         if not args.keep_topics:
             await _delete_run_topics(settings, log=ctx.log)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep_topics:
+            ctx.log(f"bench: kept the workers' directories (logs, data) in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
         meta["versions"] = await versions
     meta["duration_s"] = round(time.monotonic() - started, 1)
     meta["machine"]["load_average_1m_at_end"] = environment.load_average()

@@ -31,7 +31,7 @@ from app.faust_internals import producer_buffer
 from app.faust_internals.events import set_current_event
 from app.faust_internals.take import take_batches
 
-__all__ = ["App", "PINNED", "check_versions", "install", "set_current_event", "take_batches",
+__all__ = ["App", "PINNED", "check_versions", "imported_versions", "install", "set_current_event", "take_batches",
            "use_uvloop"]
 
 logger = logging.getLogger(__name__)
@@ -57,9 +57,21 @@ def check_versions(*, installed: dict[str, str] | None = None) -> None:
                                   "change in app/faust_internals against the new code.")
 
 
+def imported_versions() -> dict[str, str]:
+    """The versions the imported modules declare (``__version__``; no metadata read from disk).
+    mode-streaming's module declares none of its own, so only :func:`check_versions` at
+    worker start-up (``cosmic worker``) checks it."""
+    import aiokafka
+
+    return {"faust-streaming": faust.__version__, "aiokafka": aiokafka.__version__}
+
+
 def install() -> None:
-    """Check the versions and install the patches (idempotent; patches classes, no I/O)."""
-    check_versions()
+    """Check the imported faust and aiokafka against :data:`PINNED` and install the patches
+    (idempotent; patches classes, no I/O). The worker checks every pinned distribution's
+    installed metadata before it starts (:func:`check_versions` in ``cosmic worker``)."""
+    imported = imported_versions()
+    check_versions(installed={name: imported.get(name, PINNED[name]) for name in PINNED})
     producer_buffer.install()
 
 

@@ -23,7 +23,7 @@ from app.auth import AuthError, require_operator
 from app.main import app, settings
 from app.web.routing import not_ready, owner_routed, worker_ready
 from tables.audit_chain import AUDIT_PARTITIONS
-from tables.audit_index import audit_by_actor, audit_by_resource
+from tables.audit_index import audit_by_resource
 
 
 def operator_only(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
@@ -58,11 +58,11 @@ class ActorAuditView(View):
         ready, reason = worker_ready()
         if not ready:
             return not_ready(self, reason)
+        from agents.audit import actor_records
+
         records: list[dict] = []
         for partition in range(AUDIT_PARTITIONS):
-            indexed = audit_by_actor.get(f"{partition}/{actor}")
-            if indexed:
-                records.extend(indexed.get("records", ()))
+            records.extend(actor_records(partition=partition, actor=actor))
         if not records:
             return self.json({"error": "no audit records for this actor", "actor": actor}, status=404)
         records.sort(key=lambda r: (r["at"], r["partition"], r["seq"]))

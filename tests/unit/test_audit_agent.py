@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agents.audit import AUDIT_HITS, chain_head, record_audit_trail
+from agents.audit import AUDIT_HITS, actor_records, chain_head, record_audit_trail
 from app.streams import DUPLICATES_DROPPED
 from app.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
 from app.main import app, codecs
@@ -95,11 +95,15 @@ async def test_records_chain_per_partition_with_contiguous_seqs_and_are_indexed(
             "action": "job.transition", "actor": "bob", "outcome": "SUCCESS", "resource_id": "job-a",
             "at": "2024-05-01T12:00:00.000Z",
         }
-        alice_0 = [r["event_id"] for r in audit_by_actor["0/alice"]["records"]]
-        alice_3 = [r["event_id"] for r in audit_by_actor["3/alice"]["records"]]
+        alice_0 = [r["event_id"] for r in actor_records(partition=0, actor="alice")]
+        alice_3 = [r["event_id"] for r in actor_records(partition=3, actor="alice")]
+        # the actor index keeps chain positions; its items equal the resource index's
+        assert actor_records(partition=0, actor="bob")[0] == first
+        assert audit_by_actor["0/alice"]["seqs"] == [r["seq"] for r in by_resource if r["actor"] == "alice"]
         assert alice_0 == [e.event_id for e in on_0 if e.actor == "alice"]
         assert alice_3 == [e.event_id for e in on_3]
-        assert [r["event_id"] for r in audit_by_actor["0/bob"]["records"]] == [e.event_id for e in on_0 if e.actor == "bob"]
+        assert [r["event_id"] for r in actor_records(partition=0, actor="bob")] == [
+            e.event_id for e in on_0 if e.actor == "bob"]
     assert memory_app["dead"] == []
 
 
@@ -147,7 +151,7 @@ async def test_replaying_offsets_after_a_crash_chains_nothing_twice(memory_app):
         await _put(agent, events[2], partition=4, offset=dup_offset)
         assert _table_entries() == before
         assert [r["event_id"] for r in audit_by_resource["job-r"]["records"]] == [e.event_id for e in events]
-        assert len(audit_by_actor["4/alice"]["records"]) == 4
+        assert len(audit_by_actor["4/alice"]["seqs"]) == 4 and len(actor_records(partition=4, actor="alice")) == 4
     assert memory_app["dead"] == [] and AUDIT_HITS["duplicate"] == 2
     assert AUDIT_HITS["replay"] == 4
 

@@ -220,3 +220,25 @@ def test_format_epoch_ms_matches_datetime_formatting():
     samples += [rng.randint(-10**11, 10**13) for _ in range(5000)]
     for ms in samples:
         assert format_epoch_ms(ms) == format_timestamp(epoch + timedelta(milliseconds=ms)), ms
+
+
+# -- the hot path's shortcuts equal Faust's own paths ---------------------------------------
+def test_encoding_a_record_equals_encoding_its_faust_representation(codecs):
+    for event in _example_events() + _events():
+        codec = codecs.for_event(event)
+        assert codec.encode(event) == codec.dumps(event.to_representation()), type(event).__name__
+
+
+def test_decoded_events_equal_what_faust_from_data_builds(codecs):
+    from app.models import EVENT_CLASSES
+
+    for event in _example_events() + _events():
+        codec = codecs.for_event(event)
+        data = codec.encode(event)
+        fast = codec.decode(data)
+        loaded = codec._loads(data)
+        cls = EVENT_CLASSES[loaded["__faust"]["ns"].rsplit(".", 1)[-1]]
+        slow = cls.from_data(loaded, preferred_type=cls)
+        assert type(fast) is type(slow) and fast == slow and fast.__dict__ == slow.__dict__, type(event).__name__
+        assert fast.to_representation() == slow.to_representation()
+        assert codec.encode(fast) == data

@@ -68,3 +68,16 @@ def test_the_worker_runs_without_the_monitor_sensor():
     list(app.main.app.on_init_dependencies())
     assert app.main.app.monitor not in set(app.main.app.sensors)
     assert any(type(s).__name__ == "CommitTracker" for s in app.main.app.sensors)  # health's own sensor stays
+
+
+def test_importing_checks_the_imported_modules_versions_without_reading_metadata(monkeypatch):
+    import faust
+
+    from app.faust_internals import imported_versions
+
+    assert imported_versions() == {k: v for k, v in faust_internals.PINNED.items() if k != "mode-streaming"}
+    monkeypatch.setattr(faust_internals.metadata, "version", lambda name: pytest.fail(f"metadata read for {name}"))
+    faust_internals.install()  # the pinned versions are imported: no error, and no metadata read
+    monkeypatch.setattr(faust, "__version__", "0.16.0")
+    with pytest.raises(FaustVersionError, match="faust-streaming 0.16.0"):
+        faust_internals.install()

@@ -22,3 +22,16 @@ def test_the_namespace_is_the_one_ids_were_derived_with():
 ])
 def test_derived_ids_are_unchanged(purpose, expected):  # noqa: ANN001
     assert derived_id(SOURCE, purpose) == expected
+
+
+def test_derived_ids_are_uuid5_of_purpose_and_source_id():
+    import random
+    import uuid
+
+    from app.ids import ID_NAMESPACE, derived_id
+
+    rng = random.Random(7)
+    for n in range(2000):
+        source = str(uuid.UUID(int=rng.getrandbits(128))) if n % 2 else "é" * rng.randint(0, 40)
+        purpose = rng.choice(["audit", "notification", "alert"])
+        assert derived_id(source, purpose) == str(uuid.uuid5(ID_NAMESPACE, f"{purpose}:{source}"))
