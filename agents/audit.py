@@ -209,16 +209,25 @@ def index_item(*, event: AuditRecord, entry: dict[str, Any], partition: int, off
 
 def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int) -> None:
     item = index_item(event=event, entry=entry, partition=partition, offset=offset)
+    # A replayed record (at or below the fence) writes the index value again, unchanged: the
+    # local store can hold a value whose changelog record died with a killed worker, and only
+    # records after the last commit — the replayed ones — can be affected (as in
+    # agents/job_lifecycle.py). Without it, a worker rebuilt from the changelogs alone missed
+    # index items the survivor had (the pipeline SIGKILL test compares both).
     by_resource = audit_by_resource.get(event.resource_id) or {"offsets": {}, "records": []}
     if by_resource["offsets"].get(str(partition), -1) < offset:
         audit_by_resource[event.resource_id] = {
             "offsets": {**by_resource["offsets"], str(partition): offset},
             "records": (by_resource["records"] + [item])[-RESOURCE_INDEX_LIMIT:],
         }
+    elif by_resource["records"]:
+        audit_by_resource[event.resource_id] = by_resource  # replay: re-assert
     actor_key = f"{partition}/{event.actor}"
     by_actor = audit_by_actor.get(actor_key) or {"offset": -1, "seqs": []}
     if by_actor["offset"] < offset:
         audit_by_actor[actor_key] = {"offset": offset, "seqs": (by_actor["seqs"] + [entry["seq"]])[-ACTOR_INDEX_LIMIT:]}
+    elif by_actor["seqs"]:
+        audit_by_actor[actor_key] = by_actor  # replay: re-assert
 
 
 def item_of_entry(*, entry: dict[str, Any], partition: int) -> dict[str, Any]:

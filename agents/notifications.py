@@ -189,8 +189,13 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
     for channel in preferences["channels"]:
         key = f"{event.notification_id}:{channel}"
         if key in notification_deliveries:
+            # Delivered before (a retry, a redelivery or a replay): nothing is sent again, and
+            # what was recorded is written again, unchanged — its changelog record may have died
+            # with a killed worker (as in agents/job_lifecycle.py; only replayed events can be).
+            notification_deliveries[key] = notification_deliveries[key]
+            changed = True
             labelled(IDEMPOTENCY_HITS_METRIC, "deliver_notifications").inc()
-            continue  # delivered before: a retry, a redelivery or a replay
+            continue
         attempts = _attempts.bump(origin, event.notification_id, channel)
         changed = True
         try:

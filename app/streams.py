@@ -255,14 +255,24 @@ def _cursor_table(topic: str):  # noqa: ANN202 - faust TableT or None
     return cursors.get(topic)
 
 
+def _cursor_offset(cursor, agent: str) -> int | None:  # noqa: ANN001
+    """The last offset ``agent`` handled in the current event's partition, if known."""
+    current = cursor.get(agent)
+    return current.get("offset") if isinstance(current, dict) else None
+
+
+_FROM_CURSOR: Any = object()
+
+
 async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler: Handler,  # noqa: ANN001
-                      dead_letter_undecodable: bool) -> None:
-    """Handle the records between this agent's last offset on ``origin``'s partition and
-    ``origin`` if Faust skipped them (read back from Kafka; see ``tables/agent_cursors.py``)."""
+                      dead_letter_undecodable: bool, last: int | None = _FROM_CURSOR) -> None:
+    """Handle the records between this agent's last offset on ``origin``'s partition (``last``,
+    read from the cursor unless given) and ``origin`` if Faust skipped them (read back from
+    Kafka; see ``tables/agent_cursors.py``)."""
     from app.offset_gaps import GapReadError, read_range
 
-    current = cursor.get(agent)
-    last = current.get("offset") if isinstance(current, dict) else None
+    if last is _FROM_CURSOR:
+        last = _cursor_offset(cursor, agent)
     if last is None or origin.offset <= last + 1:
         return
     attempt = 0
@@ -317,20 +327,30 @@ async def process_events(  # noqa: ANN201
         batch = Batch(producer=app.producer, window=settings.rabbitmq_confirm_window, backoff=backoff_delay,
                       direct_changelog=app.producer.started)
         results: list[tuple[int, bool]] = []
+        #: partition -> [last offset handled (None: unknown), the batch's last event of it]:
+        #: the cursor is read once per partition and written once per partition, at the end.
+        handled: dict[int, list[Any]] = {}
         with batch.active():
             for event in events:
                 set_current_event(event)
                 origin = _origin(event.message)
                 if cursor is not None:
-                    await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin,
-                                      handler=handler, dead_letter_undecodable=dead_letter_undecodable)
+                    seen = handled.get(origin.partition)
+                    if seen is None:
+                        seen = handled[origin.partition] = [_cursor_offset(cursor, agent_name), event]
+                    if seen[0] is not None and origin.offset > seen[0] + 1:
+                        await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin,
+                                          handler=handler, dead_letter_undecodable=dead_letter_undecodable,
+                                          last=seen[0])
                 ok = await handle_one(topic=topic, origin=origin, handler=handler,
                                       dead_letter_undecodable=dead_letter_undecodable)
-                if cursor is not None:
-                    current = cursor.get(agent_name)
-                    if not isinstance(current, dict) or current.get("offset", -1) < origin.offset:
-                        cursor[agent_name] = {"offset": origin.offset}
+                if cursor is not None and (seen[0] is None or seen[0] < origin.offset):
+                    seen[0], seen[1] = origin.offset, event
                 results.append((origin.offset, ok))
+            for offset, event in handled.values():
+                set_current_event(event)
+                if offset is not None and (_cursor_offset(cursor, agent_name) or -1) < offset:
+                    cursor[agent_name] = {"offset": offset}
             await batch.finish()
         batches.observe(len(events))
         yield results

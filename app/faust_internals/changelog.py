@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from faust.stores.base import SerializedStore
+from faust.utils import json
 from faust.types import TP
 
 
@@ -39,6 +40,21 @@ def supports(table: Any) -> bool:
     return getattr(table, "changelog_topic", None) is not None and not getattr(table, "use_partitioner", False)
 
 
+_PLAIN_JSON: dict[int, bool] = {}
+
+
+def _plain_json(table: Any) -> bool:
+    """True if ``table`` serializes keys and values as plain JSON (``json`` serializers, no
+    value type): then a str key and its value are serialized by Faust's ``json.dumps``
+    directly, the bytes its serializer registry would produce (orjson when installed), without
+    the registry's per-call dispatch. ``tests/unit/test_batching.py`` checks both agree."""
+    flag = _PLAIN_JSON.get(id(table))
+    if flag is None:
+        flag = _PLAIN_JSON[id(table)] = (table.key_serializer == "json" and table.value_serializer == "json"
+                                         and getattr(table, "value_type", None) is None)
+    return flag
+
+
 def write_local(*, table: Any, key: Any, value: Any, deleted: bool, partition: int) -> ChangelogRecord | None:
     """Write ``key`` to ``table``'s store in the current event's partition (or delete it), and
     return its changelog record (None for the deletion of a key the store does not hold).
@@ -48,7 +64,8 @@ def write_local(*, table: Any, key: Any, value: Any, deleted: bool, partition: i
     changelog."""
     store = table.data
     topic = table.changelog_topic
-    raw_key, _ = topic.prepare_key(key, table.key_serializer)
+    plain = _plain_json(table) and isinstance(key, str)
+    raw_key = json.dumps(key) if plain else topic.prepare_key(key, table.key_serializer)[0]
     serialized = isinstance(store, SerializedStore)
     if deleted:
         if not (store._contains(raw_key) if serialized else key in store):
@@ -60,7 +77,7 @@ def write_local(*, table: Any, key: Any, value: Any, deleted: bool, partition: i
         table._maybe_del_key_ttl(key, partition)
         raw_value = None
     else:
-        raw_value, _ = topic.prepare_value(value, table.value_serializer)
+        raw_value = json.dumps(value) if plain else topic.prepare_value(value, table.value_serializer)[0]
         if serialized:
             store._set(raw_key, raw_value)
         else:

@@ -240,3 +240,30 @@ def test_a_rocksdb_store_gets_the_changelog_records_bytes_and_reads_them_back(tm
         assert changelog.write_local(table=table, key="k", value=None, deleted=True, partition=1) is None
     finally:
         set_current_event(None)
+
+
+def test_plain_json_tables_get_the_bytes_fausts_serializers_produce():
+    import importlib
+    import pkgutil
+
+    import tables as table_modules
+    from app.faust_internals import changelog
+
+    for module in pkgutil.iter_modules(table_modules.__path__):
+        importlib.import_module(f"tables.{module.name}")
+    app.finalize()
+    values = [{"offset": 7, "history": [{"a": 1.5, "b": None}], "name": "é ✓", "big": 2**62, "flag": True},
+              [], {}, 0, "text", None]
+    tested = 0
+    for table in app.tables.values():
+        if not changelog._plain_json(table):
+            continue
+        topic = table.changelog_topic
+        for key in ("job-1", "0:000000000001", "é"):
+            assert json.loads(topic.prepare_key(key, table.key_serializer)[0]) == key
+            for value in values:
+                expected = topic.prepare_value(value, table.value_serializer)[0]
+                assert changelog.json.dumps(value) == expected, (table.name, value)
+            assert changelog.json.dumps(key) == topic.prepare_key(key, table.key_serializer)[0], table.name
+        tested += 1
+    assert tested >= 10  # job_state, audit tables, cursors, …

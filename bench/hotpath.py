@@ -1,0 +1,141 @@
+"""CPU per lifecycle event of the pipeline's own handling, in one process, without a broker:
+``python -m bench.hotpath [--jobs N] [--profile FILE]``.
+
+The bench workload (``app.workload``: whole job lifecycles with duplicates and swapped
+pairs) is encoded, then run through the real handlers in batches of 500, exactly as
+:func:`app.streams.process_events` runs them — ``track_job_lifecycle`` (lifecycle and
+anomaly side), then ``record_audit_trail`` on the audit records it emitted, then
+``deliver_notifications`` on its notifications — on Faust's memory store, with a producer
+that acknowledges at once. What is left out is Faust's consumer and producer (fetching,
+per-record delivery to the agent, the Kafka client) and RocksDB; what is measured is the
+Python this project adds per event. The codecs use the schema registry of
+``COSMIC_SCHEMA_REGISTRY_URL`` (one request per schema).
+
+It prints CPU µs (``time.process_time``) per record of each agent and per lifecycle event;
+``--profile FILE`` writes a cProfile of the whole run (``python -m pstats FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import sys
+import time
+import zlib
+from types import SimpleNamespace
+from typing import Any
+
+BATCH = 500
+
+
+class _Producer:
+    """Acknowledges every send at once; keeps what was sent to the event topics."""
+
+    started = False
+
+    def __init__(self) -> None:
+        self.sends = 0
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                   timestamp: float | None, headers: Any) -> asyncio.Future:
+        self.sends += 1
+        if not topic.endswith("-changelog"):
+            self.sent.append((topic, key, value))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace(offset=self.sends))
+        return future
+
+
+def _events(topic: str, records: list[tuple[bytes, bytes]]) -> list[Any]:
+    """Faust events of ``topic`` for ``(key, value)`` pairs (10 partitions by key, offsets in order)."""
+    from faust.events import Event
+    from faust.types import TP
+
+    from app.main import app
+
+    events = []
+    for offset, (key, value) in enumerate(records):
+        partition = zlib.crc32(key) % 10
+        message = SimpleNamespace(topic=topic, partition=partition, offset=offset, timestamp=time.time(),
+                                  key=key, value=value, headers=[], tp=TP(topic, partition))
+        event = Event.__new__(Event)
+        event.app, event.key, event.value, event.message, event.headers = app, key, value, message, {}
+        events.append(event)
+    return events
+
+
+async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
+    import agents.audit as audit
+    import agents.job_lifecycle as lifecycle
+    import agents.notifications as notifications
+    import app.streams as streams
+    from app.batching import Batch
+    from app.faust_internals import set_current_event
+    from app.main import app, codecs
+    from app.validation import key_of
+    from app.workload import build_workload
+
+    app.finalize()
+    app.flow_control.resume()
+    workload = build_workload(jobs=jobs, seed=11, prefix="hotpath")
+    codec = codecs.for_topic("job-lifecycle")
+    source = _events("job-lifecycle", [(key_of(e).encode(), codec.encode(e)) for e in workload.deliveries])
+    producer = _Producer()
+
+    async def handle(events: list[Any], *, topic: str, handler: Any) -> None:
+        for start in range(0, len(events), BATCH):
+            batch = Batch(producer=producer, window=256, backoff=streams.backoff_delay, direct_changelog=True)
+            with batch.active():
+                for event in events[start:start + BATCH]:
+                    set_current_event(event)
+                    await streams.handle_one(topic=topic, origin=streams._origin(event.message), handler=handler)
+                await batch.finish()
+
+    profiler = cProfile.Profile() if profile else None
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    stages = (("track_job_lifecycle", "job-lifecycle", lifecycle.handle_event, lambda: source),
+              ("record_audit_trail", "audit-trail", audit.handle_audit_record, None),
+              ("deliver_notifications", "notifications", notifications.handle_notification, None))
+    for name, topic, handler, given in stages:
+        events = given() if given else _events(topic, [(k, v) for t, k, v in producer.sent if t.endswith(topic)])
+        if profiler:
+            profiler.enable()
+        began = time.process_time()
+        await handle(events, topic=topic, handler=handler)
+        seconds[name] = time.process_time() - began
+        if profiler:
+            profiler.disable()
+        counts[name] = len(events)
+    if profiler:
+        profiler.dump_stats(profile)
+    total = len(source)
+    result = {"lifecycle_events": total}
+    for name in seconds:
+        result[f"{name}_us_per_record"] = round(seconds[name] * 1e6 / max(counts[name], 1), 1)
+        result[f"{name}_us_per_lifecycle_event"] = round(seconds[name] * 1e6 / total, 1)
+        result[f"{name}_records"] = counts[name]
+    result["total_us_per_lifecycle_event"] = round(sum(seconds.values()) * 1e6 / total, 1)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000, help="job lifecycles (about 5 events each)")
+    parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the handling to FILE")
+    args = parser.parse_args(argv)
+    os.environ["COSMIC_STORE"] = "memory://"  # before app.main is imported
+    import logging
+
+    logging.getLogger("agents").setLevel(logging.ERROR)  # the anomaly side logs every alert
+    result = asyncio.run(_run(jobs=args.jobs, profile=args.profile))
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
