@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -214,3 +215,11 @@ async def publish_paced(*, publisher: Any, events: Sequence[Any], rate: float, t
             task.cancel()
     return PacedSend(sent_at=sent_at, sent=sent, started=started, seconds=time.perf_counter() - started,
                      max_in_flight=max_in_flight)
+
+
+def workload_start(*, jobs: int) -> datetime:
+    """Where a workload of ``jobs`` lifecycles starts so that none of its event times is in the
+    future: ``app.workload`` starts job *n* ``n`` seconds after its start, and Kafka refuses
+    records stamped more than ``log.message.timestamp.after.max.ms`` (1 h) ahead of the broker
+    (``InvalidTimestampError`` from about 3,600 jobs on)."""
+    return datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=jobs + 60)

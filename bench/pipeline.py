@@ -56,7 +56,8 @@ from app.publisher import EventPublisher
 from app.topic_admin import ensure_topics
 from app.topic_specs import spec_by_name
 from app.workload import build_workload
-from bench.context import BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase
+from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase,
+                           workload_start)
 from bench.ingest import cpu_seconds
 from bench.profile import start_profiler, stop_profiler
 
@@ -238,7 +239,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
     bare_settings = dataclasses.replace(ctx.settings, topic_prefix=f"{ctx.topic_prefix}pipeline-bare-")
     await ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
                         prefix=bare_settings.topic_prefix, specs=(spec_by_name(TOPIC),))
-    workload = build_workload(jobs=jobs, seed=11, prefix=f"bench-{ctx.run_id}")
+    workload = build_workload(jobs=jobs, seed=11, prefix=f"bench-{ctx.run_id}", start=workload_start(jobs=jobs))
     deliveries = workload.deliveries
     total = len(deliveries)
     produce_start = time.perf_counter()
