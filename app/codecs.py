@@ -26,6 +26,7 @@ from schema_registry.client.schema import AvroSchema
 from schema_registry.serializers.faust import Serializer as _FaustPayload
 
 from app.errors import EventDecodeError, EventEncodeError, SchemaNotRegisteredError
+from app.faust_internals.records import build_record, record_fields
 from app.models import EVENT_CLASSES, EventBase, TOPIC_EVENTS
 from app.schemas import subject_for, topic_schema
 from app.settings import Settings
@@ -103,56 +104,6 @@ def format_epoch_ms(ms: int) -> str:
     return f"{text}{milli:03d}Z"
 
 
-_RECORD_FIELDS: dict[type, tuple[tuple[str, bool], ...]] = {}
-
-
-def _avro_record(record: faust.Record) -> dict[str, Any]:
-    """A record's fields as fastavro writes them (nested records as dicts), read straight from
-    the record: what ``clean_payload(to_representation())`` gives, without its walk over
-    every value (an emitted event is encoded on the hot path)."""
-    plan = _RECORD_FIELDS.get(type(record))
-    if plan is None:
-        plan = _RECORD_FIELDS[type(record)] = tuple(
-            (name, isinstance(field.type, type) and issubclass(field.type, faust.Record))
-            for name, field in record._options.descriptors.items()
-        )
-    out: dict[str, Any] = {}
-    for name, nested in plan:
-        value = getattr(record, name)
-        out[name] = _avro_record(value) if nested and isinstance(value, faust.Record) else value
-    return out
-
-
-_BUILD_PLANS: dict[type, tuple[tuple[str, Any, Any], ...]] = {}
-
-
-def _build(cls: type[faust.Record], data: dict[str, Any]) -> Any:
-    """``cls.from_data(data)`` for a dict fastavro decoded with our schema, without Faust's
-    per-field coercion: fastavro already returns each field as its Python type (str, int,
-    float, bool, an aware datetime for timestamp-millis, dicts for maps), so only nested
-    records are built and missing optional fields take their defaults. About a third of the
-    cost of ``from_data``; ``tests/unit/test_codec.py`` checks that both build equal events."""
-    plan = _BUILD_PLANS.get(cls)
-    if plan is None:
-        options = cls._options
-        plan = _BUILD_PLANS[cls] = tuple(
-            (name, field.type if isinstance(field.type, type) and issubclass(field.type, faust.Record) else None,
-             options.defaults.get(name))
-            for name, field in options.descriptors.items()
-        )
-    obj = cls.__new__(cls)
-    obj.__evaluated_fields__ = set()
-    values = obj.__dict__
-    for name, nested, default in plan:
-        value = data.get(name)
-        if value is None:
-            value = default
-        elif nested is not None and isinstance(value, dict):
-            value = _build(nested, value)
-        values[name] = value
-    return obj
-
-
 @dataclass(frozen=True, kw_only=True)
 class _WriterPlan:
     """How to read the records written with one schema id."""
@@ -225,7 +176,7 @@ class ConfluentAvroCodec(faust.Codec):
     # -- Faust codec -----------------------------------------------------------------------
     def _dumps(self, obj: Any) -> bytes:
         if isinstance(obj, EventBase):
-            name, record = obj._options.namespace, _avro_record(obj)
+            name, record = obj._options.namespace, record_fields(obj)
         else:
             try:
                 name = obj[FAUST_META]["ns"]
@@ -331,7 +282,7 @@ class ConfluentAvroCodec(faust.Codec):
         if cls is None or cls not in TOPIC_EVENTS[self.topic]:
             raise EventDecodeError(f"{name} is not an event of {self.topic}", reason="bad-avro")
         del record[FAUST_META]
-        return _build(cls, record)
+        return build_record(cls, record)
 
     def decode_json(self, data: bytes) -> dict[str, Any]:
         """Bytes → the event as plain JSON types, equal to ``event_to_json(decode(data))``

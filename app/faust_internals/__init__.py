@@ -10,6 +10,8 @@ written against that version's code.
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
   ``take_events`` stops filling and waits its whole window again after every batch).
 * :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
+* :mod:`.records` — Faust records read and built without Faust's per-field machinery, for
+  the Avro codec (``app/codecs.py``).
 * :class:`App` — Faust's app without its ``Monitor`` sensor (per-record bookkeeping that
   feeds only Faust's own web stats, which are off; this project's health has its own sensor).
 * :func:`use_uvloop` — the worker's event loop is uvloop's.
