@@ -17,7 +17,7 @@ import time
 import uuid
 
 
-async def _run(*, events: int, batch: int) -> dict[str, float]:
+async def _run(*, events: int, batch: int, window: int = 256) -> dict[str, float]:
     from app.rabbit_bridge import RabbitBridge
     from app.settings import Settings
     from bench.bridge import _Management
@@ -40,10 +40,10 @@ async def _run(*, events: int, batch: int) -> dict[str, float]:
     results: dict[str, float] = {}
     try:
         await bridge.start()
-        window = asyncio.Semaphore(256)
+        gate = asyncio.Semaphore(window)
 
         async def publish(event) -> None:  # noqa: ANN001
-            async with window:
+            async with gate:
                 await bridge.publish(event)
 
         for label, loaded in (("idle", False), ("busy", True)):
@@ -51,9 +51,11 @@ async def _run(*, events: int, batch: int) -> dict[str, float]:
             busy = loaded
             holder = asyncio.ensure_future(hold_the_loop()) if loaded else None
             began = time.perf_counter()
+            cpu = time.process_time()
             for start in range(0, len(sample), batch):
                 await asyncio.gather(*(publish(e) for e in sample[start:start + batch]))
             results[f"{label}_events_per_s"] = round(len(sample) / (time.perf_counter() - began), 1)
+            results[f"{label}_cpu_us_per_event"] = round((time.process_time() - cpu) / len(sample) * 1e6, 1)
             busy = False
             if holder is not None:
                 await holder
@@ -67,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bridge_window", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=400)
     parser.add_argument("--batch", type=int, default=25)
+    parser.add_argument("--window", type=int, default=256, help="confirms outstanding at most (default 256)")
     args = parser.parse_args(argv)
-    for key, value in asyncio.run(_run(events=args.events, batch=args.batch)).items():
+    for key, value in asyncio.run(_run(events=args.events, batch=args.batch, window=args.window)).items():
         print(f"{key}: {value}")
     return 0
 
