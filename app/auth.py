@@ -3,7 +3,8 @@
 Tokens are HS256 (``COSMIC_JWT_SECRET``) or RS256 (``COSMIC_JWT_PUBLIC_KEY_FILE``); ``sub`` is
 the user id, ``exp`` and ``aud`` (``COSMIC_JWT_AUDIENCE``) are required and checked, and a
 ``role`` claim equal to ``COSMIC_JWT_OPERATOR_ROLE`` makes an operator. Tokens travel in the
-``Authorization: Bearer`` header, never in a query string.
+``Authorization: Bearer`` header, never in a query string. Publishing events
+(``POST /api/events``) needs the ``COSMIC_JWT_PUBLISHER_ROLE`` role (or the operator's).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class Principal:
     user_id: str
     role: str | None
     operator: bool
+    #: May publish events: the publisher role, or an operator.
+    publisher: bool = False
 
 
 @functools.cache
@@ -65,7 +68,9 @@ def verify_token(*, token: str, settings: Settings) -> Principal:
     except jwt.PyJWTError as exc:
         raise AuthError(f"invalid token: {exc}") from exc
     role = claims.get("role")
-    return Principal(user_id=str(claims["sub"]), role=role, operator=role == settings.jwt_operator_role)
+    operator = role == settings.jwt_operator_role
+    return Principal(user_id=str(claims["sub"]), role=role, operator=operator,
+                     publisher=operator or role == settings.jwt_publisher_role)
 
 
 def bearer_token(headers: Mapping[str, str]) -> str:
@@ -88,6 +93,15 @@ def require_operator(*, headers: Mapping[str, str], query: Mapping[str, str], se
     principal = authenticate(headers=headers, query=query, settings=settings)
     if not principal.operator:
         raise AuthError(f"operator role required (user {principal.user_id} has role {principal.role!r})", status=403)
+    return principal
+
+
+def require_publisher(*, headers: Mapping[str, str], query: Mapping[str, str], settings: Settings) -> Principal:
+    """The caller, if it may publish events (publisher or operator role); else 401/403."""
+    principal = authenticate(headers=headers, query=query, settings=settings)
+    if not principal.publisher:
+        raise AuthError(f"publisher or operator role required to publish events (user {principal.user_id} "
+                        f"has role {principal.role!r})", status=403)
     return principal
 
 

@@ -219,10 +219,16 @@ def tables(mode: str) -> None:
 
 
 # -- send ---------------------------------------------------------------------------------
-@main.command("send", help="Validate and publish JSON event(s): an argument, --file, or stdin.")
+@main.command("send", help="Validate and publish JSON event(s): an argument, --file, or stdin. "
+                            "Straight to Kafka, or with --url through a worker's POST /api/events.")
 @click.argument("event_json", required=False)
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False), help="A file with one event or an array.")
-def send(event_json: str | None, path: str | None) -> None:
+@click.option("--url", default=None, metavar="URL",
+              help="A worker's base URL (e.g. http://127.0.0.1:6066): publish through its POST /api/events.")
+@click.option("--token-env", default="COSMIC_TOKEN", show_default=True,
+              help="With --url: the environment variable holding a publisher's JWT "
+                   "(else one is minted from COSMIC_JWT_SECRET).")
+def send(event_json: str | None, path: str | None, url: str | None, token_env: str) -> None:
     import json
 
     from app.errors import EventValidationError
@@ -240,6 +246,9 @@ def send(event_json: str | None, path: str | None) -> None:
     except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
         click.echo(json.dumps({"error": "malformed JSON", "field": "", "reason": str(exc)}), err=True)
         sys.exit(2)
+    if url:
+        _send_http(url=url, token_env=token_env, body=json.dumps(data).encode())
+        return
 
     async def publish() -> list[str]:
         async with EventPublisher(settings=_settings()) as publisher:
@@ -255,6 +264,78 @@ def send(event_json: str | None, path: str | None) -> None:
         return
     for event_id in ids:
         click.echo(event_id)
+
+
+def _send_http(*, url: str, token_env: str, body: bytes) -> None:
+    """POST ``body`` to ``url``'s /api/events with a publisher's token; print the event ids."""
+    import json
+
+    token = os.environ.get(token_env)
+    settings = _settings()
+    if not token and settings.jwt_secret:
+        from app.auth import mint_token
+
+        token = mint_token(settings=settings, sub="cosmic-send", role=settings.jwt_publisher_role, ttl_s=300)
+    if not token:
+        click.echo(f"error: no token: set {token_env} (a JWT with the {settings.jwt_publisher_role!r} role; "
+                   "`cosmic token issue --role publisher` prints one) or COSMIC_JWT_SECRET", err=True)
+        sys.exit(1)
+    target = url.rstrip("/")
+    if not target.endswith("/api/events"):
+        target += "/api/events"
+    request = urllib.request.Request(target, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        click.echo(f"error: POST {target} answered {exc.code}: {exc.read().decode(errors='replace')[:1000]}", err=True)
+        sys.exit(2 if exc.code == 400 else 1)
+    except OSError as exc:
+        _fail(exc)
+        return
+    for event_id in answer.get("event_ids", []):
+        click.echo(event_id)
+
+
+# -- tokens --------------------------------------------------------------------------------
+@main.group("token", help="JWTs for the HTTP API and the websocket feed.")
+def token_group() -> None:
+    pass
+
+
+TOKEN_ROLES = ("publisher", "operator", "user")
+
+
+def parse_ttl(text: str) -> int:
+    """``90``, ``90s``, ``30m``, ``12h`` or ``7d`` → seconds (positive)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = text.strip().lower()
+    factor = units.get(value[-1:], None)
+    number = value[:-1] if factor else value
+    try:
+        seconds = int(float(number) * (factor or 1))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: a duration such as 90s, 30m, 1h or 7d") from None
+    if seconds <= 0:
+        raise click.BadParameter(f"{text!r}: must be positive")
+    return seconds
+
+
+@token_group.command("issue", help="Print a token signed with COSMIC_JWT_SECRET.")
+@click.option("--sub", required=True, help="The subject: the user (or service) id.")
+@click.option("--role", type=click.Choice(TOKEN_ROLES), default="user", show_default=True,
+              help="publisher: may POST /api/events; operator: everything; user: their own jobs.")
+@click.option("--ttl", default="1h", show_default=True, help="Lifetime: 90s, 30m, 1h, 7d.")
+def token_issue(sub: str, role: str, ttl: str) -> None:
+    from app.auth import AuthError, mint_token
+
+    settings = _settings()
+    claim = {"publisher": settings.jwt_publisher_role, "operator": settings.jwt_operator_role}.get(role)
+    try:
+        click.echo(mint_token(settings=settings, sub=sub, role=claim, ttl_s=parse_ttl(ttl)))
+    except AuthError as exc:
+        _fail(exc)
 
 
 # -- table inspection ----------------------------------------------------------------------
@@ -456,7 +537,12 @@ def demo(jobs: int | None, interval: float) -> None:
 @main.command("run", help="The main job: stack up, topics, a worker and the demo source.")
 @click.option("--jobs", type=int, default=None, help="Stop the demo after this many jobs.")
 def run(jobs: int | None) -> None:
+    import signal
+
     from app.stack.manager import StackManager
+
+    # SIGTERM (a service manager, `kill`) stops the main job as Ctrl-C does: the demo, then the worker.
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
     if not os.environ.get("COSMIC_JWT_SECRET") and not os.environ.get("COSMIC_JWT_PUBLIC_KEY_FILE"):
         # A local demo: a random secret for this run only, so the dashboard and the job
@@ -485,18 +571,32 @@ def run(jobs: int | None) -> None:
 
         token = mint_token(settings=settings, sub="cosmic-run", role=settings.jwt_operator_role, ttl_s=12 * 3600)
         click.echo(f"  live dashboard       {base}/#token={token}")
+        publisher = mint_token(settings=settings, sub="cosmic-run", role=settings.jwt_publisher_role,
+                               ttl_s=12 * 3600)
+        click.echo(f"  publish events       POST {base}/api/events with `Authorization: Bearer <publisher token>`, "
+                   f"or COSMIC_TOKEN=<publisher token> cosmic send --url {base} EVENT_JSON")
+        click.echo(f"  publisher token      {publisher}")
     click.echo("  RabbitMQ management  http://127.0.0.1:15672/  (guest / guest)")
     click.echo(f"  Kafka bootstrap      {settings.kafka_bootstrap}")
     click.echo("Publishing demo events; Ctrl-C stops the demo and the worker (`cosmic stack down` stops the stack).")
     from app.demo import run_demo
 
     published: list[str] = []
+    ingest: dict[str, str] = {}
+    if settings.jwt_secret:  # the demo publishes as the platform's API does: POST /api/events
+        from app.auth import mint_token
+
+        ingest = {"ingest_url": f"{base}/api/events",
+                  "token": mint_token(settings=settings, sub="cosmic-demo", role=settings.jwt_publisher_role,
+                                      ttl_s=12 * 3600)}
     try:
-        asyncio.run(run_demo(settings=settings, jobs=jobs, interval=0.5, published=published))
+        asyncio.run(run_demo(settings=settings, jobs=jobs, interval=0.5, published=published, **ingest))
         if jobs is not None:
             _wait_for_jobs(base=base, job_ids=published, timeout=60)
     except KeyboardInterrupt:
         pass
+    except CosmicError as exc:
+        _fail(exc)
     finally:
         worker_proc.stop(timeout=30)
 

@@ -6,7 +6,9 @@ import asyncio
 import random
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
+from app.errors import CosmicError
 from app.models import (
     JobCancelled,
     JobCompleted,
@@ -93,17 +95,62 @@ def lifecycle_events(
     return events
 
 
+class DemoIngestError(CosmicError):
+    """The worker refused a demo event (``POST /api/events`` did not answer 202)."""
+
+
+class _HttpIngest:
+    """Publishes through a worker's ``POST /api/events`` with a bearer token, as the platform's
+    API does."""
+
+    def __init__(self, *, url: str, token: str) -> None:
+        self._url = url
+        self._token = token
+        self._session: Any = None
+
+    async def __aenter__(self) -> "_HttpIngest":
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    async def publish(self, event: JobEvent) -> None:
+        import aiohttp
+
+        from app.validation import event_to_json
+
+        try:
+            async with self._session.post(self._url, json=event_to_json(event),
+                                          headers={"Authorization": f"Bearer {self._token}"}) as response:
+                if response.status != 202:
+                    raise DemoIngestError(f"POST {self._url} answered {response.status}: "
+                                          f"{(await response.text())[:300]}")
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise DemoIngestError(f"POST {self._url} failed: {exc!r} (is the worker running?)") from exc
+
+
 async def run_demo(
     *, settings: Settings, jobs: int | None, interval: float, seed: int | None = None,
-    published: list[str] | None = None,
+    published: list[str] | None = None, ingest_url: str | None = None, token: str | None = None,
 ) -> int:
     """Publish ``jobs`` job lifecycles (forever when None), one event every ``interval`` s;
-    the ids of finished jobs are appended to ``published``."""
+    the ids of finished jobs are appended to ``published``. With ``ingest_url`` the events go
+    through that worker's ``POST /api/events`` with ``token`` (a publisher's JWT); else straight
+    to Kafka with the Python publisher."""
     from app.publisher import EventPublisher
 
     rng = random.Random(seed)
     sent = 0
-    async with EventPublisher(settings=settings) as publisher:
+    if ingest_url is not None:
+        if not token:
+            raise DemoIngestError("publishing through POST /api/events needs a publisher token")
+        sink: Any = _HttpIngest(url=ingest_url, token=token)
+    else:
+        sink = EventPublisher(settings=settings)
+    async with sink as publisher:
         n = 0
         while jobs is None or n < jobs:
             n += 1

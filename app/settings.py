@@ -76,6 +76,8 @@ class Settings:
     jwt_public_key_file: str = ""
     jwt_audience: str = "cosmic-horizons"
     jwt_operator_role: str = "operator"
+    #: The role whose tokens may publish events (``POST /api/events``); operators may too.
+    jwt_publisher_role: str = "publisher"
     #: RabbitMQ queue type of the declared topology: ``classic`` (one local node) or
     #: ``quorum`` (a cluster: reject-publish overflow and at-least-once dead-lettering).
     rabbitmq_queue_type: str = "classic"

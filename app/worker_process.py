@@ -73,7 +73,15 @@ class WorkerProcess:
     def operator_token(self) -> str:
         from app.auth import mint_token
 
-        return mint_token(settings=Settings.from_env(environ=self.env), sub="operator", role="operator")
+        settings = Settings.from_env(environ=self.env)
+        return mint_token(settings=settings, sub="operator", role=settings.jwt_operator_role)
+
+    def publisher_token(self) -> str:
+        """A token that may ``POST /api/events`` on this worker."""
+        from app.auth import mint_token
+
+        settings = Settings.from_env(environ=self.env)
+        return mint_token(settings=settings, sub="publisher", role=settings.jwt_publisher_role)
 
     def metric(self, sample: str, **labels: str) -> float:
         """The sum of ``sample``'s values with ``labels`` on the worker's ``/metrics`` (0 if none)."""

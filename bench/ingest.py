@@ -19,6 +19,7 @@ import asyncio
 import gc
 import json
 import os
+import secrets
 import time
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -101,13 +102,15 @@ async def _publish(publisher: EventPublisher, events: Sequence[Any], batch_size:
 
 
 async def _post_all(session: aiohttp.ClientSession, url: str, bodies: Sequence[tuple[bytes, int]],
-                    concurrency: int) -> None:
-    """POST every body with ``concurrency`` requests in flight; each must be a 202 for all events."""
+                    concurrency: int, *, token: str) -> None:
+    """POST every body with ``concurrency`` requests in flight (as a publisher, ``token``); each
+    must be a 202 for all events."""
     pending = iter(bodies)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
 
     async def client() -> None:
         for body, count in pending:
-            async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as response:
+            async with session.post(url, data=body, headers=headers) as response:
                 raw = await response.read()
                 if response.status != 202:
                     raise BenchError(f"POST /api/events answered {response.status}: {raw[:500]!r}")
@@ -154,6 +157,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
     await publisher.start()
     producer: AIOKafkaProducer | None = None
     worker = BenchWorker(settings=settings, workdir=ctx.workdir)
+    worker.env["COSMIC_JWT_SECRET"] = secrets.token_urlsafe(32)  # ingest needs a publisher's token
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30000)
     brokers = broker_pids(ctx)
     here = os.getpid()
@@ -183,6 +187,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
         ctx.log(f"ingest: worker ready in {ready_s:.1f} s at {worker.base_url}")
         meter = CpuMeter({"bench": [here], "worker": [worker.process.proc.pid], "broker": brokers})  # type: ignore[union-attr]
         url = f"{worker.base_url}/api/events"
+        token = worker.process.publisher_token()
 
         def bodies_of(events: Sequence[Any]) -> list[tuple[bytes, int]]:
             return [(json.dumps([event_to_json(e) for e in batch]).encode(), len(batch))
@@ -192,12 +197,12 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=120)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             warm_bodies = bodies_of(make_events(batch_size * (1 if ctx.quick else ctx.http_concurrency)))
-            await _post_all(session, url, warm_bodies, ctx.http_concurrency)
+            await _post_all(session, url, warm_bodies, ctx.http_concurrency, token=token)
             posted += sum(count for _, count in warm_bodies)
             for rep in range(reps):
                 bodies = bodies_of(make_events(n))
                 rate, used = await _timed(f"http {rep + 1}/{reps}", ctx, n, meter,
-                                          lambda: _post_all(session, url, bodies, ctx.http_concurrency))
+                                          lambda: _post_all(session, url, bodies, ctx.http_concurrency, token=token))
                 runs["http"].append(rate)
                 cpu["http"].append(used)
                 posted += n

@@ -2,7 +2,9 @@
 
 All-or-nothing: every item is validated and encoded before anything is produced; a
 rejected batch answers 400 naming the item (``index``) and the ``field``. The body limit
-is ``COSMIC_INGEST_MAX_BYTES`` (default 1 MiB) → 413. An ``X-Correlation-ID`` header is
+is ``COSMIC_INGEST_MAX_BYTES`` (default 1 MiB) → 413. The caller needs a JWT with the
+publisher role (``COSMIC_JWT_PUBLISHER_ROLE``) or the operator role: 401 without a valid token,
+403 with another role — checked before the body is read. An ``X-Correlation-ID`` header is
 given to events that carry no ``correlation_id``. Success: ``202 {"accepted": n,
 "event_ids": [...], "correlation_ids": [...]}`` once Kafka acknowledged every event.
 """
@@ -15,6 +17,7 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
+from app.auth import AuthError, require_publisher
 from app.errors import EventEncodeError, EventValidationError
 from app.main import app, codecs, settings
 from app.models import utc_now
@@ -55,6 +58,10 @@ class EventsView(View):
     """Ingest endpoint of the platform's API."""
 
     async def post(self, request: Request) -> Response:
+        try:
+            require_publisher(headers=request.headers, query=request.query, settings=settings)
+        except AuthError as exc:
+            return self.json({"error": str(exc)}, status=exc.status)
         raw = await read_limited(request, limit=settings.ingest_max_bytes)
         if raw is None:
             return self.json(

@@ -7,8 +7,8 @@ Built from a registry that view modules contribute to when they are imported::
     document("/api/things/{thing_id}", "GET", summary="One thing", auth="user",
              parameters=[query_param("limit", "1..100")], responses={200: "the thing", 404: "unknown"})
 
-``auth`` is ``"none"``, ``"user"`` (any valid JWT) or ``"operator"`` (a JWT with the operator
-role). Path parameters are taken from the ``{name}`` parts of the path. A later ``document``
+``auth`` is ``"none"``, ``"user"`` (any valid JWT), ``"publisher"`` (a JWT with the publisher
+or the operator role) or ``"operator"`` (a JWT with the operator role). Path parameters are taken from the ``{name}`` parts of the path. A later ``document``
 call for the same path and method replaces the earlier one. Endpoints of modules that do not
 document themselves yet are described below, in :func:`_document_existing`.
 
@@ -27,12 +27,14 @@ from app.main import app
 
 #: (path, METHOD) → operation object.
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {}
-AUTH_KINDS = ("none", "user", "operator")
+AUTH_KINDS = ("none", "user", "publisher", "operator")
 _PATH_PARAM = re.compile(r"\{([^}:]+)(?::[^}]*)?\}")
 _IGNORED_METHODS = frozenset({"HEAD", "OPTIONS", "*"})
 
 _STANDARD_RESPONSES = {
     "user": {401: "missing, invalid or expired token (`Authorization: Bearer <jwt>`)"},
+    "publisher": {401: "missing, invalid or expired token (`Authorization: Bearer <jwt>`)",
+                  403: "the token has neither the publisher nor the operator role"},
     "operator": {401: "missing, invalid or expired token (`Authorization: Bearer <jwt>`)",
                  403: "the token lacks the operator role"},
 }
@@ -142,7 +144,9 @@ def _document_existing() -> None:
              content_type="text/html", tags=["dashboard"])
     document(
         "/api/events", "POST", summary="Ingest one JSON event or a JSON array (≤ 1,000) of events",
-        description="Validated, Avro-encoded and produced to Kafka; all-or-nothing. "
+        auth="publisher",
+        description="Needs a JWT with the publisher role (COSMIC_JWT_PUBLISHER_ROLE) or the operator role. "
+                    "Validated, Avro-encoded and produced to Kafka; all-or-nothing. "
                     "202 once Kafka acknowledged every event.",
         parameters=[header_param("X-Correlation-ID", "fills correlation_id of events that carry none")],
         request_body="an event object or an array of events (fields of docs/events.md)",

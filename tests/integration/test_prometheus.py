@@ -42,8 +42,8 @@ def _value(families: dict, sample: str, **labels: str) -> float:
                if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
-async def _post(session: aiohttp.ClientSession, url: str, events: list[dict]) -> None:
-    async with session.post(url, json=events) as response:
+async def _post(session: aiohttp.ClientSession, url: str, events: list[dict], *, bearer: str) -> None:
+    async with session.post(url, json=events, headers={"Authorization": f"Bearer {bearer}"}) as response:
         assert response.status == 202, await response.text()
 
 
@@ -57,10 +57,11 @@ async def test_metrics_has_every_family_and_json_logs_carry_the_event(worker_fac
     stray = event_to_json(lifecycle_events(job_id=orphan, user_id="ursula", rng=random.Random(6),
                                            outcome="COMPLETED")[1])
     stray["correlation_id"] = orphan_corr = f"corr-{uuid.uuid4()}"
+    publisher = worker.publisher_token()
     async with aiohttp.ClientSession() as session:
-        await _post(session, f"{worker.base_url}/api/events", events)
-        await _post(session, f"{worker.base_url}/api/events", [events[1]])  # a redelivery: duplicate
-        await _post(session, f"{worker.base_url}/api/events", [stray])
+        await _post(session, f"{worker.base_url}/api/events", events, bearer=publisher)
+        await _post(session, f"{worker.base_url}/api/events", [events[1]], bearer=publisher)  # a redelivery: duplicate
+        await _post(session, f"{worker.base_url}/api/events", [stray], bearer=publisher)
 
     def settled(families: dict) -> bool:
         return (_value(families, "cosmic_events_consumed_total", topic="job-lifecycle") >= 2 * (len(events) + 2)

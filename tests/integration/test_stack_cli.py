@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -121,6 +125,7 @@ def test_the_readme_run_command_brings_up_a_worker_and_the_demo(worker_env):
     assert "Cosmic Horizons events is running:" in out.stdout
     assert f"http://127.0.0.1:{worker_env['COSMIC_WEB_PORT']}/api/jobs/<job_id>" in out.stdout
     assert f"live dashboard       http://127.0.0.1:{worker_env['COSMIC_WEB_PORT']}/#token=ey" in out.stdout
+    assert "publisher token      ey" in out.stdout  # the demo publishes with it through POST /api/events
     assert out.stdout.count(" published (") == 2
     assert out.stdout.count(" applied by the worker") == 2
     tables = _cosmic("tables", "--mode", "offline", env=worker_env)
@@ -128,3 +133,52 @@ def test_the_readme_run_command_brings_up_a_worker_and_the_demo(worker_env):
     rows = {line.split()[0]: line for line in tables.stdout.splitlines()}
     assert {"job_state", "job_counts", "active_jobs", "audit_chain"} <= set(rows)
     assert "keys=2" in rows["job_state"], rows["job_state"]
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_the_main_job_stops_on_ctrl_c_with_every_process_of_its_group(worker_env, tmp_path: Path, sig):
+    """`cosmic run` in its own session, as a terminal runs it; the signal goes to the whole
+    group (a terminal's Ctrl-C): the demo and the worker stop within 30 s, exit status 0."""
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=worker_env, cwd=PROJECT_ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while log.read_text(errors="replace").count(" published (") < 1:  # the demo is publishing
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
+            time.sleep(0.5)
+        members = _group_members(proc.pid)
+        assert len(members) >= 2, members  # cosmic run and its worker
+        os.killpg(proc.pid, sig)
+        assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")[-3000:]
+        stopped_at = time.monotonic()
+        while _group_members(proc.pid) and time.monotonic() - stopped_at < 5:
+            time.sleep(0.2)
+        assert _group_members(proc.pid) == [], "processes of the main job outlived it"
+        printed = log.read_text(errors="replace")
+        published = printed.count(" published (")
+        time.sleep(3)
+        assert log.read_text(errors="replace").count(" published (") == published, "the demo kept publishing"
+    finally:
+        if proc.poll() is None or _group_members(proc.pid):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)

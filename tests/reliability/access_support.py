@@ -352,6 +352,10 @@ class LiveWorker:
     def operator(self) -> str:
         return self.token("ops", role=self.settings.jwt_operator_role)
 
+    def publisher(self) -> str:
+        """A token that may ``POST /api/events`` (the platform API's)."""
+        return self.token("platform-api", role=self.settings.jwt_publisher_role)
+
     def bad_tokens(self, *, sub: str, role: str | None = None) -> dict[str, str]:
         made = bad_tokens(secret=self.settings.jwt_secret, audience=self.settings.jwt_audience, sub=sub, role=role)
         self.tokens.extend(made.values())

@@ -46,7 +46,6 @@ PUBLIC = {
     ("/ready", "GET"): "readiness for load balancers: which dependencies answer (URLs without passwords)",
     ("/metrics", "GET"): "Prometheus scraping: counters labelled by topic, agent and reason only; no ids, no events",
     ("/api/openapi.json", "GET"): "the description of the API; no data",
-    ("/api/events", "POST"): "write-only ingest of the platform API (README: no auth); answers only the ids sent",
     ("/ws", "GET"): "the websocket upgrade: the token comes in the upgrade or the first frame (tested below)",
 }
 #: Faust's own views, switched off in app/main.py (they would show tables without auth).
@@ -63,7 +62,8 @@ def people(live_worker):  # noqa: ANN001, ANN201
     events = [{**example("JobSubmitted", envelope=False), "job_id": job, "user_id": user,
                "timestamp": (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%S.000Z")}
               for i, (user, job) in enumerate(jobs.items())]
-    status, _, raw = http(live.base_url, "POST", "/api/events", body=json.dumps(events).encode())
+    status, _, raw = http(live.base_url, "POST", "/api/events", body=json.dumps(events).encode(),
+                          token=live.publisher())
     assert status == 202, raw
     operator = live.operator()
     for job in jobs.values():
@@ -178,13 +178,21 @@ def test_a_plain_user_is_refused_operator_routes_and_other_users_data(live_worke
         status, _, raw = http_settled(live.base_url, method, path, token=bob, **kwargs)
         return status, raw
 
+    # a plain user cannot publish: not a cancellation of alice's job, not an event of bob's own
+    forged = [{**example("JobCancelled", envelope=False), "job_id": job, "user_id": user, "cancelled_by": "bob"}
+              for user, job in (("alice", alice_job), ("bob", bob_job))]
+    for event in forged:
+        status, raw = status_of("POST", "/api/events", body=json.dumps(event).encode())
+        assert status == 403 and b"publisher" in raw, (status, raw[:200])
+
     # other users' jobs look unknown; their lists are refused; bob's own are served
     assert status_of("GET", f"/api/jobs/{alice_job}")[0] == 404
     assert status_of("GET", f"/api/jobs/{alice_job}/events")[0] == 404
     assert status_of("GET", "/api/jobs?user_id=alice")[0] == 403
     status, raw = status_of("GET", "/api/jobs")
     assert status == 200 and bob_job.encode() in raw and alice_job.encode() not in raw
-    assert status_of("GET", f"/api/jobs/{bob_job}")[0] == 200
+    status, raw = status_of("GET", f"/api/jobs/{bob_job}")
+    assert status == 200 and json.loads(raw)["status"] != "CANCELLED", raw[:300]
     assert status_of("GET", f"/api/metrics/jobs/{alice_job}")[0] in (403, 404)
     # other users' notifications and preferences: 403 for every method
     prefs = "/api/users/alice/notification-preferences"

@@ -66,6 +66,7 @@ def _record_counts(live) -> dict[str, int]:  # noqa: ANN001
 
 def test_bad_events_are_answered_400_naming_the_field_and_never_produced(live_worker) -> None:  # noqa: ANN001
     live = live_worker
+    publisher = live.publisher()
     before = _record_counts(live)
     sent: list[str] = []
 
@@ -85,7 +86,7 @@ def test_bad_events_are_answered_400_naming_the_field_and_never_produced(live_wo
             payload = valid[:position] + [data] + valid[position:]
         body = json.dumps(payload).encode()
         assume(len(body) <= live.settings.ingest_max_bytes)  # over the limit is 413: tested below
-        status, _, raw = http(live.base_url, "POST", "/api/events", body=body)
+        status, _, raw = http(live.base_url, "POST", "/api/events", body=body, token=publisher)
         sent.append(raw.decode(errors="replace")[:80])
         assert status == 400, (status, raw[:300])
         answer = json.loads(raw)
@@ -109,7 +110,7 @@ def test_bad_events_are_answered_400_naming_the_field_and_never_produced(live_wo
         b"[" + b" " * limit + b"]": (413, None),
     }
     for body, (code, field) in malformed.items():
-        status, _, raw = http(live.base_url, "POST", "/api/events", body=body)
+        status, _, raw = http(live.base_url, "POST", "/api/events", body=body, token=publisher)
         assert status == code, (body[:60], status, raw[:300])
         if field is not None:
             assert json.loads(raw)["field"] == field, (body[:60], raw[:300])
