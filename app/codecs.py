@@ -126,6 +126,108 @@ class UnionAvroSchema(AvroSchema):
         return super().name
 
 
+#: Avro's int and long ranges: fastavro writes an ``int`` of any size (a record other Avro
+#: readers refuse) and refuses a long over 64 bits without naming the field.
+AVRO_INT_RANGES = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
+_PRIMITIVES = frozenset({"null", "boolean", "float", "double", "bytes", "string"})
+
+
+class FieldRangeError(EventEncodeError):
+    """An integer field's value is outside its Avro type's range."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def integer_fields(schema: Any) -> dict[str, tuple[tuple[str, Any], ...]]:
+    """For each record of ``schema`` (full name), its fields that are or hold Avro ints and
+    longs: ``(field, kind)`` where kind is ``"int"``, ``"long"``, ``("record", full name)``,
+    ``("array", kind)``, ``("map", kind)`` or ``("union", (kind, ...))``."""
+    records: dict[str, tuple[tuple[str, Any], ...]] = {}
+
+    def full_name(name: str, namespace: str | None) -> str:
+        return name if "." in name or not namespace else f"{namespace}.{name}"
+
+    def kind_of(t: Any, namespace: str | None) -> Any:
+        if isinstance(t, str):
+            if t in AVRO_INT_RANGES:
+                return t
+            return None if t in _PRIMITIVES else ("record", full_name(t, namespace))
+        if isinstance(t, list):
+            kinds = tuple(k for k in (kind_of(branch, namespace) for branch in t) if k is not None)
+            return None if not kinds else kinds[0] if len(kinds) == 1 else ("union", kinds)
+        if isinstance(t, dict):
+            typ = t.get("type")
+            if typ == "record":
+                return ("record", visit(t, namespace))
+            if typ in ("array", "map"):
+                inner = kind_of(t["items" if typ == "array" else "values"], namespace)
+                return (typ, inner) if inner is not None else None
+            if isinstance(typ, str) and typ in AVRO_INT_RANGES:
+                return typ
+            return None
+        return None
+
+    def visit(record: dict[str, Any], namespace: str | None) -> str:
+        name = full_name(record["name"], record.get("namespace", namespace))
+        inner_ns = name.rsplit(".", 1)[0] if "." in name else None
+        records[name] = ()
+        records[name] = tuple((f["name"], k) for f in record.get("fields", ())
+                              if (k := kind_of(f["type"], inner_ns)) is not None)
+        return name
+
+    kind_of(schema, None)
+
+    def holds_integers(kind: Any) -> bool:
+        if isinstance(kind, str):
+            return True
+        tag, inner = kind
+        if tag == "record":
+            return bool(records.get(inner))
+        return any(holds_integers(k) for k in inner) if tag == "union" else holds_integers(inner)
+
+    # Drop references to named types without integers (enums, records of floats and strings),
+    # until none is left: a record whose only integer holder was such a reference empties too.
+    while True:
+        pruned = {name: tuple(f for f in fields if holds_integers(f[1])) for name, fields in records.items()}
+        if pruned == records:
+            return records
+        records = pruned
+
+
+def check_integer_ranges(*, value: Any, kind: Any, path: str, records: dict[str, tuple[tuple[str, Any], ...]]) -> None:
+    """Raise :class:`FieldRangeError` naming the field if an int or long in ``value`` is outside
+    its Avro range (values of other types are left to the schema writer)."""
+    if isinstance(kind, str):
+        if type(value) is int:
+            low, high = AVRO_INT_RANGES[kind]
+            if not low <= value <= high:
+                raise FieldRangeError(f"{path}: {value} is outside Avro {kind}'s range [{low}, {high}]", field=path)
+        return
+    tag, inner = kind
+    if tag == "record":
+        if isinstance(value, dict):
+            for name, field_kind in records.get(inner, ()):
+                item = value.get(name)
+                if item is not None:
+                    check_integer_ranges(value=item, kind=field_kind, path=f"{path}.{name}" if path else name,
+                                         records=records)
+    elif tag == "array":
+        if isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                check_integer_ranges(value=item, kind=inner, path=f"{path}[{index}]", records=records)
+    elif tag == "map":
+        if isinstance(value, dict):
+            for key, item in value.items():
+                check_integer_ranges(value=item, kind=inner, path=f"{path}.{key}", records=records)
+    elif tag == "union":
+        for branch in inner:
+            if (isinstance(branch, str) and type(value) is int) or (
+                    not isinstance(branch, str) and branch[0] == "record" and isinstance(value, dict)):
+                check_integer_ranges(value=value, kind=branch, path=path, records=records)
+
+
 def codec_name(topic: str) -> str:
     return f"avro:{topic}"
 
@@ -145,6 +247,8 @@ class ConfluentAvroCodec(faust.Codec):
         # Parsed once: fastavro re-parses a schema given as a plain list on every call,
         # which cost ~60 µs per event for the lifecycle union (see docs/benchmarks.md).
         self._parsed = fastavro.parse_schema(topic_schema(topic))
+        #: record full name -> its integer fields, checked before fastavro writes a record.
+        self._integer_fields = integer_fields(topic_schema(topic))
         self._writer_plans: dict[int, _WriterPlan] = {}  # schema id → how to read it
         self._branch_names = {cls._options.namespace: cls.__name__  # type: ignore[attr-defined]
                               for cls in TOPIC_EVENTS[topic]}
@@ -191,6 +295,8 @@ class ConfluentAvroCodec(faust.Codec):
                 uuid.UUID(event_id)
             except ValueError:
                 raise EventEncodeError(f"{name}: event_id {event_id[:100]!r} is not a UUID") from None
+        if isinstance(record, dict):
+            check_integer_ranges(value=record, kind=("record", name), path="", records=self._integer_fields)
         schema_id = self.writer_schema_id()
         out = io.BytesIO()
         out.write(HEADER.pack(MAGIC_BYTE, schema_id))

@@ -39,7 +39,8 @@ def create_app(*, settings: Settings) -> faust.App:
         broker_heartbeat_interval=settings.broker_session_timeout_seconds / 10,
         web_enabled=True,
         web_bind=settings.web_host,
-        web_host=settings.web_host,
+        # Faust's canonical URL (what the other workers reach this one at), not the bind address.
+        web_host=settings.web_advertised_host or settings.web_host,
         web_port=settings.web_port,
         # Faust's built-in views expose table contents and internals: off.
         web_tables_enabled=False,

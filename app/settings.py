@@ -29,8 +29,13 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     rabbitmq_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     schema_registry_url: str = "http://127.0.0.1:8081"
+    #: The address the web server listens on (``0.0.0.0``: every interface).
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    #: The host the other workers of the group reach this one at: Faust's canonical URL
+    #: ``http://<host>:COSMIC_WEB_PORT``, where owner-routed table reads are forwarded and by
+    #: which the group's partition map knows this worker. Empty: ``COSMIC_WEB_HOST``.
+    web_advertised_host: str = ""
     data_dir: Path = field(default_factory=_default_data_dir)
     #: The local stack's home; empty = ``<data_dir>/stack``. Lets a worker with its own data
     #: dir (tests, a second worker) use the stack another data dir started.
@@ -135,6 +140,9 @@ class Settings:
     def validate(self) -> None:
         if not 0 < self.web_port < 65536:
             raise ConfigError(f"COSMIC_WEB_PORT must be a TCP port, got {self.web_port}")
+        if any(c in self.web_advertised_host for c in "/:@ "):
+            raise ConfigError(f"COSMIC_WEB_ADVERTISED_HOST must be a host name or IPv4 address, got "
+                              f"{self.web_advertised_host!r}")
         if self.replication_factor < 1:
             raise ConfigError("COSMIC_REPLICATION_FACTOR must be at least 1")
         if not self.webhook_timeout_seconds > 0:

@@ -242,3 +242,51 @@ def test_decoded_events_equal_what_faust_from_data_builds(codecs):
         assert type(fast) is type(slow) and fast == slow and fast.__dict__ == slow.__dict__, type(event).__name__
         assert fast.to_representation() == slow.to_representation()
         assert codec.encode(fast) == data
+
+
+# -- integer ranges: the codec's own check ----------------------------------------------------
+def _submitted(**changes):  # noqa: ANN003, ANN202
+    event = _events()[0]
+    assert isinstance(event, JobSubmitted)
+    return event.derive(**changes)
+
+
+@pytest.mark.parametrize(("changes", "field", "kind"), [
+    ({"priority": 2**31}, "priority", "int"),
+    ({"priority": -(2**31) - 1}, "priority", "int"),
+    ({"schema_version": 2**40}, "schema_version", "int"),
+    ({"timestamp": 2**63}, "timestamp", "long"),
+])
+def test_an_integer_outside_its_avro_range_is_an_error_naming_the_field(codecs, changes, field, kind):
+    from app.codecs import FieldRangeError
+
+    with pytest.raises(FieldRangeError) as info:
+        codecs.for_topic("job-lifecycle").encode(_submitted(**changes))
+    assert info.value.field == field and kind in str(info.value) and field in str(info.value)
+    assert isinstance(info.value, EventEncodeError)
+
+
+def test_a_nested_integer_outside_its_range_names_its_path(codecs):
+    from app.codecs import FieldRangeError
+    from app.models import ResourceRequest
+
+    event = _submitted(resource_request=ResourceRequest(nodes=2**31, gpus=0, walltime="01:00:00"))
+    with pytest.raises(FieldRangeError) as info:
+        codecs.for_topic("job-lifecycle").encode(event)
+    assert info.value.field == "resource_request.nodes"
+
+
+def test_the_edges_of_the_ranges_encode(codecs):
+    codec = codecs.for_topic("job-lifecycle")
+    for value in (2**31 - 1, -(2**31)):
+        assert codec.decode(codec.encode(_submitted(priority=value))).priority == value
+
+
+def test_integer_fields_cover_nested_records_and_skip_enums():
+    from app.codecs import integer_fields
+
+    fields = integer_fields(topic_schema("job-lifecycle"))
+    ns = "cosmic_horizons.events."
+    assert dict(fields[ns + "ResourceRequest"]) == {"nodes": "int", "gpus": "int"}
+    assert dict(fields[ns + "JobSubmitted"])["resource_request"] == ("record", ns + "ResourceRequest")
+    assert "new_status" not in dict(fields[ns + "JobStatusChanged"])  # an enum: nothing to check

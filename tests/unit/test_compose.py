@@ -41,8 +41,8 @@ OPERATIONS_DOC = PROJECT_ROOT / "docs" / "operations.md"
 #: A new field of app/settings.py fails test_worker_sets_every_production_setting until it
 #: is either set in compose/docker-compose.yml (x-cosmic-env) or listed here with a reason.
 DEFAULT_IN_PRODUCTION: dict[str, str] = {
-    "web_host": "set per replica by compose/worker-entrypoint.sh to the container's hostname: "
-                "Faust's canonical URL must be unique per worker and reachable by the others",
+    "web_advertised_host": "set per replica by compose/worker-entrypoint.sh to the container's hostname: "
+                           "Faust's canonical URL must be unique per worker and reachable by the others",
     "stack_home": "only `cosmic stack` (the local development stack) reads it",
     "topic_prefix": "tests isolate their topics with a uuid prefix; production topics have none",
     "jwt_public_key_file": "the RS256 alternative to COSMIC_JWT_SECRET: mount the key and set it "
@@ -439,15 +439,20 @@ def test_every_dockerfile_copy_source_is_in_the_build_context():
                 assert (PROJECT_ROOT / source).exists(), source
 
 
-def test_worker_listens_on_its_own_container_address():
-    """COSMIC_WEB_HOST is the container's hostname (unique per replica), set by the entry point."""
+def test_worker_listens_on_every_interface_and_advertises_its_own_container_address(services):
+    """COSMIC_WEB_HOST (the bind address) is 0.0.0.0 as configured; the entry point sets
+    COSMIC_WEB_ADVERTISED_HOST to the container's hostname (unique per replica) and leaves
+    COSMIC_WEB_HOST alone."""
+    assert _environment(services["worker"])["COSMIC_WEB_HOST"] == "0.0.0.0"
     steps = _dockerfile_instructions(DOCKERFILE.read_text())
     entry = [json.loads(args) for word, args in steps if word == "ENTRYPOINT"][-1]
     installed = [args.split() for word, args in steps if word == "COPY" and "worker-entrypoint.sh" in args]
     assert installed and installed[0][-1].endswith("/" + entry[0])
     script = ENTRYPOINT_SCRIPT.read_text()
     assert script.startswith("#!/bin/sh")
-    assert re.search(r'if \[ -z "\$\{COSMIC_WEB_HOST:-\}" \]; then\s+COSMIC_WEB_HOST="\$\(hostname\)"', script)
+    assert re.search(r'if \[ -z "\$\{COSMIC_WEB_ADVERTISED_HOST:-\}" \]; then\s+'
+                     r'COSMIC_WEB_ADVERTISED_HOST="\$\(hostname\)"', script)
+    assert not re.search(r"^\s*(export\s+)?COSMIC_WEB_HOST=", script, re.M), "the entry point overrides the bind address"
     assert script.rstrip().endswith('exec "$@"')
     assert ENTRYPOINT_SCRIPT.stat().st_mode & 0o111, "worker-entrypoint.sh must be executable"
 

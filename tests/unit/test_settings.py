@@ -63,3 +63,21 @@ def test_fail_over_settings_reach_the_faust_app():
 def test_fail_over_settings_out_of_range_are_refused(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(environ={name: value})
+
+
+def test_the_web_server_binds_where_configured_and_advertises_its_own_host():
+    from app.main import create_app
+
+    app = create_app(settings=Settings.from_env(environ={
+        "COSMIC_WEB_HOST": "0.0.0.0", "COSMIC_WEB_ADVERTISED_HOST": "worker-2", "COSMIC_WEB_PORT": "7000",
+        "COSMIC_STORE": "memory://"}))
+    assert app.conf.web_bind == "0.0.0.0"
+    assert str(app.conf.canonical_url) == "http://worker-2:7000"  # where other workers forward reads
+    local = create_app(settings=Settings.from_env(environ={"COSMIC_STORE": "memory://"}))
+    assert local.conf.web_bind == "127.0.0.1" and str(local.conf.canonical_url) == "http://127.0.0.1:6066"
+
+
+@pytest.mark.parametrize("value", ["http://worker-2", "worker-2:7000", "a b", "user@host"])
+def test_an_advertised_host_that_is_not_a_host_is_refused(value):
+    with pytest.raises(ConfigError, match="COSMIC_WEB_ADVERTISED_HOST"):
+        Settings.from_env(environ={"COSMIC_WEB_ADVERTISED_HOST": value})
