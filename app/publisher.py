@@ -21,7 +21,7 @@ from app.codecs import Codecs, utc_ms
 from app.errors import CosmicError
 from app.models import EventBase, JobSubmitted, ResourceRequest, utc_now
 from app.settings import Settings
-from app.validation import event_to_json, key_of, parse_event, parse_events, topic_of
+from app.validation import EventTimeBounds, event_to_json, key_of, parse_event, parse_events, topic_of
 
 
 class PublishError(CosmicError):
@@ -125,7 +125,8 @@ class EventPublisher:
 
     async def publish_json(self, data: Any, *, now: datetime | None = None) -> list[str]:
         """Validate decoded JSON (one event or a list), then publish all of it or nothing."""
-        events = parse_events(data=data, now=now or datetime.now(timezone.utc))
+        events = parse_events(data=data, now=now or datetime.now(timezone.utc),
+                              bounds=EventTimeBounds.of(self.settings))
         return await self.publish_many(events)
 
     async def publish_job_submitted(
@@ -141,6 +142,6 @@ class EventPublisher:
             estimated_cost_usd=estimated_cost_usd, priority=priority, job_type=job_type,
         )
         # The same checks as JSON input (walltime format, priority range, ...).
-        event = parse_event(data=event_to_json(draft), now=utc_now())
+        event = parse_event(data=event_to_json(draft), now=utc_now(), bounds=EventTimeBounds.of(self.settings))
         await self.publish(event)
         return event

@@ -4,16 +4,30 @@ Backs ``GET /api/events/replay``, ``GET /api/jobs/{job_id}/events``, ``cosmic re
 the replay benchmark. A replay reads with its own consumer (no group: it never joins or
 commits for the app's consumer group) and, per partition:
 
-* starts at ``offsets_for_times(start)`` (the first record with a timestamp >= start) or at
-  the cursor's position, and stops before ``offsets_for_times(end)`` (or the high-water mark
-  taken when the replay opened), so records produced later never extend it;
+* starts at ``offsets_for_times(start)`` or at the cursor's positions, and stops before
+  ``offsets_for_times(end + slack)`` (or the high-water mark taken when the replay opened),
+  so records produced later never extend it;
 * keeps only records with ``start <= timestamp < end`` (the window is half-open), whose key
   and decoded event match the filters (``job_id``, ``event_type``, ``user_id``).
 
-Records are merged with a heap on ``(timestamp, partition, offset)``: the output is in
-timestamp order, ties broken by partition then offset. The timestamp is the Kafka record's
-(the service produces each event with its event time). A record that does not decode gives
-an ``error`` line naming its position and the reason; the replay goes on.
+**Why the window is exact.** The slack is COSMIC_MAX_EVENT_LATENESS + COSMIC_MAX_CLOCK_SKEW.
+Every publishing path refuses an event stamped more than the lateness in the past or the skew
+in the future (``app.validation``), and the consumers of the ingest topics dead-letter a
+record stamped more than the slack before the newest one of its partition
+(``app.streams``): so a record that follows, in its partition, one stamped ``t`` is stamped
+at least ``t - slack``. The start is exact as it is: ``offsets_for_times(start)`` is the
+first offset stamped ``>= start``, every earlier record is stamped before it. At the end, a
+record after the first one stamped ``>= end + slack`` is stamped ``>= end``: none of the
+window is left out, however late it was posted (within the bound).
+
+**Order.** The timestamp is the Kafka record's (the service produces each event with its
+event time). Within a partition records may be up to the slack out of time order, so each
+partition's records are held until the partition has been read past their timestamp plus the
+slack (or to its end); then the partitions are merged on ``(timestamp, partition, offset)``:
+the output is in timestamp order, ties broken by partition then offset. What a replay holds
+in memory is the matching records of one slack's worth of each partition. A record that
+does not decode gives an ``error`` line naming its position and the reason; the replay goes
+on.
 
 Output lines (dicts; NDJSON over HTTP and on the CLI):
 
@@ -25,14 +39,11 @@ Output lines (dicts; NDJSON over HTTP and on the CLI):
   Both carry ``earliest_available`` (ISO time of the oldest retained record) when ``start``
   lies before it.
 
-The cursor is opaque: base64url of JSON ``{"v": 1, "d": <digest of topic, window and
-filters>, "p": {partition: next offset}}``; one made for another topic, window or filter set
-is refused (:class:`ReplayError`, field ``cursor``). Records out of timestamp order within a
-partition (a late event produced after the end of the window) may fall after the end offset
-and are then not replayed. Likewise, ``offsets_for_times`` answers the *first* offset whose
-timestamp is >= the target, so a record stamped at or after the window's end that precedes
-the window's records in a partition (older events back-filled after newer ones) ends that
-partition's part of the window there, possibly before its first in-window record.
+The cursor is opaque: base64url of JSON ``{"v": 2, "d": <digest of topic, window and
+filters>, "p": {partition: first offset not sent}, "k": [timestamp, partition, offset] of the
+last line sent}``: the next page reads from those offsets and leaves out what sorts at or
+before ``k`` (sent already), so pages are exact too. One made for another topic, window or
+filter set is refused (:class:`ReplayError`, field ``cursor``).
 """
 
 from __future__ import annotations
@@ -64,7 +75,7 @@ from app.topic_specs import spec_by_name
 MAX_LIMIT = 1_000_000
 #: A replay that makes no progress for this long fails (the broker stopped answering).
 STALL_SECONDS = 60.0
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2
 
 
 class ReplayError(CosmicError):
@@ -168,28 +179,89 @@ def parse_query(*, params: Mapping[str, str], topic_prefix: str = "") -> ReplayQ
 
 
 # -- cursor -------------------------------------------------------------------------------------
-def encode_cursor(*, query: ReplayQuery, positions: Mapping[int, int]) -> str:
-    data = {"v": CURSOR_VERSION, "d": query.digest(), "p": {str(p): o for p, o in sorted(positions.items())}}
+#: Late records found ahead but not sent that a cursor names one by one; beyond this many the
+#: next page scans for them again from the oldest one.
+MAX_CURSOR_LATE = 500
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartitionResume:
+    """Where a page left one partition: the in-order reader's next offset and the newest
+    timestamp before it, and the same for the look-ahead scanner."""
+
+    next: int
+    frontier: int | None
+    scan_next: int
+    scan_frontier: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayCursor:
+    """Where the next page starts: per partition its readers' positions, the sort key
+    ``(timestamp, partition, offset)`` of the last line sent (None: nothing sent), and the late
+    records found ahead but not sent yet."""
+
+    positions: dict[int, PartitionResume]
+    after: tuple[int, int, int] | None = None
+    #: (timestamp, partition, offset, newest timestamp before it) of each.
+    late: tuple[tuple[int, int, int, int | None], ...] = ()
+
+
+def encode_cursor(*, query: ReplayQuery, cursor: ReplayCursor) -> str:
+    data: dict[str, Any] = {
+        "v": CURSOR_VERSION, "d": query.digest(),
+        "p": {str(p): [r.next, r.frontier, r.scan_next, r.scan_frontier] for p, r in sorted(cursor.positions.items())},
+    }
+    if cursor.after is not None:
+        data["k"] = list(cursor.after)
+    if cursor.late:
+        data["l"] = [list(key) for key in cursor.late]
     raw = json.dumps(data, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(*, cursor: str, query: ReplayQuery) -> dict[int, int]:
-    """The per-partition next offsets of ``cursor``; ReplayError unless it belongs to ``query``."""
+def _key(value: Any) -> tuple[int, int, int]:
+    if not isinstance(value, list) or len(value) != 3:
+        raise ValueError(value)
+    return int(value[0]), int(value[1]), int(value[2])
+
+
+def _late_key(value: Any) -> tuple[int, int, int, int | None]:
+    if not isinstance(value, list) or len(value) != 4:
+        raise ValueError(value)
+    return int(value[0]), int(value[1]), int(value[2]), _stamp(value[3])
+
+
+def _stamp(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def decode_cursor(*, cursor: str, query: ReplayQuery) -> ReplayCursor:
+    """The positions of ``cursor``; ReplayError unless it belongs to ``query``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         data = json.loads(raw)
-        positions = {int(p): int(o) for p, o in data["p"].items()}
         version, digest = data["v"], data["d"]
-    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, RecursionError):
+        if version != CURSOR_VERSION:
+            raise ReplayError(f"cursor version {version!r} is not supported (made by an older version of the "
+                              "service: start the replay again without it)", field="cursor")
+        positions = {}
+        for p, value in data["p"].items():
+            if not isinstance(value, list) or len(value) != 4:
+                raise ValueError(value)
+            positions[int(p)] = PartitionResume(next=int(value[0]), frontier=_stamp(value[1]),
+                                                scan_next=int(value[2]), scan_frontier=_stamp(value[3]))
+        after = None if data.get("k") is None else _key(data["k"])
+        late = tuple(_late_key(item) for item in data.get("l", ()))
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError):
         raise ReplayError("not a cursor returned by a replay", field="cursor") from None
-    if version != CURSOR_VERSION:
-        raise ReplayError(f"cursor version {version!r} is not supported", field="cursor")
     if digest != query.digest():
         raise ReplayError("the cursor belongs to another topic, window or filter set", field="cursor")
-    if any(o < 0 for o in positions.values()):
+    if any(r.next < 0 or r.scan_next < 0 for r in positions.values()) or any(k[2] < 0 for k in late):
         raise ReplayError("not a cursor returned by a replay", field="cursor")
-    return positions
+    if any(k[1] not in positions for k in late):
+        raise ReplayError("not a cursor returned by a replay", field="cursor")
+    return ReplayCursor(positions=positions, after=after, late=late)
 
 
 # -- replay -------------------------------------------------------------------------------------
@@ -201,10 +273,31 @@ def key_partition(*, key: str, partitions: list[int]) -> int:
 
 @dataclass(kw_only=True)
 class _Partition:
+    """One partition's part of the window and its two readers' state.
+
+    A record is *late* if an earlier record of the partition (since the window's start
+    offset) is stamped later; both readers tell the same records late, because each starts
+    from a position with the newest timestamp before it (``frontier``). The in-order reader
+    queues the partition's in-window records that are not late (their timestamps never
+    decrease); the scanner, which runs ahead, finds the late ones."""
+
     tp: TopicPartition
     start: int
     stop: int
-    buffer: deque = field(default_factory=deque)
+    next: int = -1
+    frontier: int | None = None
+    #: In-order in-window records read and not sent: (timestamp, offset, record, frontier before it).
+    queue: deque = field(default_factory=deque)
+    done: bool = False
+    scan_next: int = -1
+    scan_frontier: int | None = None
+    scan_done: bool = False
+
+    def __post_init__(self) -> None:
+        if self.next < 0:
+            self.next = self.start
+        if self.scan_next < 0:
+            self.scan_next = self.start
 
     @property
     def partition(self) -> int:
@@ -220,10 +313,20 @@ class Replay:
         self.query = query
         self.codec = codecs.for_topic(query.topic)
         self.topic_name = settings.topic_prefix + query.topic
+        #: The in-order reader's consumer, and the look-ahead scanner's.
         self.consumer: AIOKafkaConsumer | None = None
+        self.scanner: AIOKafkaConsumer | None = None
         self.parts: list[_Partition] = []
+        #: How far a partition's records may be out of time order (ms): the lateness bound.
+        self.slack_ms = int((settings.max_event_lateness + settings.max_clock_skew) * 1000)
+        #: The sort key of the last line the previous page sent (from the cursor).
+        self.resume_after: tuple[int, int, int] | None = None
+        #: Late records a previous page found ahead and did not send (from the cursor).
+        self.resume_late: tuple[tuple[int, int, int, int | None], ...] = ()
         #: Timestamp (ms) of the oldest retained record, or None for an empty topic.
         self.earliest_ms: int | None = None
+        #: Late in-window records found, not sent: (timestamp, partition, offset, _Held).
+        self._late: list[tuple[int, int, int, _Held]] = []
         self._key_filter = (
             query.job_id.encode() if query.job_id and spec_by_name(query.topic).key == "job_id" else None
         )
@@ -238,23 +341,21 @@ class Replay:
             partitions = await topic_partitions(bootstrap=self.settings.kafka_bootstrap, topic=self.topic_name)
         except TopicReadError as exc:
             raise ReplayUnavailable(str(exc)) from exc
-        cursor = (decode_cursor(cursor=self.query.cursor, query=self.query)
-                  if self.query.cursor else None)
+        resumed = decode_cursor(cursor=self.query.cursor, query=self.query) if self.query.cursor else None
         if self._key_filter is not None:
             partitions = [key_partition(key=self.query.job_id or "", partitions=partitions)]
-        if cursor is not None and set(cursor) != set(partitions):
+        if resumed is not None and set(resumed.positions) != set(partitions):
             raise ReplayError("the cursor names other partitions than the topic has", field="cursor")
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
-        )
         try:
-            await asyncio.wait_for(consumer.start(), STALL_SECONDS)
-        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
-            raise ReplayUnavailable(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc!r}") from exc
-        self.consumer = consumer
+            self.consumer = await self._consumer()
+            self.scanner = await self._consumer()
+        except BaseException:
+            await self.close()
+            raise
         try:
-            await self._plan(partitions=partitions, cursor=cursor)
+            await self._plan(partitions=partitions)
+            if resumed is not None:
+                self.resume(resumed)
         except KafkaError as exc:
             await self.close()
             raise ReplayUnavailable(f"cannot read the offsets of {self.topic_name}: {exc!r}") from exc
@@ -262,35 +363,52 @@ class Replay:
             await self.close()
             raise
 
-    async def _plan(self, *, partitions: list[int], cursor: dict[int, int] | None) -> None:
-        assert self.consumer is not None
+    async def _consumer(self) -> AIOKafkaConsumer:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), STALL_SECONDS)
+        except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+            await consumer.stop()
+            raise ReplayUnavailable(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc!r}") from exc
+        return consumer
+
+    async def _plan(self, *, partitions: list[int]) -> None:
+        assert self.consumer is not None and self.scanner is not None
         tps = [TopicPartition(self.topic_name, p) for p in partitions]
         consumer = self.consumer
         consumer.assign(tps)
+        self.scanner.assign(tps)
         beginnings = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         firsts = await consumer.offsets_for_times({tp: 0 for tp in tps})
         stamps = [found.timestamp for found in firsts.values() if found is not None]
         self.earliest_ms = min(stamps) if stamps else None
         starts = await consumer.offsets_for_times({tp: self.query.start_ms for tp in tps})
-        stops = await consumer.offsets_for_times({tp: self.query.end_ms for tp in tps})
+        stops = await consumer.offsets_for_times({tp: self.query.end_ms + self.slack_ms for tp in tps})
         for tp in tps:
             end = ends[tp]
             stop = min(stops[tp].offset, end) if stops[tp] is not None else end
             start = starts[tp].offset if starts[tp] is not None else end
-            if cursor is not None:
-                start = cursor[tp.partition]
-            start = max(start, beginnings[tp])
-            self.parts.append(_Partition(tp=tp, start=start, stop=stop))
-            if start < stop:
-                consumer.seek(tp, start)
-            else:
-                consumer.pause(tp)  # nothing to read: never fetch it
+            self.parts.append(_Partition(tp=tp, start=max(start, beginnings[tp]), stop=stop))
+
+    def resume(self, cursor: ReplayCursor) -> None:
+        """Continue where the page that returned ``cursor`` stopped."""
+        self.resume_after, self.resume_late = cursor.after, cursor.late
+        for part in self.parts:
+            at = cursor.positions.get(part.partition)
+            if at is not None:
+                part.next, part.frontier = max(at.next, part.start), at.frontier
+                part.scan_next, part.scan_frontier = max(at.scan_next, part.start), at.scan_frontier
 
     async def close(self) -> None:
-        if self.consumer is not None:
-            consumer, self.consumer = self.consumer, None
-            await consumer.stop()
+        for name in ("consumer", "scanner"):
+            consumer = getattr(self, name)
+            if consumer is not None:
+                setattr(self, name, None)
+                await consumer.stop()
 
     async def __aenter__(self) -> "Replay":
         await self.open()
@@ -299,10 +417,10 @@ class Replay:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def _trailer(self, *, kind: str, events: int, positions: dict[int, int]) -> dict[str, Any]:
+    def _trailer(self, *, kind: str, events: int, cursor: ReplayCursor | None = None) -> dict[str, Any]:
         line: dict[str, Any] = {"type": kind, "events": events}
-        if kind == "cursor":
-            line["cursor"] = encode_cursor(query=self.query, positions=positions)
+        if kind == "cursor" and cursor is not None:
+            line["cursor"] = encode_cursor(query=self.query, cursor=cursor)
         if self.before_retained:
             line["earliest_available"] = format_ms(self.earliest_ms)  # type: ignore[arg-type]
         return line
@@ -336,74 +454,202 @@ class Replay:
         return {"type": "event", "topic": record.topic, "partition": record.partition, "offset": record.offset,
                 "timestamp": format_ms(record.timestamp), "event": event}
 
-    async def _fill(self, starving: set[int]) -> None:
-        """Fetch until every partition of ``starving`` has buffered records or is done."""
-        assert self.consumer is not None
-        by_partition = {p.partition: p for p in self.parts}
+    def _wanted(self, record: Any) -> bool:
+        """In the window, of the job asked for (by key), and not sent by an earlier page."""
+        stamp = record.timestamp
+        if not self.query.start_ms <= stamp < self.query.end_ms:
+            return False
+        if self._key_filter is not None and record.key != self._key_filter:
+            return False
+        return self.resume_after is None or (stamp, record.partition, record.offset) > self.resume_after
+
+    async def _fetch(self, consumer: Any, parts: list[_Partition], *, scanning: bool) -> None:
+        """One round of reading for ``parts`` (in-order reader or scanner); a partition that has
+        reached its stop offset is done. Fails when nothing progresses for STALL_SECONDS."""
         deadline = time.monotonic() + STALL_SECONDS
-        while starving:
-            tps = [by_partition[p].tp for p in starving]
+        by_partition = {p.partition: p for p in parts}
+        while True:
             try:
-                batch = await self.consumer.getmany(*tps, timeout_ms=500, max_records=5000)
+                batch = await consumer.getmany(*(p.tp for p in parts), timeout_ms=500, max_records=5000)
             except KafkaError as exc:
                 raise ReplayUnavailable(f"reading {self.topic_name} failed: {exc!r}") from exc
             for tp, records in batch.items():
                 part = by_partition[tp.partition]
-                part.buffer.extend(r for r in records if r.offset < part.stop)
-            for p in list(starving):
-                part = by_partition[p]
-                if part.buffer:
-                    starving.discard(p)
-                elif await self.consumer.position(part.tp) >= part.stop:
-                    starving.discard(p)
-                    self.consumer.pause(part.tp)  # done: stop prefetching past the window
-            if batch:
-                deadline = time.monotonic() + STALL_SECONDS
-            elif time.monotonic() > deadline:
-                raise ReplayUnavailable(
-                    f"no progress reading {self.topic_name} partitions {sorted(starving)} for {STALL_SECONDS:.0f} s")
+                if scanning:
+                    self._scan(part, records)
+                else:
+                    self._read(part, records)
+            progressed = bool(batch)
+            for part in parts:
+                position = part.scan_next if scanning else part.next
+                finished = part.scan_done if scanning else part.done
+                if finished or position >= part.stop or await consumer.position(part.tp) >= part.stop:
+                    progressed = True
+                    if scanning:
+                        part.scan_done = True
+                    else:
+                        part.done = True
+                    consumer.pause(part.tp)  # done: stop prefetching past the window
+            if progressed:
+                return
+            if time.monotonic() > deadline:
+                raise ReplayUnavailable(f"no progress reading {self.topic_name} partitions "
+                                        f"{sorted(by_partition)} for {STALL_SECONDS:.0f} s")
+
+    def _read(self, part: _Partition, records: list[Any]) -> None:
+        """The in-order reader: queue the partition's wanted records that are not late."""
+        for record in records:
+            if record.offset < part.next:
+                continue
+            if record.offset >= part.stop:
+                break
+            part.next = record.offset + 1
+            before = part.frontier
+            if before is not None and record.timestamp < before:
+                continue  # late: the scanner finds it
+            part.frontier = record.timestamp
+            if self._wanted(record):
+                part.queue.append((record.timestamp, record.offset, record, before))
+            if record.timestamp >= self.query.end_ms:
+                part.done = True  # what follows is either late (the scanner's) or after the window
+                break
+
+    def _scan(self, part: _Partition, records: list[Any]) -> None:
+        """The scanner: hold the partition's wanted late records."""
+        for record in records:
+            if record.offset < part.scan_next:
+                continue
+            if record.offset >= part.stop:
+                break
+            part.scan_next = record.offset + 1
+            before = part.scan_frontier
+            if before is None or record.timestamp >= before:
+                part.scan_frontier = record.timestamp
+                if record.timestamp - self.slack_ms >= self.query.end_ms:
+                    part.scan_done = True  # nothing later can be late enough to fall in the window
+                    break
+            elif self._wanted(record):
+                heapq.heappush(self._late, (record.timestamp, record.partition, record.offset,
+                                            _Held(record=record, frontier=before)))
+
+    async def _refetch_late(self) -> None:
+        """Read back, one by one, the late records a previous page found ahead and did not send."""
+        assert self.scanner is not None
+        by_partition = {p.partition: p for p in self.parts}
+        for stamp, partition, offset, frontier in self.resume_late:
+            part = by_partition[partition]
+            self.scanner.seek(part.tp, offset)
+            deadline = time.monotonic() + STALL_SECONDS
+            while True:
+                batch = await self.scanner.getmany(part.tp, timeout_ms=500, max_records=1)
+                records = [r for r in batch.get(part.tp, ()) if r.offset == offset]
+                if records:
+                    record = records[0]
+                    heapq.heappush(self._late, (record.timestamp, partition, offset,
+                                                _Held(record=record, frontier=frontier)))
+                    break
+                if any(r.offset > offset for r in batch.get(part.tp, ())):
+                    break  # deleted by retention since
+                if time.monotonic() > deadline:
+                    raise ReplayUnavailable(f"cannot read back {self.topic_name}[{partition}]@{offset}")
+
+    def _cursor(self, after: tuple[int, int, int] | None) -> ReplayCursor:
+        """Where the next page starts."""
+        late = sorted(self._late)
+        rescan: dict[int, tuple[int, int | None]] = {}
+        if len(late) > MAX_CURSOR_LATE:  # too many to name: scan again from the oldest of each partition
+            for _, partition, offset, held in late:
+                if partition not in rescan or offset < rescan[partition][0]:
+                    rescan[partition] = (offset, held.frontier)
+            late = []
+        positions = {}
+        for part in self.parts:
+            if part.queue:
+                _, offset, _, before = part.queue[0]
+                next_at, frontier = offset, before
+            else:
+                next_at, frontier = part.next, part.frontier
+            scan_at, scan_frontier = rescan.get(part.partition, (part.scan_next, part.scan_frontier))
+            positions[part.partition] = PartitionResume(next=next_at, frontier=frontier, scan_next=scan_at,
+                                                        scan_frontier=scan_frontier)
+        return ReplayCursor(positions=positions, after=after,
+                            late=tuple((stamp, p, offset, held.frontier) for stamp, p, offset, held in late))
 
     async def lines(self) -> AsyncIterator[dict[str, Any]]:
         """Event and error lines in timestamp order, then the trailer (``end`` or ``cursor``)."""
-        if self.consumer is None:
+        if self.consumer is None or self.scanner is None:
             raise ReplayUnavailable("replay not opened")
-        positions = {p.partition: p.start for p in self.parts}
-        live = {p.partition: p for p in self.parts if p.start < p.stop}
-        heap: list[tuple[int, int, int]] = []
-        starving = set(live)
-        limit = self.query.limit
+        if self.resume_late:
+            await self._refetch_late()
+        for part in self.parts:
+            part.done, part.scan_done = part.next >= part.stop, part.scan_next >= part.stop
+            if part.done:
+                self.consumer.pause(part.tp)
+            else:
+                self.consumer.seek(part.tp, part.next)
+            if part.scan_done:
+                self.scanner.pause(part.tp)
+            else:
+                self.scanner.seek(part.tp, part.scan_next)
+        slack, late, limit = self.slack_ms, self._late, self.query.limit
+        heads: list[tuple[int, int, int]] = []  # (timestamp, partition, offset) of each non-empty queue's head
+        queued: set[int] = set()
+        by_partition = {p.partition: p for p in self.parts}
         events = 0
+        last = self.resume_after
         while True:
-            if starving:
-                filled = set(starving)
-                await self._fill(starving)
-                for p in filled:
-                    part = live[p]
-                    if part.buffer:
-                        head = part.buffer[0]
-                        heapq.heappush(heap, (head.timestamp, p, head.offset))
-            if not heap:
+            reading = [p for p in self.parts if not p.done and not p.queue]
+            if reading:
+                await self._fetch(self.consumer, reading, scanning=False)
+            for part in self.parts:
+                if part.queue and part.partition not in queued:
+                    stamp, offset, _, _ = part.queue[0]
+                    heapq.heappush(heads, (stamp, part.partition, offset))
+                    queued.add(part.partition)
+            if reading and any(not p.done and not p.queue for p in reading):
+                continue
+            first = min(heads[0] if heads else None, late[0][:3] if late else None,
+                        key=lambda k: (k is None, k))
+            # The first candidate can be sent once no partition can still give an earlier one:
+            # the scanner has read each past it by more than the slack, or to its end.
+            scanning = [p for p in self.parts if not p.scan_done
+                        and (first is None or p.scan_frontier is None or p.scan_frontier - slack <= first[0])]
+            if scanning:
+                await self._fetch(self.scanner, scanning, scanning=True)
+                continue
+            if first is None:
                 break
-            _, p, _ = heapq.heappop(heap)
-            part = live[p]
-            record = part.buffer.popleft()
-            positions[p] = record.offset + 1
-            if part.buffer:
-                head = part.buffer[0]
-                heapq.heappush(heap, (head.timestamp, p, head.offset))
-            elif positions[p] < part.stop:
-                starving.add(p)
+            if late and late[0][:3] == first:
+                record = heapq.heappop(late)[3].record
+            else:
+                _, partition, _ = heapq.heappop(heads)
+                part = by_partition[partition]
+                record = part.queue.popleft()[2]
+                queued.discard(partition)
             line = self._line(record)
             if line is None:
                 continue
+            last = first
             if line["type"] == "event":
                 events += 1
             yield line
             if limit is not None and events >= limit:
-                if any(positions[q] < live_part.stop for q, live_part in live.items()):
-                    yield self._trailer(kind="cursor", events=events, positions=positions)
+                if late or any(p.queue or not p.done or not p.scan_done for p in self.parts):
+                    yield self._trailer(kind="cursor", events=events, cursor=self._cursor(last))
                     return
-        yield self._trailer(kind="end", events=events, positions=positions)
+        yield self._trailer(kind="end", events=events)
+
+
+@dataclass(slots=True)
+class _Held:
+    """A late record held for the merge, with the newest timestamp before it in its partition
+    (compared by its heap key only, never by itself)."""
+
+    record: Any
+    frontier: int | None
+
+    def __lt__(self, other: "_Held") -> bool:  # equal keys cannot happen (offsets are unique)
+        return False
 
 
 def open_replay(*, settings: Settings, query: ReplayQuery, codecs: Any) -> Replay:

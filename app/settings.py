@@ -75,6 +75,13 @@ class Settings:
     max_job_retries: int = 3
     #: How long processed event ids are remembered for deduplication (hours).
     dedupe_window_hours: int = 168
+    #: How far an event's ``timestamp`` may lie in the past when it is published (seconds):
+    #: older ones are refused (400), and a source topic's consumer dead-letters a record stamped
+    #: more than this before the newest one of its partition. A replay window is exact because
+    #: of it (``app/replay.py``).
+    max_event_lateness: float = 3600.0
+    #: How far in the future an event's ``timestamp`` may lie when it is published (seconds).
+    max_clock_skew: float = 300.0
     #: JWT verification: an HS256 shared secret, or the path of an RS256 public key (PEM).
     #: With neither set, every authenticated endpoint refuses (401).
     jwt_secret: str = ""
@@ -167,6 +174,11 @@ class Settings:
         if self.anomaly_min_samples < 2 or not self.anomaly_sigma > 0 or not self.anomaly_overrun_ratio > 1:
             raise ConfigError("COSMIC_ANOMALY_MIN_SAMPLES >= 2, COSMIC_ANOMALY_SIGMA > 0, "
                               "COSMIC_ANOMALY_OVERRUN_RATIO > 1 are required")
+        if not 0 < self.max_event_lateness <= 7 * 86400:
+            raise ConfigError("COSMIC_MAX_EVENT_LATENESS must be more than 0 and at most 604800 seconds (7 days)")
+        if not 0 <= self.max_clock_skew <= 3600:
+            raise ConfigError("COSMIC_MAX_CLOCK_SKEW must be from 0 to 3600 seconds (Kafka refuses records "
+                              "stamped more than 1 h ahead)")
         if self.table_standby_replicas < 0:
             raise ConfigError("COSMIC_TABLE_STANDBY_REPLICAS must be 0 or more")
         if not 6 <= self.broker_session_timeout_seconds <= 300:

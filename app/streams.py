@@ -26,6 +26,7 @@ from faust.agents.agent import current_agent
 
 from app import observability as metrics
 from app.batching import Batch, active_batch
+from app.codecs import format_epoch_ms
 from app.faust_internals import set_current_event, take_batches
 from app.errors import DuplicateEvent, EventDecodeError, RejectedEvent, RetriableError
 from app.logging_setup import event_context_of
@@ -261,6 +262,46 @@ def _cursor_offset(cursor, agent: str) -> int | None:  # noqa: ANN001
     return current.get("offset") if isinstance(current, dict) else None
 
 
+def _cursor_mark(cursor, agent: str) -> int | None:  # noqa: ANN001
+    """The newest record timestamp (ms) ``agent`` has seen in the current event's partition."""
+    current = cursor.get(agent) if cursor is not None else None
+    return current.get("max_ts") if isinstance(current, dict) else None
+
+
+#: The platform's ingest topics, whose records are checked for lateness as they are consumed
+#: (the topics the service's own agents write to are not: a lagging worker's audit records
+#: are legitimately older than another's).
+LATENESS_CHECKED = frozenset({"job-lifecycle", "job-metrics"})
+#: Late records skipped by secondary consumers (their topic's owner dead-letters them).
+LATE_SKIPPED: Counter[str] = Counter()
+
+
+def late_by(*, timestamp_ms: int | None, mark: int | None) -> int | None:
+    """How many ms a record stamped ``timestamp_ms`` lies beyond the lateness bound of its
+    partition, whose newest record so far is stamped ``mark`` (None: within it). The bound is
+    COSMIC_MAX_EVENT_LATENESS + COSMIC_MAX_CLOCK_SKEW: publishers with clocks up to the skew
+    apart each stamp events at most the lateness in the past (``app.validation``)."""
+    if timestamp_ms is None or mark is None:
+        return None
+    slack = int((settings.max_event_lateness + settings.max_clock_skew) * 1000)
+    behind = mark - timestamp_ms
+    return behind - slack if behind > slack else None
+
+
+async def _refuse_late(*, topic: str, origin: Origin, mark: int, excess_ms: int, owner: bool) -> None:
+    """Dead-letter (the topic's owner) or skip (other readers) a record stamped too long before
+    the newest one of its partition: a replay window could not be exact with it."""
+    if not owner:
+        LATE_SKIPPED[topic] += 1
+        return
+    behind = (mark - (origin.timestamp_ms or 0)) / 1000
+    error = RejectedEvent(
+        f"record stamped {behind:.0f} s before the newest record of its partition ({format_epoch_ms(mark)}); "
+        f"at most COSMIC_MAX_EVENT_LATENESS + COSMIC_MAX_CLOCK_SKEW = "
+        f"{settings.max_event_lateness + settings.max_clock_skew:g} s are allowed", reason="late-event")
+    await dead_letter(origin=origin, reason="late-event", error=error, attempts=1)
+
+
 _FROM_CURSOR: Any = object()
 
 
@@ -319,6 +360,9 @@ async def process_events(  # noqa: ANN201
     (``tables/agent_cursors.py``): records Faust skipped are read back and handled first, so
     none is lost."""
     cursor = _cursor_table(topic)
+    check_lateness = topic in LATENESS_CHECKED
+    #: partition -> newest record timestamp seen (ms), for a topic without a cursor table.
+    marks: dict[int, int] = {}
     agent = current_agent()
     agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
     batches = metrics.BATCH_EVENTS.labels(agent=agent_name)
@@ -327,30 +371,47 @@ async def process_events(  # noqa: ANN201
         batch = Batch(producer=app.producer, window=settings.rabbitmq_confirm_window, backoff=backoff_delay,
                       direct_changelog=app.producer.started)
         results: list[tuple[int, bool]] = []
-        #: partition -> [last offset handled (None: unknown), the batch's last event of it]:
-        #: the cursor is read once per partition and written once per partition, at the end.
+        #: partition -> [last offset handled (None: unknown), the batch's last event of it,
+        #: newest record timestamp (ms) seen]: the cursor is read once per partition and
+        #: written once per partition, at the end.
         handled: dict[int, list[Any]] = {}
         with batch.active():
             for event in events:
                 set_current_event(event)
                 origin = _origin(event.message)
+                seen = None
                 if cursor is not None:
                     seen = handled.get(origin.partition)
                     if seen is None:
-                        seen = handled[origin.partition] = [_cursor_offset(cursor, agent_name), event]
+                        seen = handled[origin.partition] = [_cursor_offset(cursor, agent_name), event,
+                                                            _cursor_mark(cursor, agent_name)]
                     if seen[0] is not None and origin.offset > seen[0] + 1:
                         await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin,
                                           handler=handler, dead_letter_undecodable=dead_letter_undecodable,
                                           last=seen[0])
-                ok = await handle_one(topic=topic, origin=origin, handler=handler,
-                                      dead_letter_undecodable=dead_letter_undecodable)
+                replayed = seen is not None and seen[0] is not None and origin.offset <= seen[0]
+                mark = (seen[2] if seen is not None else marks.get(origin.partition)) if check_lateness else None
+                excess = late_by(timestamp_ms=origin.timestamp_ms, mark=mark) if check_lateness else None
+                if excess is not None:
+                    if not replayed:  # a replay after a restart: dead-lettered the first time
+                        await _refuse_late(topic=topic, origin=origin, mark=mark, excess_ms=excess,  # type: ignore[arg-type]
+                                           owner=dead_letter_undecodable)
+                    ok = False
+                else:
+                    if check_lateness and origin.timestamp_ms is not None and (mark is None or origin.timestamp_ms > mark):
+                        if seen is not None:
+                            seen[2] = origin.timestamp_ms
+                        else:
+                            marks[origin.partition] = origin.timestamp_ms
+                    ok = await handle_one(topic=topic, origin=origin, handler=handler,
+                                          dead_letter_undecodable=dead_letter_undecodable)
                 if cursor is not None and (seen[0] is None or seen[0] < origin.offset):
                     seen[0], seen[1] = origin.offset, event
                 results.append((origin.offset, ok))
-            for offset, event in handled.values():
+            for offset, event, newest in handled.values():
                 set_current_event(event)
                 if offset is not None and (_cursor_offset(cursor, agent_name) or -1) < offset:
-                    cursor[agent_name] = {"offset": offset}
+                    cursor[agent_name] = {"offset": offset} if newest is None else {"offset": offset, "max_ts": newest}
             await batch.finish()
         batches.observe(len(events))
         yield results

@@ -45,6 +45,31 @@ MIN_TIMESTAMP = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_FUTURE = timedelta(hours=1)
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventTimeBounds:
+    """How far an event's ``timestamp`` may lie from the server's clock when it is published:
+    at most ``lateness`` in the past and ``skew`` in the future (COSMIC_MAX_EVENT_LATENESS,
+    COSMIC_MAX_CLOCK_SKEW). Every publishing path checks it, so a partition's records are at
+    most ``lateness + skew`` out of time order: what makes a replay window exact."""
+
+    lateness: timedelta
+    skew: timedelta
+
+    @classmethod
+    def of(cls, settings: Any) -> "EventTimeBounds":
+        return cls(lateness=timedelta(seconds=settings.max_event_lateness),
+                   skew=timedelta(seconds=settings.max_clock_skew))
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds >= 3600 and seconds % 360 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 6 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _SERVER_FILLED = ("event_id", "timestamp", "correlation_id", "schema_version")
 
@@ -373,7 +398,8 @@ def _check_value(fld: _Field, path: str, value: object, *, owner: str, now: date
     return result
 
 
-def _build(cls: type[faust.Record], data: object, *, path: str, now: datetime) -> faust.Record:
+def _build(cls: type[faust.Record], data: object, *, path: str, now: datetime,
+           bounds: EventTimeBounds | None = None) -> faust.Record:
     """Validate ``data`` (an object) against ``cls`` field by field and construct the record."""
     if not isinstance(data, dict):
         _fail(path, f"expected an object, got {_json_type(data)}")
@@ -386,7 +412,7 @@ def _build(cls: type[faust.Record], data: object, *, path: str, now: datetime) -
     for fld in fields:
         fpath = _join(path, fld.name)
         if issubclass(cls, EventBase) and fld.name in _SERVER_FILLED + ("event_type",):
-            values[fld.name] = _base_field(fld.name, fpath, data, cls=cls, now=now)
+            values[fld.name] = _base_field(fld.name, fpath, data, cls=cls, now=now, bounds=bounds)
             continue
         if fld.name not in data:
             if fld.has_default:
@@ -397,7 +423,8 @@ def _build(cls: type[faust.Record], data: object, *, path: str, now: datetime) -
     return cls(**values)
 
 
-def _base_field(name: str, path: str, data: dict, *, cls: type, now: datetime) -> Any:
+def _base_field(name: str, path: str, data: dict, *, cls: type, now: datetime,
+                bounds: EventTimeBounds | None = None) -> Any:
     """event_type (the class), and the server-filled envelope fields."""
     if name == "event_type":
         return cls.__name__
@@ -413,10 +440,24 @@ def _base_field(name: str, path: str, data: dict, *, cls: type, now: datetime) -
     if name == "event_id":
         return _check_event_id(path, value)
     if name == "timestamp":
-        return _check_timestamp(path, value, now)
+        moment = _check_timestamp(path, value, now)
+        if bounds is not None:
+            _check_event_time(path, moment, now=now, bounds=bounds)
+        return moment
     if name == "schema_version":
         return _check_schema_version(path, value)
     return _check_str(path, name, value)
+
+
+def _check_event_time(path: str, moment: datetime, *, now: datetime, bounds: EventTimeBounds) -> None:
+    if moment < now - bounds.lateness:
+        _fail(path, f"{format_timestamp(moment)} is {_duration(now - moment)} in the past: events may be at "
+                    f"most {_duration(bounds.lateness)} late (COSMIC_MAX_EVENT_LATENESS = "
+                    f"{bounds.lateness.total_seconds():g} s)")
+    if moment > now + bounds.skew:
+        _fail(path, f"{format_timestamp(moment)} is {_duration(moment - now)} ahead of the server's clock: "
+                    f"at most {_duration(bounds.skew)} is allowed (COSMIC_MAX_CLOCK_SKEW = "
+                    f"{bounds.skew.total_seconds():g} s)")
 
 
 def _cross_checks(event: EventBase) -> None:
@@ -431,8 +472,10 @@ def _utc(now: datetime) -> datetime:
 
 
 # -- public API -------------------------------------------------------------------------------
-def parse_event(*, data: object, now: datetime, index: int | None = None) -> EventBase:
-    """Validate one decoded-JSON event and build its record (raises EventValidationError)."""
+def parse_event(*, data: object, now: datetime, index: int | None = None,
+                bounds: EventTimeBounds | None = None) -> EventBase:
+    """Validate one decoded-JSON event and build its record (raises EventValidationError).
+    With ``bounds`` (every publishing path), its ``timestamp`` must lie within them of ``now``."""
     try:
         if not isinstance(data, dict):
             _fail("", "an event must be a JSON object")
@@ -444,7 +487,7 @@ def parse_event(*, data: object, now: datetime, index: int | None = None) -> Eve
             got = repr(event_type) if isinstance(event_type, str) else _json_type(event_type)
             _fail("event_type", f"unknown event type {got}; one of: {known}")
         cls = EVENT_CLASSES[event_type]
-        event = _build(cls, data, path="", now=_utc(now))
+        event = _build(cls, data, path="", now=_utc(now), bounds=bounds)
         assert isinstance(event, EventBase)
         _cross_checks(event)
         key_of(event)
@@ -456,10 +499,10 @@ def parse_event(*, data: object, now: datetime, index: int | None = None) -> Eve
     return event
 
 
-def parse_events(*, data: object, now: datetime) -> list[EventBase]:
+def parse_events(*, data: object, now: datetime, bounds: EventTimeBounds | None = None) -> list[EventBase]:
     """One event object or a non-empty array of them → records; the first invalid item raises."""
     if isinstance(data, dict):
-        return [parse_event(data=data, now=now)]
+        return [parse_event(data=data, now=now, bounds=bounds)]
     if not isinstance(data, (list, tuple)):
         _fail("", f"expected a JSON object or a non-empty array of objects, got {_json_type(data)}")
     if not data:
@@ -469,7 +512,7 @@ def parse_events(*, data: object, now: datetime) -> list[EventBase]:
     events: list[EventBase] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(data):
-        event = parse_event(data=item, now=now, index=index)
+        event = parse_event(data=item, now=now, index=index, bounds=bounds)
         if event.event_id in seen:
             raise EventValidationError(
                 field="event_id", index=index,

@@ -22,7 +22,7 @@ from app.errors import EventEncodeError, EventValidationError
 from app.main import app, codecs, settings
 from app.models import utc_now
 from app.publisher import prepare_record
-from app.validation import parse_events
+from app.validation import EventTimeBounds, parse_events
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -73,7 +73,7 @@ class EventsView(View):
             return self.json({"error": "malformed JSON", "field": "", "reason": str(exc)}, status=400)
         data = _with_correlation(data, request.headers.get(CORRELATION_HEADER))
         try:
-            events = parse_events(data=data, now=utc_now())
+            events = parse_events(data=data, now=utc_now(), bounds=EventTimeBounds.of(settings))
         except EventValidationError as exc:
             return self.json(exc.to_dict(), status=400)
         try:

@@ -166,3 +166,104 @@ async def test_replay_gives_exactly_the_window_in_timestamp_order(worker_factory
                          "--start", _iso(end), "--end", _iso(start)],
         env=worker_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
     assert bad.returncode == 2 and "--end" in bad.stderr, (bad.stdout, bad.stderr, time.monotonic() - started)
+
+
+def _post(worker, events: list[dict], token: str) -> tuple[int, dict]:  # noqa: ANN001
+    request = urllib.request.Request(f"{worker.base_url}/api/events", data=json.dumps(events).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+async def test_an_event_posted_after_newer_ones_is_in_the_replay_of_its_own_minute(worker_factory, worker_env, uid):
+    """COSMIC_MAX_EVENT_LATENESS: a JobSubmitted stamped 30 min ago, posted after newer events of
+    its partition, is replayed in its own minute and in order; one stamped 2 h ago (or 10 min
+    ahead) is refused naming the field and the bound; a record written straight to Kafka more
+    than the bound behind its partition's newest is dead-lettered with the reason."""
+    from aiokafka import AIOKafkaProducer
+
+    from app.codecs import Codecs
+    from app.replay import key_partition
+    from app.topic_reader import read_topic
+    from app.validation import event_to_json
+
+    worker = await asyncio.to_thread(worker_factory().start)
+    settings = Settings.from_env(environ=worker_env)
+    publisher, operator = worker.publisher_token(), worker.operator_token()
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    late_job = f"late-{uid}"
+    partition = key_partition(key=late_job, partitions=list(range(10)))
+    same = [job for job in (f"new-{uid}-{i}" for i in range(200))
+            if key_partition(key=job, partitions=list(range(10))) == partition][:4]
+    rng = random.Random(3)
+    newer = [event_to_json(e) for i, job in enumerate(same)
+             for e in lifecycle_events(job_id=job, user_id="nina", rng=rng, start=now - timedelta(seconds=60 - i),
+                                       outcome="COMPLETED")]
+    status, answer = await asyncio.to_thread(_post, worker, newer, publisher)
+    assert status == 202, answer
+
+    minute = (now - timedelta(minutes=30)).replace(second=0)
+    late = event_to_json(lifecycle_events(job_id=late_job, user_id="nina", rng=rng,
+                                          start=minute + timedelta(seconds=20))[0])
+    status, answer = await asyncio.to_thread(_post, worker, [late], publisher)
+    assert status == 202, answer
+
+    too_late = {**late, "event_id": None, "timestamp": _iso(now - timedelta(hours=2))}
+    too_late.pop("event_id")
+    status, answer = await asyncio.to_thread(_post, worker, [too_late], publisher)
+    assert status == 400 and answer["field"] == "timestamp", answer
+    assert "COSMIC_MAX_EVENT_LATENESS" in answer["reason"] and "1 h" in answer["reason"], answer
+    ahead = {**too_late, "timestamp": _iso(now + timedelta(minutes=10))}
+    status, answer = await asyncio.to_thread(_post, worker, [ahead], publisher)
+    assert status == 400 and answer["field"] == "timestamp" and "COSMIC_MAX_CLOCK_SKEW" in answer["reason"], answer
+
+    # The minute of the late event: exactly it, though newer records precede it in its partition.
+    window = f"topic=job-lifecycle&start={_iso(minute)}&end={_iso(minute + timedelta(minutes=1))}"
+    status, _, body = await asyncio.to_thread(_http, worker, f"/api/events/replay?{window}", operator)
+    assert status == 200, body
+    got = [line for line in _lines(body) if line["type"] == "event"]
+    assert [line["event"]["event_id"] for line in got] == [late["event_id"]], body[:2000]
+    assert got[0]["partition"] == partition
+
+    # The whole half hour, in pages of 3: every event once, in timestamp order, the late one first.
+    span = f"topic=job-lifecycle&start={_iso(minute)}&end={_iso(now + timedelta(minutes=1))}"
+    status, _, body = await asyncio.to_thread(_http, worker, f"/api/events/replay?{span}", operator)
+    whole = [line["event"]["event_id"] for line in _lines(body) if line["type"] == "event"]
+    assert whole[0] == late["event_id"] and sorted(whole) == sorted([late["event_id"]] + [e["event_id"] for e in newer])
+    paged, cursor = [], None
+    for _ in range(100):
+        path = f"/api/events/replay?{span}&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        status, _, body = await asyncio.to_thread(_http, worker, path, operator)
+        assert status == 200, body
+        lines = _lines(body)
+        paged += [line["event"]["event_id"] for line in lines if line["type"] == "event"]
+        if lines[-1]["type"] == "end":
+            break
+        cursor = lines[-1]["cursor"]
+    assert paged == whole
+
+    # Straight to Kafka, past validation: 2 h behind its partition's newest record → dead-lettered.
+    stray = lifecycle_events(job_id=same[0], user_id="nina", rng=rng, start=now - timedelta(hours=2))[0]
+    codecs = Codecs(settings=settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topic_prefix + "job-lifecycle", codecs.for_topic("job-lifecycle").encode(stray),
+                                     key=same[0].encode(), partition=partition,
+                                     timestamp_ms=int(stray.timestamp.timestamp() * 1000))
+    finally:
+        await producer.stop()
+    deadline = time.monotonic() + 90
+    while True:
+        dead = await read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + "job-lifecycle.dlq")
+        reasons = {dict(r.headers).get("dlq.reason", b"").decode() for r in dead}
+        if "late-event" in reasons:
+            break
+        assert time.monotonic() < deadline, f"not dead-lettered: {reasons}\n{worker.log_tail()}"
+        await asyncio.sleep(1)
+    message = next(dict(r.headers)["dlq.error_message"].decode() for r in dead
+                   if dict(r.headers).get("dlq.reason") == b"late-event")
+    assert "COSMIC_MAX_EVENT_LATENESS" in message, message

@@ -4,7 +4,6 @@ consumer (records spread over partitions, out-of-window and undecodable ones).""
 from __future__ import annotations
 
 import random
-from collections import deque
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -15,6 +14,8 @@ from app.errors import EventDecodeError
 from app.replay import (
     Replay,
     ReplayError,
+    PartitionResume,
+    ReplayCursor,
     ReplayQuery,
     _Partition,
     decode_cursor,
@@ -108,16 +109,18 @@ def _world(seed: int = 3):
     return codec, logs, expected, bad
 
 
-def _replay(codec: FakeCodec, logs: dict[int, list], query: ReplayQuery, starts: dict[int, int] | None = None) -> Replay:
-    replay = Replay(settings=Settings(topic_prefix="pfx-"), query=query,
+def _replay(codec: FakeCodec, logs: dict[int, list], query: ReplayQuery, resume: ReplayCursor | None = None,
+            settings: Settings | None = None) -> Replay:
+    """A replay of every record of ``logs`` (start 0, stop the end), as ``open()`` would plan
+    it, with a fake consumer for each of its two readers."""
+    replay = Replay(settings=settings or Settings(topic_prefix="pfx-"), query=query,
                     codecs=SimpleNamespace(for_topic=lambda topic: codec))
-    consumer = FakeConsumer(logs)
     for p, log in logs.items():
-        start = (starts or {}).get(p, 0)
-        tp = TopicPartition(TOPIC, p)
-        replay.parts.append(_Partition(tp=tp, start=start, stop=len(log), buffer=deque()))
-        consumer.seek(tp, start)
-    replay.consumer = consumer  # type: ignore[assignment]
+        replay.parts.append(_Partition(tp=TopicPartition(TOPIC, p), start=0, stop=len(log)))
+    if resume is not None:
+        replay.resume(resume)
+    replay.consumer = FakeConsumer(logs)  # type: ignore[assignment]
+    replay.scanner = FakeConsumer(logs)  # type: ignore[assignment]
     return replay
 
 
@@ -162,7 +165,7 @@ async def test_limit_yields_a_cursor_that_resumes_with_the_rest():
     ids = [line["event"]["event_id"] for line in first if line["type"] == "event"]
     pages = 1
     while True:
-        page = await _collect(_replay(codec, logs, query, starts=positions))
+        page = await _collect(_replay(codec, logs, query, resume=positions))
         pages += 1
         ids += [line["event"]["event_id"] for line in page if line["type"] == "event"]
         if page[-1]["type"] == "end":
@@ -176,16 +179,19 @@ async def test_limit_yields_a_cursor_that_resumes_with_the_rest():
 
 def test_cursor_of_another_window_or_topic_is_refused():
     query = _query()
-    cursor = encode_cursor(query=query, positions={0: 5, 1: 7})
-    assert decode_cursor(cursor=cursor, query=query) == {0: 5, 1: 7}
-    assert decode_cursor(cursor=cursor, query=_query(limit=10)) == {0: 5, 1: 7}  # limit may change
+    made = ReplayCursor(positions={0: PartitionResume(next=5, frontier=T0_MS, scan_next=9, scan_frontier=T0_MS + 5),
+                                   1: PartitionResume(next=7, frontier=None, scan_next=7, scan_frontier=None)},
+                        after=(T0_MS, 1, 6), late=((T0_MS + 1, 0, 8, T0_MS + 5),))
+    cursor = encode_cursor(query=query, cursor=made)
+    assert decode_cursor(cursor=cursor, query=query) == made
+    assert decode_cursor(cursor=cursor, query=_query(limit=10)) == made  # limit may change
     for other in (ReplayQuery(topic="job-metrics", start_ms=query.start_ms, end_ms=query.end_ms),
                   ReplayQuery(topic="job-lifecycle", start_ms=query.start_ms, end_ms=query.end_ms + 1),
                   _query(job_id="job-1")):
         with pytest.raises(ReplayError) as info:
             decode_cursor(cursor=cursor, query=other)
         assert info.value.field == "cursor"
-    for junk in ("%%%", "bm90LWpzb24", encode_cursor(query=query, positions={})[:-3] + "AAA"):
+    for junk in ("%%%", "bm90LWpzb24", encode_cursor(query=query, cursor=ReplayCursor(positions={}))[:-3] + "AAA"):
         with pytest.raises(ReplayError):
             decode_cursor(cursor=junk, query=query)
 
@@ -231,3 +237,91 @@ def test_key_partition_matches_the_producers_partitioner():
     for key in ("job-1", "job-2", "a-much-longer-job-identifier"):
         assert key_partition(key=key, partitions=parts) == DefaultPartitioner()(key.encode(), parts, parts)
     assert {key_partition(key=f"job-{i}", partitions=parts) for i in range(100)} == set(parts)
+
+
+# -- out-of-order records within the lateness bound --------------------------------------------
+def _late_world(seed: int = 11):
+    """3 partitions of 120 records each, one per second from T0, each partition shuffled so a
+    record may follow ones stamped up to 40 s later (the bound below allows 60 s). Returns
+    (codec, logs, expected (ts, partition, offset, event_id) of the window [T0+10s, T0+50s))."""
+    rng = random.Random(seed)
+    codec = FakeCodec()
+    logs: dict[int, list] = {}
+    expected = []
+    n = 0
+    for partition in range(3):
+        seconds = sorted(range(120), key=lambda s: s + rng.uniform(0, 40))
+        logs[partition] = []
+        for offset, second in enumerate(seconds):
+            event = lifecycle_events(job_id=f"job-{partition}-{second}", user_id="u", rng=rng,
+                                     start=T0 + timedelta(seconds=second))[0]
+            value = f"late{n}".encode()
+            n += 1
+            codec.events[value] = event
+            ts = T0_MS + second * 1000 + partition  # distinct across partitions too
+            logs[partition].append(_record(partition, offset, ts, value))
+            if 10_000 <= ts - T0_MS < 50_000:
+                expected.append((ts, partition, offset, event.event_id))
+    expected.sort()
+    return codec, logs, expected
+
+
+def _late_settings() -> Settings:
+    return Settings(topic_prefix="pfx-", max_event_lateness=50, max_clock_skew=10)
+
+
+async def test_records_posted_late_within_the_bound_are_replayed_exactly_and_in_order():
+    codec, logs, expected = _late_world()
+    # the logs really are out of order: some in-window record follows one stamped past the end
+    assert any(any(r.timestamp >= T0_MS + 50_000 for r in log[:i]) and T0_MS + 10_000 <= log[i].timestamp < T0_MS + 50_000
+               for log in logs.values() for i in range(len(log)))
+    lines = await _collect(_replay(codec, logs, _query(), settings=_late_settings()))
+    got = [(line["partition"], line["offset"]) for line in lines if line["type"] == "event"]
+    assert got == [(e[1], e[2]) for e in expected]
+    assert lines[-1] == {"type": "end", "events": len(expected)}
+
+
+@pytest.mark.parametrize("limit", [1, 3, 7, 40])
+async def test_pages_of_an_out_of_order_window_add_up_to_the_whole_window(limit: int):
+    codec, logs, expected = _late_world(seed=limit)
+    query = _query(limit=limit)
+    resume = None
+    got: list[tuple[int, int]] = []
+    for _ in range(200):
+        page = await _collect(_replay(codec, logs, query, resume=resume, settings=_late_settings()))
+        got += [(line["partition"], line["offset"]) for line in page if line["type"] == "event"]
+        if page[-1]["type"] == "end":
+            break
+        assert page[-1]["events"] == limit
+        resume = decode_cursor(cursor=page[-1]["cursor"], query=query)
+    assert got == [(e[1], e[2]) for e in expected]
+
+
+def test_a_cursor_of_the_previous_version_is_refused_naming_the_field():
+    import base64
+    import json
+
+    query = _query()
+    old = base64.urlsafe_b64encode(json.dumps({"v": 1, "d": query.digest(), "p": {"0": 3}}).encode()).decode()
+    with pytest.raises(ReplayError) as info:
+        decode_cursor(cursor=old, query=query)
+    assert info.value.field == "cursor" and "older version" in str(info.value)
+
+
+@pytest.mark.parametrize("named", [0, 2])
+async def test_pages_are_exact_when_the_cursor_cannot_name_every_late_record(monkeypatch, named: int):
+    import app.replay
+
+    monkeypatch.setattr(app.replay, "MAX_CURSOR_LATE", named)  # the next page scans for them again
+    codec, logs, expected = _late_world(seed=5)
+    query = _query(limit=5)
+    resume, got, rescans = None, [], 0
+    for _ in range(200):
+        page = await _collect(_replay(codec, logs, query, resume=resume, settings=_late_settings()))
+        got += [(line["partition"], line["offset"]) for line in page if line["type"] == "event"]
+        if page[-1]["type"] == "end":
+            break
+        resume = decode_cursor(cursor=page[-1]["cursor"], query=query)
+        rescans += any(r.scan_next < r.next for r in resume.positions.values())
+    assert got == [(e[1], e[2]) for e in expected]
+    assert rescans, "no page had to scan again"
