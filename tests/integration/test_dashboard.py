@@ -338,3 +338,74 @@ async def test_dashboard_resumes_after_a_dropped_connection_and_survives_missing
             assert await page.evaluate("sessionStorage.getItem('cosmic.dashboard.token')") is None
     finally:
         await runner.cleanup()
+
+
+# ------------------------------------------------------------------------------------------
+# The main job's own demo fills every panel.
+
+PANELS_JS = """(() => ({
+  heat_cells: document.querySelectorAll('#heatmap td[data-gpu]').length,
+  job_rows: document.querySelectorAll('#jobs tr.job-row').length,
+  counted: [...document.querySelectorAll('#counts .count .n')].reduce((n, t) => n + Number(t.textContent), 0),
+  alert_rules: [...document.querySelectorAll('#alerts li[data-alert-id] .meta')].map(m => m.textContent),
+  failures: document.querySelectorAll('#failures li.failure').length,
+}))()"""
+
+
+def _panels_filled(panels: dict | None) -> bool:
+    if not panels:
+        return False
+    rules = " ".join(panels["alert_rules"])
+    return (panels["heat_cells"] > 0 and panels["job_rows"] > 0 and panels["counted"] > 0
+            and panels["failures"] > 0 and "runtime_anomaly" in rules and "dlq_growth" in rules)
+
+
+async def test_the_main_jobs_own_demo_fills_every_panel_within_a_minute_or_two(worker_env, tmp_path: Path):
+    """`cosmic run` as ./scripts/run.sh runs it; its printed dashboard address in real Chromium:
+    the GPU heatmap has cells, the jobs table rows, the counts numbers, recent failures a
+    failure, and the alerts show a runtime anomaly and the dead-letter alert — all from the
+    demo of the run itself."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from app.settings import PROJECT_ROOT
+
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=worker_env, cwd=PROJECT_ROOT,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    async def run_log() -> str:
+        return "cosmic run output:\n" + log.read_text(errors="replace")[-4000:]
+
+    try:
+        deadline = time.monotonic() + 240
+        while not (found := re.search(r"live dashboard\s+(http://\S+#token=\S+)", log.read_text(errors="replace"))):
+            assert proc.poll() is None and time.monotonic() < deadline, await run_log()
+            await asyncio.sleep(0.5)
+        async with Chromium.launch(profile_dir=tmp_path / "chromium") as browser:
+            page = await browser.open_page()
+            await page.navigate(found.group(1))
+            await page.wait_for(STATE_JS, check=lambda s: s == "connected", timeout=90,
+                                what="the dashboard connected to /ws", diagnostics=run_log)
+            panels = await page.wait_for(PANELS_JS, check=_panels_filled, timeout=150,
+                                         what="heatmap cells, job rows, counts, a failure and both demo alerts",
+                                         diagnostics=run_log)
+            assert panels["heat_cells"] >= 4, panels
+            screenshot = tmp_path / "demo-dashboard.png"
+            screenshot.write_bytes(await page.screenshot())
+            print(f"dashboard screenshot: {screenshot}")
+            await _console_is_clean(page)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+    assert proc.returncode == 0, log.read_text(errors="replace")[-3000:]
