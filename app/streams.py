@@ -393,7 +393,9 @@ async def process_events(  # noqa: ANN201
                 mark = (seen[2] if seen is not None else marks.get(origin.partition)) if check_lateness else None
                 excess = late_by(timestamp_ms=origin.timestamp_ms, mark=mark) if check_lateness else None
                 if excess is not None:
-                    if not replayed:  # a replay after a restart: dead-lettered the first time
+                    # A record at or before the cursor is a replay after a restart: the mark already
+                    # holds records after it, so it is skipped, not dead-lettered a second time.
+                    if not replayed:
                         await _refuse_late(topic=topic, origin=origin, mark=mark, excess_ms=excess,  # type: ignore[arg-type]
                                            owner=dead_letter_undecodable)
                     ok = False

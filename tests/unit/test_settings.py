@@ -81,3 +81,22 @@ def test_the_web_server_binds_where_configured_and_advertises_its_own_host():
 def test_an_advertised_host_that_is_not_a_host_is_refused(value):
     with pytest.raises(ConfigError, match="COSMIC_WEB_ADVERTISED_HOST"):
         Settings.from_env(environ={"COSMIC_WEB_ADVERTISED_HOST": value})
+
+
+def test_a_record_is_late_only_beyond_lateness_plus_skew_behind_its_partitions_newest():
+    from app.streams import late_by
+
+    slack_ms = int((Settings().max_event_lateness + Settings().max_clock_skew) * 1000)  # 3,900 s
+    newest = 10_000_000_000
+    assert late_by(timestamp_ms=newest - slack_ms, mark=newest) is None  # at the bound: accepted
+    assert late_by(timestamp_ms=newest - slack_ms - 1, mark=newest) == 1
+    assert late_by(timestamp_ms=newest + 5, mark=newest) is None
+    assert late_by(timestamp_ms=None, mark=newest) is None and late_by(timestamp_ms=1, mark=None) is None
+
+
+@pytest.mark.parametrize(("name", "value"), [("COSMIC_MAX_EVENT_LATENESS", "0"), ("COSMIC_MAX_EVENT_LATENESS", "700000"),
+                                             ("COSMIC_MAX_CLOCK_SKEW", "-1"), ("COSMIC_MAX_CLOCK_SKEW", "3601")])
+def test_event_time_bounds_out_of_range_are_refused(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(environ={name: value})
+

@@ -597,3 +597,29 @@ def _has_nan(value: object) -> bool:
     if isinstance(value, list):
         return any(_has_nan(v) for v in value)
     return False
+
+
+def test_publishing_refuses_a_timestamp_beyond_the_bounds_naming_the_field_and_the_bound():
+    from datetime import datetime, timedelta, timezone
+
+    from app.errors import EventValidationError
+    from app.settings import Settings
+    from app.validation import EventTimeBounds, parse_event
+
+    now = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+    bounds = EventTimeBounds.of(Settings())
+    event = {"event_type": "JobQueued", "job_id": "j", "user_id": "u", "queue_name": "normal", "queue_position": 1}
+
+    def at(moment: datetime) -> dict:
+        return {**event, "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+
+    assert parse_event(data=at(now - timedelta(minutes=59)), now=now, bounds=bounds).timestamp < now
+    assert parse_event(data=at(now + timedelta(minutes=4)), now=now, bounds=bounds)
+    assert parse_event(data=event, now=now, bounds=bounds).timestamp == now  # filled in: now
+    for moment, bound in ((now - timedelta(hours=2), "COSMIC_MAX_EVENT_LATENESS"),
+                          (now + timedelta(minutes=10), "COSMIC_MAX_CLOCK_SKEW")):
+        with pytest.raises(EventValidationError) as info:
+            parse_event(data=at(moment), now=now, bounds=bounds)
+        assert info.value.field == "timestamp" and bound in info.value.reason, info.value.reason
+    # without bounds (stateless checks of stored events): only the broad range
+    assert parse_event(data=at(now - timedelta(days=30)), now=now)
