@@ -8,28 +8,25 @@ logged, counted in ``PREFERENCE_UPDATES["invalid"]`` and skipped — the topic h
 dead-letter topic, and a bad update never replaces good preferences.
 
 ``deliver_notifications`` consumes ``notifications`` (key user_id) through
-:func:`app.streams.process_events`. For a NotificationSent, for each channel the user
-prefers (the event's own ``channel`` field is not used for routing), unless
-``notification_deliveries`` already holds ``"<notification_id>:<channel>"``:
+:func:`app.streams.process_events` and decides; it sends nothing itself. For a
+NotificationSent, for each channel the user prefers (the event's own ``channel`` field is not
+used for routing), unless ``notification_deliveries`` already holds
+``"<notification_id>:<channel>"``:
 
-* WEBSOCKET: nothing to send here — the websocket feed reads the ``notifications`` topic
-  itself; recorded as ``feed``.
-* WEBHOOK: POST the event as JSON (:func:`app.delivery.send_webhook`, timeout
-  ``COSMIC_WEBHOOK_TIMEOUT_SECONDS``, ``Idempotency-Key`` = notification id).
-* EMAIL: through ``COSMIC_SMTP_URL`` when configured, else recorded as ``disabled``.
+* WEBSOCKET: the websocket feed reads the ``notifications`` topic itself; recorded as ``feed``.
+* WEBHOOK, EMAIL: one delivery message is published to the RabbitMQ queue
+  ``notification-delivery`` (:mod:`app.notification_delivery`), confirmed within the bridge's
+  window before the batch is acked; recorded as ``pending``. EMAIL without ``COSMIC_SMTP_URL``
+  is recorded as ``disabled``.
 
-Each success is recorded in ``notification_deliveries`` at once, so channels that already
-delivered are skipped on a retry, a redelivery or a replay after a crash: one delivery per
-event and channel. If a channel failed transiently the handler raises
-:class:`~app.errors.RetriableError` once the other channels were tried; ``process_events``
-retries with backoff up to ``COSMIC_MAX_ATTEMPTS`` and then dead-letters the event
-(``retries-exhausted``). A channel that refused for good (HTTP 4xx…) makes the event a
-dead letter at once (``delivery-rejected``), after the other channels were tried.
+The delivery workers (:class:`DeliverNotifications`, a service of every worker) send, retry
+through RabbitMQ's retry queues and report each attempt on ``notification-outcomes``;
+``record_notification_outcomes`` applies those to ``notification_outcomes``. One slow or dead
+endpoint therefore delays only its own deliveries.
 
-The remaining at-least-once window: if the worker dies after a webhook answered 2xx but
-before the delivery record reached the changelog, the event is handled again after the
-restart and the webhook gets one more POST with the same ``Idempotency-Key`` (an email, the
-same ``Message-ID``). Receivers dedupe on it.
+A ``pending`` record with no outcome yet is published again when its event is handled again
+(its publish may not have been confirmed before a crash): at least once, with the same
+``Idempotency-Key`` (an email, the same ``Message-ID``) for receivers to dedupe on.
 
 A NotificationRead marks the notification read in ``notification_status``, which also keeps
 each user's recent notifications with their delivery status for
@@ -44,32 +41,50 @@ import time
 from collections import Counter
 from typing import Any
 
-import app.streams as streams
-from app.delivery import send_email, send_webhook
-from app.errors import CosmicError, DeliveryFailed, DeliveryRejected, InvalidPreferences, RejectedEvent, RetriableError
+from app import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the RabbitMQ service (deliveries need it)
+from app.batching import active_batch
+from app.errors import InvalidPreferences, RejectedEvent
 from app.main import app, settings
+from app.notification_delivery import OUTCOMES_TOPIC, NotificationDelivery, delivery_message
+from app.rabbit_topology import NOTIFICATION_DELIVERY
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.models import EventBase, NotificationEvent, NotificationRead, NotificationSent
 from app.streams import Origin, process_events, raw_topic
 from app.topic_specs import spec_by_name
 from app.topics import notifications_topic
-from tables.notification_deliveries import RECENT_PER_USER, notification_deliveries, notification_status
+from tables.notification_deliveries import (
+    OUTCOMES_PER_USER,
+    RECENT_PER_USER,
+    notification_deliveries,
+    notification_outcomes,
+    notification_status,
+)
 from tables.notification_preferences import check_user_id, notification_preferences, parse_preferences, preferences_of
 
 logger = logging.getLogger(__name__)
 
 PREFERENCES_TOPIC = "notification-preferences"
-#: Seconds one SMTP conversation may take.
-SMTP_TIMEOUT_S = 10.0
 
-#: Deliveries by (channel, status): delivered / feed / disabled / retrying / failed / rejected.
+#: Channel states by (channel, status): pending / feed / disabled, then retrying / delivered / failed.
 DELIVERY_COUNTS: Counter[tuple[str, str]] = Counter()
 #: Preference updates by outcome: applied / reset / invalid.
 PREFERENCE_UPDATES: Counter[str] = Counter()
+#: Delivery outcomes by what was done: applied / stale / invalid.
+OUTCOME_UPDATES: Counter[str] = Counter()
 
 notification_preferences_topic = raw_topic(
     PREFERENCES_TOPIC, partitions=spec_by_name(PREFERENCES_TOPIC).partitions
 )
+notification_outcomes_topic = raw_topic(OUTCOMES_TOPIC, partitions=spec_by_name(OUTCOMES_TOPIC).partitions)
+
+
+
+@app.service
+class DeliverNotifications(NotificationDelivery):
+    """This worker's delivery workers (consume the RabbitMQ queue ``notification-delivery``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, faust_app=app, settings=settings, **kwargs)
 
 
 def _now_ms() -> int:
@@ -92,14 +107,19 @@ def apply_preference_update(*, key: bytes | None, value: bytes | None) -> str:
     try:
         data = json.loads(value)
         updated_at = data.pop("updated_at", None) if isinstance(data, dict) else None
+        salt = data.pop("signing_salt", None) if isinstance(data, dict) else None
         preferences = parse_preferences(data)
+        if salt is not None and (not isinstance(salt, str) or not 16 <= len(salt) <= 128):
+            raise InvalidPreferences(field="signing_salt", reason="must be a string of 16 to 128 characters")
     except (UnicodeDecodeError, ValueError, InvalidPreferences) as exc:
         logger.warning("invalid notification preferences of %s skipped: %s", user_id, exc)
         PREFERENCE_UPDATES["invalid"] += 1
         return "invalid"
     if not isinstance(updated_at, int) or isinstance(updated_at, bool):
         updated_at = _now_ms()
-    notification_preferences[user_id] = {**preferences, "updated_at": updated_at}
+    if salt is None:  # an update that does not rotate the secret keeps the user's salt
+        salt = (notification_preferences.get(user_id) or {}).get("signing_salt")
+    notification_preferences[user_id] = {**preferences, "updated_at": updated_at, "signing_salt": salt}
     PREFERENCE_UPDATES["applied"] += 1
     return "applied"
 
@@ -110,42 +130,7 @@ async def apply_notification_preferences(stream):
         yield apply_preference_update(key=event.message.key, value=event.message.value)
 
 
-# -- delivery ----------------------------------------------------------------------------------
-class _Attempts:
-    """Tries per channel of the record being handled (the agent handles one at a time)."""
-
-    def __init__(self) -> None:
-        self.origin: tuple[str, int, int, str] | None = None
-        self.counts: Counter[str] = Counter()
-
-    def bump(self, origin: Origin, notification_id: str, channel: str) -> int:
-        where = (origin.topic, origin.partition, origin.offset, notification_id)
-        if where != self.origin:
-            self.origin, self.counts = where, Counter()
-        self.counts[channel] += 1
-        return self.counts[channel]
-
-
-_attempts = _Attempts()
-
-
-async def _deliver(channel: str, event: NotificationSent, preferences: dict[str, Any]) -> str:
-    """Deliver on one channel; the status to record (raises DeliveryFailed / DeliveryRejected)."""
-    if channel == "WEBSOCKET":
-        return "feed"
-    if channel == "WEBHOOK":
-        await send_webhook(url=preferences["webhook_url"], event=event,
-                           timeout_s=settings.webhook_timeout_seconds)
-        return "delivered"
-    if channel == "EMAIL":
-        if not settings.smtp_url:
-            return "disabled"
-        await send_email(smtp_url=settings.smtp_url, sender=settings.smtp_from, recipient=preferences["email"],
-                         event=event, timeout_s=SMTP_TIMEOUT_S)
-        return "delivered"
-    raise DeliveryRejected(f"unknown channel {channel}", channel=channel)
-
-
+# -- deciding the deliveries ----------------------------------------------------------------------
 def _status_entry(entries: list[dict[str, Any]], event: NotificationEvent) -> dict[str, Any]:
     """The user's entry for ``event``'s notification (appended, oldest dropped, when new)."""
     for entry in entries:
@@ -166,6 +151,28 @@ def _load_entries(user_id: str) -> list[dict[str, Any]]:
     return [dict(e, deliveries=dict(e.get("deliveries", {}))) for e in stored.get("notifications", [])]
 
 
+def _has_outcome(user_id: str, key: str) -> bool:
+    """Whether a delivery worker reported on ``key`` (so its message was published)."""
+    return key in ((notification_outcomes.get(user_id) or {}).get("outcomes") or {})
+
+
+async def _queue_delivery(event: NotificationSent, channel: str, preferences: dict[str, Any]) -> None:
+    """Publish the delivery message, confirmed before the batch is acked."""
+    from app.rabbit_bridge import wait_for_bridge
+
+    message = delivery_message(event=event, channel=channel, preferences=preferences)
+    bridge = await wait_for_bridge()
+
+    def publish() -> Any:
+        return bridge.publish_message(exchange_name="", routing_key=NOTIFICATION_DELIVERY, message=message)
+
+    batch = active_batch()
+    if batch is None:
+        await publish()
+    else:
+        batch.defer(publish)
+
+
 async def handle_notification(event: EventBase, origin: Origin) -> None:
     if not isinstance(event, NotificationEvent):
         raise RejectedEvent(f"{event.event_type} does not belong on notifications", reason="unexpected-event")
@@ -184,45 +191,89 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
     known = any(e["notification_id"] == event.notification_id for e in entries)
     entry = _status_entry(entries, event)
     changed = not known
-    retriable: list[CosmicError] = []
-    rejected: list[CosmicError] = []
     for channel in preferences["channels"]:
         key = f"{event.notification_id}:{channel}"
-        if key in notification_deliveries:
-            # Delivered before (a retry, a redelivery or a replay): nothing is sent again, and
-            # what was recorded is written again, unchanged — its changelog record may have died
-            # with a killed worker (as in agents/job_lifecycle.py; only replayed events can be).
-            notification_deliveries[key] = notification_deliveries[key]
+        recorded = notification_deliveries[key].value() if key in notification_deliveries else None
+        if recorded is not None and (recorded["status"] != "pending" or _has_outcome(user_id, key)):
+            # Handed on before (a redelivery or a replay): nothing is sent again, and what was
+            # recorded is written again, unchanged — its changelog record may have died with a
+            # killed worker (as in agents/job_lifecycle.py; only replayed events can be).
+            notification_deliveries[key] = recorded
             changed = True
             labelled(IDEMPOTENCY_HITS_METRIC, "deliver_notifications").inc()
             continue
-        attempts = _attempts.bump(origin, event.notification_id, channel)
-        changed = True
-        try:
-            status = await _deliver(channel, event, preferences)
-        except (DeliveryFailed, DeliveryRejected) as exc:
-            final = isinstance(exc, DeliveryRejected) or attempts >= streams.settings.max_attempts
-            status = "rejected" if isinstance(exc, DeliveryRejected) else ("failed" if final else "retrying")
-            (rejected if isinstance(exc, DeliveryRejected) else retriable).append(exc)
-            entry["deliveries"][channel] = {"channel": channel, "status": status, "at": _now_ms(),
-                                            "attempts": attempts, "error": str(exc)[:500]}
-            DELIVERY_COUNTS[(channel, status)] += 1
-            logger.warning("notification %s to %s on %s: %s (attempt %d): %s", event.notification_id,
-                           user_id, channel, status, attempts, exc)
-            continue
-        record = {"channel": channel, "status": status, "at": _now_ms(), "attempts": attempts}
+        # New, or pending without an outcome: its publish may not have been confirmed before a
+        # crash, so it is published again (same message_id; receivers dedupe by Idempotency-Key).
+        if channel == "WEBSOCKET":
+            status = "feed"  # the websocket feed reads the notifications topic itself
+        elif channel == "EMAIL" and not settings.smtp_url:
+            status = "disabled"
+        elif channel in ("WEBHOOK", "EMAIL"):
+            await _queue_delivery(event, channel, preferences)
+            status = "pending"
+        else:
+            raise RejectedEvent(f"unknown channel {channel}", reason="delivery-rejected")
+        record = {"channel": channel, "status": status, "at": _now_ms(), "attempts": 0 if status == "pending" else 1}
         notification_deliveries[key] = record
         entry["deliveries"][channel] = record
         DELIVERY_COUNTS[(channel, status)] += 1
+        changed = True
     if changed:
         notification_status[user_id] = {"notifications": entries}
-    if retriable:
-        raise RetriableError("; ".join(str(e) for e in retriable + rejected)) from retriable[0]
-    if rejected:
-        raise RejectedEvent("; ".join(str(e) for e in rejected), reason="delivery-rejected") from rejected[0]
 
 
-# Delivers and records state: concurrency 1, so Faust never commits past an in-flight event.
+# -- delivery outcomes ---------------------------------------------------------------------------
+_FINAL = frozenset({"delivered", "failed"})
+
+
+def apply_outcome(*, key: bytes | None, value: bytes | None) -> str:
+    """Record one delivery outcome of ``notification-outcomes``; what was done with it.
+
+    Outcomes of one delivery arrive in order (one key, one partition, and a delivery worker
+    reports an attempt before the message is retried or acked), but a redelivered message can
+    report again: a final outcome is never replaced by a ``retrying`` one, nor by an earlier
+    attempt's."""
+    try:
+        user_id = (key or b"").decode("utf-8")
+        data = json.loads(value or b"")
+        delivery = f"{data['notification_id']}:{data['channel']}"
+        status, attempts = data["status"], int(data["attempts"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        logger.warning("unusable delivery outcome %r skipped: %s", value, exc)
+        OUTCOME_UPDATES["invalid"] += 1
+        return "invalid"
+    stored = notification_outcomes.get(user_id) or {}
+    outcomes = dict(stored.get("outcomes") or {})
+    previous = outcomes.get(delivery)
+    if previous is not None and (
+        (previous["status"] in _FINAL and status not in _FINAL) or previous["attempts"] > attempts
+    ):
+        OUTCOME_UPDATES["stale"] += 1
+        return "stale"
+    outcomes.pop(delivery, None)
+    outcomes[delivery] = {k: data.get(k) for k in ("channel", "status", "attempts", "at", "http_status",
+                                                      "error", "reason")}
+    while len(outcomes) > OUTCOMES_PER_USER:
+        outcomes.pop(next(iter(outcomes)))
+    notification_outcomes[user_id] = {"outcomes": outcomes}
+    DELIVERY_COUNTS[(data["channel"], status)] += 1
+    OUTCOME_UPDATES["applied"] += 1
+    return "applied"
+
+
+# Writes one table, read by the deliveries decision: concurrency 1.
+@app.agent(notification_outcomes_topic, concurrency=1)
+async def record_notification_outcomes(stream):
+    async for event in stream.events():
+        try:
+            yield apply_outcome(key=event.message.key, value=event.message.value)
+        except Exception:  # noqa: BLE001 - one bad record must not stop the agent
+            logger.exception("delivery outcome at %s/%d skipped", event.message.partition, event.message.offset)
+            OUTCOME_UPDATES["invalid"] += 1
+            yield "invalid"
+
+
+# Decides and records state: concurrency 1, so Faust never commits past an in-flight event.
 @app.agent(notifications_topic, concurrency=1)
 async def deliver_notifications(stream):
     async for result in process_events(stream, topic="notifications", handler=handle_notification):

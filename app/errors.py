@@ -107,22 +107,26 @@ class DuplicateEvent(RejectedEvent):
 
 class DeliveryFailed(RetriableError):
     """A notification channel failed transiently (connection refused, timeout, HTTP 5xx/429,
-    SMTP 4xx): the delivery is retried with backoff."""
+    SMTP 4xx): the delivery is retried with backoff. ``reason``: a short code (``timeout``,
+    ``http-503`` …)."""
 
-    def __init__(self, message: str, *, channel: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, channel: str, status: int | None = None, reason: str = "failed") -> None:
         super().__init__(message)
         self.channel = channel
         self.status = status
+        self.reason = reason
 
 
 class DeliveryRejected(CosmicError):
     """A notification channel refused a delivery for good (HTTP 4xx, an invalid URL, SMTP 5xx):
-    retrying cannot help, so the event is dead-lettered at once."""
+    retrying cannot help, so the delivery is dead-lettered at once. ``reason``: a short code
+    (``http-404``, ``forbidden-address`` …)."""
 
-    def __init__(self, message: str, *, channel: str, status: int | None = None) -> None:
+    def __init__(self, message: str, *, channel: str, status: int | None = None, reason: str = "rejected") -> None:
         super().__init__(message)
         self.channel = channel
         self.status = status
+        self.reason = reason
 
 
 class InvalidPreferences(CosmicError):

@@ -65,6 +65,23 @@ WS_DROPPED_SLOW = Counter(
     "cosmic_websocket_dropped_slow_clients", "Websocket clients closed because their send queue was full.",
     registry=REGISTRY)
 
+NOTIFICATION_DELIVERY_SECONDS = Histogram(
+    "cosmic_notification_delivery_seconds",
+    "Seconds one successful notification delivery took (the webhook POST or SMTP conversation), per channel.",
+    ["channel"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
+NOTIFICATION_END_TO_END_SECONDS = Histogram(
+    "cosmic_notification_queued_to_delivered_seconds",
+    "Seconds from a delivery being queued on RabbitMQ to it succeeding (retries included), per channel.",
+    ["channel"], buckets=_LATENCY_BUCKETS + (30.0, 60.0, 120.0), registry=REGISTRY)
+NOTIFICATION_DELIVERIES = Counter(
+    "cosmic_notification_deliveries",
+    "Delivery attempts by channel, outcome (delivered / retrying / failed) and reason.",
+    ["channel", "outcome", "reason"], registry=REGISTRY)
+NOTIFICATION_QUEUE_DEPTH = Gauge(
+    "cosmic_notification_queue_depth",
+    "Messages in the notification-delivery queue and its retry queues (RabbitMQ management API).",
+    ["queue"], registry=REGISTRY)
+
 
 _CHILDREN: dict[tuple[int, tuple[str, ...]], Any] = {}
 

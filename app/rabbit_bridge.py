@@ -43,8 +43,11 @@ from app.validation import event_to_json
 
 logger = logging.getLogger(__name__)
 
-#: Exchanges the topology binds queues to: a message returned from one of them is retried.
-BOUND_EXCHANGES = frozenset(exchange for spec in QUEUES for exchange, _ in spec.bindings)
+#: Exchanges the topology binds queues to (and the default exchange, which routes to a queue by
+#: its name): a message returned from one of them is retried.
+BOUND_EXCHANGES = frozenset(exchange for spec in QUEUES for exchange, _ in spec.bindings) | {""}
+#: The exchanges the bridge publishes to ("" = the default exchange: notification deliveries).
+PUBLISHED_EXCHANGES = ("job.events", "notifications", "metrics", "")
 
 MAX_BACKOFF = 30.0
 
@@ -88,7 +91,7 @@ class RabbitBridge(mode.Service):
         self.unroutable: dict[str, int] = {}
         RabbitBridge.current = self
         metrics.RABBITMQ_CONNECTED.set_function(lambda: 1.0 if self.connected else 0.0)
-        for exchange in ("job.events", "notifications", "metrics"):  # samples at 0 from the start
+        for exchange in PUBLISHED_EXCHANGES:  # samples at 0 from the start
             metrics.RABBITMQ_CONFIRMS.labels(exchange=exchange)
             metrics.RABBITMQ_NACKS.labels(exchange=exchange)
 
@@ -106,9 +109,7 @@ class RabbitBridge(mode.Service):
         try:
             await declare_topology(connection, url=self.url, queue_type=settings.rabbitmq_queue_type)
             channel = await connection.channel(publisher_confirms=True)
-            exchanges = {}
-            for name in ("job.events", "notifications", "metrics"):
-                exchanges[name] = await channel.get_exchange(name, ensure=False)
+            exchanges = await _exchanges_of(channel)
         except BaseException:
             await connection.close()
             raise
@@ -152,11 +153,20 @@ class RabbitBridge(mode.Service):
                 pass
         RabbitBridge.current = None if RabbitBridge.current is self else RabbitBridge.current
 
+    async def ready(self) -> None:
+        """Return once connected with the topology declared."""
+        await self._ready.wait()
+
     async def publish(self, event: EventBase) -> None:
         """Publish ``event`` to its exchange and routing key; return once RabbitMQ confirmed it.
         Retries with backoff for as long as RabbitMQ is unavailable."""
         exchange_name, routing_key = route_for(event)
-        message = event_message(event)
+        await self.publish_message(exchange_name=exchange_name, routing_key=routing_key,
+                                   message=event_message(event))
+
+    async def publish_message(self, *, exchange_name: str, routing_key: str, message: aio_pika.Message) -> None:
+        """Publish ``message`` (``exchange_name`` "" is the default exchange: straight to the
+        queue named ``routing_key``); return once RabbitMQ confirmed it, retrying meanwhile."""
         attempt = 0
         while True:
             attempt += 1
@@ -167,7 +177,7 @@ class RabbitBridge(mode.Service):
                 confirmation = await _bounded(_publish(exchange, message, routing_key=routing_key), 15)
                 if isinstance(confirmation, aiormq.abc.DeliveredMessage):  # returned: no queue bound
                     if exchange_name in BOUND_EXCHANGES:
-                        raise RuntimeError(f"RabbitMQ returned the message: no queue bound on {exchange_name} "
+                        raise RuntimeError(f"RabbitMQ returned the message: no queue bound on {exchange_name!r} "
                                            f"for {routing_key} (was a queue of the topology deleted?)")
                     self._count_unroutable(exchange_name=exchange_name, routing_key=routing_key)
                     return
@@ -176,7 +186,7 @@ class RabbitBridge(mode.Service):
                 self.published += 1
                 metrics.labelled(metrics.RABBITMQ_CONFIRMS, exchange_name).inc()
                 if attempt > 1:
-                    logger.info("publish of %s confirmed after %d attempts", event.event_id, attempt)
+                    logger.info("publish of %s confirmed after %d attempts", message.message_id, attempt)
                 return
             except asyncio.CancelledError:
                 raise
@@ -186,8 +196,8 @@ class RabbitBridge(mode.Service):
                 self._healthy_since_failure = False
                 delay = _backoff(attempt)
                 if attempt <= 3 or attempt % 10 == 0:
-                    logger.warning("publish of %s to %s/%s failed (%s: %s); retrying in %.0f s",
-                                   event.event_id, exchange_name, routing_key, type(exc).__name__,
+                    logger.warning("publish of %s to %r/%s failed (%s: %s); retrying in %.0f s",
+                                   message.message_id, exchange_name, routing_key, type(exc).__name__,
                                    _safe(exc), delay)
                 await asyncio.sleep(delay)
                 await self._recover()
@@ -222,13 +232,19 @@ class RabbitBridge(mode.Service):
                             type(exc).__name__, _safe(exc))
                 return
             old_channel = self._channel
-            self._exchanges = {n: await channel.get_exchange(n, ensure=False)
-                               for n in ("job.events", "notifications", "metrics")}
+            self._exchanges = await _exchanges_of(channel)
             self._channel = channel
             self._healthy_since_failure = True
             logger.info("RabbitMQ bridge: confirm channel reopened on %s", settings.rabbitmq_url_redacted)
             if old_channel is not None:
                 asyncio.ensure_future(_bounded(old_channel.close(), 2)).add_done_callback(lambda f: f.exception())
+
+
+async def _exchanges_of(channel: aio_pika.abc.AbstractChannel) -> dict[str, aio_pika.abc.AbstractExchange]:
+    """The exchanges published to, by name, on ``channel`` (no round trip)."""
+    exchanges = {name: await channel.get_exchange(name, ensure=False) for name in PUBLISHED_EXCHANGES if name}
+    exchanges[""] = channel.default_exchange
+    return exchanges
 
 
 async def _publish(exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message, *, routing_key: str) -> Any:
@@ -268,8 +284,9 @@ def _safe(exc: BaseException) -> str:
     return text.replace(password, "***") if password else text
 
 
-if settings.rabbitmq_bridge_enabled:
-    app.service(RabbitBridge)
+# Always: notification deliveries go through RabbitMQ even when the copies of the event topics
+# (COSMIC_RABBITMQ_BRIDGE_ENABLED) are off.
+app.service(RabbitBridge)
 
 
 async def wait_for_bridge() -> RabbitBridge:

@@ -8,7 +8,7 @@
   ``<queue>.retry.<n>s`` (n = 1, 2, 4, 8, 16, 30, 30 … by retry number) with
   ``x-retry-count`` incremented, then the original is acked; the retry queue's TTL expires
   it back into ``<queue>`` only (default exchange, see :mod:`app.rabbit_topology`);
-* any other error, retries exhausted (``COSMIC_RABBITMQ_MAX_ATTEMPTS`` handler calls), or a
+* any other error (reason: the error's ``reason`` attribute, else ``error``), retries exhausted (``COSMIC_RABBITMQ_MAX_ATTEMPTS`` handler calls), or a
   body that is not JSON → a copy goes to ``dlx`` → ``job-dlq`` with ``x-error-class``,
   ``x-error-message``, ``x-error-reason``, ``x-retry-count``, ``x-original-routing-key``,
   ``x-original-exchange`` and ``x-original-queue``, then the original is acked.
@@ -33,6 +33,8 @@ from app.settings import Settings
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[Any, aio_pika.abc.AbstractIncomingMessage], Awaitable[Any]]
+#: Told about a message before it goes to ``job-dlq``: (body or None, message, reason, error).
+DeadLetterHook = Callable[[Any, aio_pika.abc.AbstractIncomingMessage, str, BaseException], Awaitable[Any]]
 
 
 def retry_delay(retry_number: int) -> int:
@@ -63,14 +65,25 @@ class RetryingConsumer:
     """The protocol for one queue; :func:`consume` drives it."""
 
     def __init__(self, *, queue: str, handler: Handler, settings: Settings,
-                 publish_channel: aio_pika.abc.AbstractChannel) -> None:
+                 publish_channel: aio_pika.abc.AbstractChannel, on_dead_letter: DeadLetterHook | None = None,
+                 concurrency: int | None = None) -> None:
         self.queue = queue
         self.handler = handler
+        self.on_dead_letter = on_dead_letter
+        #: Handler calls at once (aio-pika runs one task per delivered message, up to the prefetch).
+        self._gate = asyncio.Semaphore(concurrency) if concurrency else None
         self.max_attempts = settings.rabbitmq_max_attempts
         self.channel = publish_channel
         self.outcomes: dict[str, int] = {"ok": 0, "retried": 0, "dead-lettered": 0}
 
     async def on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        if self._gate is None:
+            await self._on_message(message)
+            return
+        async with self._gate:
+            await self._on_message(message)
+
+    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         headers = dict(message.headers or {})
         retries = int(headers.get("x-retry-count", 0) or 0)
         headers.setdefault("x-original-routing-key", message.routing_key or "")
@@ -78,7 +91,7 @@ class RetryingConsumer:
         try:
             body = json.loads(message.body)
         except (ValueError, UnicodeDecodeError) as exc:
-            await self._dead_letter(message, headers, retries, reason="undecodable", error=exc)
+            await self._dead_letter(message, headers, retries, reason="undecodable", error=exc, body=None)
             return
         try:
             await self.handler(body, message)
@@ -86,10 +99,12 @@ class RetryingConsumer:
             if retries + 1 < self.max_attempts:
                 await self._retry(message, headers, retries + 1, exc)
             else:
-                await self._dead_letter(message, headers, retries, reason="retries-exhausted", error=exc)
+                await self._dead_letter(message, headers, retries, reason="retries-exhausted", error=exc, body=body)
             return
         except Exception as exc:  # noqa: BLE001 - never requeue a poison message forever
-            await self._dead_letter(message, headers, retries, reason="error", error=exc)
+            reason = getattr(exc, "reason", None)
+            await self._dead_letter(message, headers, retries, reason=reason if isinstance(reason, str) else "error",
+                                    error=exc, body=body)
             return
         await message.ack()
         self.outcomes["ok"] += 1
@@ -105,7 +120,12 @@ class RetryingConsumer:
                     type(exc).__name__, retry_number, target)
 
     async def _dead_letter(self, message: Any, headers: dict[str, Any], retries: int, *, reason: str,
-                           error: BaseException) -> None:
+                           error: BaseException, body: Any) -> None:
+        if self.on_dead_letter is not None:
+            try:
+                await self.on_dead_letter(body, message, reason, error)
+            except Exception:  # noqa: BLE001 - the dead letter itself must still happen
+                logger.exception("%s: the dead-letter hook failed for %s", self.queue, message.message_id)
         headers.update({
             "x-error-reason": reason,
             "x-error-class": type(error).__name__,
@@ -123,7 +143,9 @@ class RetryingConsumer:
 
 async def consume(*, queue: str, handler: Handler, settings: Settings,
                   connection: aio_pika.abc.AbstractRobustConnection | None = None,
-                  prefetch: int = 10, stop: asyncio.Event | None = None) -> RetryingConsumer:
+                  prefetch: int = 10, stop: asyncio.Event | None = None,
+                  on_dead_letter: DeadLetterHook | None = None, concurrency: int | None = None,
+                  started: asyncio.Event | None = None) -> RetryingConsumer:
     """Consume ``queue`` with the retry protocol until ``stop`` is set (or the task is
     cancelled). Uses ``connection`` or opens (and closes) its own robust connection."""
     own = connection is None
@@ -134,9 +156,12 @@ async def consume(*, queue: str, handler: Handler, settings: Settings,
         consume_channel = await connection.channel()
         await consume_channel.set_qos(prefetch_count=prefetch)
         consumer = RetryingConsumer(queue=queue, handler=handler, settings=settings,
-                                    publish_channel=publish_channel)
+                                    publish_channel=publish_channel, on_dead_letter=on_dead_letter,
+                                    concurrency=concurrency)
         q = await consume_channel.get_queue(queue, ensure=True)
         tag = await q.consume(consumer.on_message)
+        if started is not None:
+            started.set()
         try:
             await (stop.wait() if stop is not None else asyncio.Event().wait())
         finally:

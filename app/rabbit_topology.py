@@ -1,7 +1,8 @@
 """RabbitMQ topology (seed 001) as data, and its idempotent declaration and verification.
 
 Exchanges (all durable): ``job.events``, ``notifications``, ``metrics`` (topic) and ``dlx``
-(direct). Work queues dead-letter to ``dlx`` with routing key ``job-dlq`` (the one binding of
+(direct). The queue ``notification-delivery`` has no binding: deliveries are published to it
+through the default exchange. Work queues dead-letter to ``dlx`` with routing key ``job-dlq`` (the one binding of
 ``job-dlq`` on ``dlx``), so expired, overflowing and consumer-rejected messages all land in
 ``job-dlq``; RabbitMQ's ``x-death`` header (and our ``x-original-*`` headers) keep where they
 came from.
@@ -42,6 +43,10 @@ METRICS = "metrics"
 DLX = "dlx"
 DLQ = "job-dlq"
 DLQ_ROUTING_KEY = "job-dlq"
+#: Webhook and email deliveries of notifications, one message per notification and channel,
+#: published to the default exchange (routing key = this name) and consumed by every worker
+#: (:mod:`app.notification_delivery`); no TTL and no length limit: none may be dropped.
+NOTIFICATION_DELIVERY = "notification-delivery"
 
 #: Delays (seconds) of the retry queues, the last one repeating.
 RETRY_DELAYS = (1, 2, 4, 8, 16, 30)
@@ -106,6 +111,7 @@ QUEUES = (
     QueueSpec("job-events-api", ((JOB_EVENTS, "job.#"),), 30_000, 100_000),
     QueueSpec("job-events-audit", ((JOB_EVENTS, "job.#"),), 300_000, 100_000),
     QueueSpec("websocket-broadcast", ((NOTIFICATIONS, "notifications.*"),), 30_000, 50_000),
+    QueueSpec(NOTIFICATION_DELIVERY, (), None, None),
     QueueSpec(DLQ, ((DLX, DLQ_ROUTING_KEY),), 86_400_000, None, dead_letter=False, retry=False),
 )
 

@@ -59,6 +59,21 @@ class Settings:
     smtp_url: str = ""
     #: The From address of notification emails.
     smtp_from: str = "cosmic-horizons@localhost"
+    #: Webhooks: seconds to open the connection; connections open at once in all and per
+    #: receiver host (the worker's one HTTP session).
+    webhook_connect_timeout_seconds: float = 3.0
+    webhook_max_connections: int = 100
+    webhook_max_connections_per_host: int = 4
+    #: Networks webhooks may go to although they are internal (loopback, private, link-local
+    #: …): comma-separated CIDRs, e.g. ``10.20.0.0/16``. Empty: only public addresses.
+    webhook_allowed_networks: str = ""
+    #: Master key of the per-user webhook signing secrets (``app/webhook_signing.py``);
+    #: empty = derived from ``COSMIC_JWT_SECRET``. Changing it changes every user's secret.
+    webhook_signing_key: str = ""
+    #: Notification delivery workers (RabbitMQ queue ``notification-delivery``): messages
+    #: fetched ahead (prefetch) and delivered at once per worker.
+    notification_delivery_prefetch: int = 64
+    notification_delivery_concurrency: int = 32
     #: Attempts for an event whose handler hits a retriable error (broker or webhook down)
     #: before it is dead-lettered; backoff doubles from 0.5 s, capped at 8 s.
     max_attempts: int = 5
@@ -154,6 +169,14 @@ class Settings:
             raise ConfigError("COSMIC_REPLICATION_FACTOR must be at least 1")
         if not self.webhook_timeout_seconds > 0:
             raise ConfigError("COSMIC_WEBHOOK_TIMEOUT_SECONDS must be a positive number of seconds")
+        if not self.webhook_connect_timeout_seconds > 0 or self.webhook_max_connections < 1 \
+                or self.webhook_max_connections_per_host < 0:
+            raise ConfigError("COSMIC_WEBHOOK_CONNECT_TIMEOUT_SECONDS > 0, COSMIC_WEBHOOK_MAX_CONNECTIONS >= 1 and "
+                              "COSMIC_WEBHOOK_MAX_CONNECTIONS_PER_HOST >= 0 (0: no limit) are required")
+        self.webhook_networks  # noqa: B018 - raises ConfigError on a bad CIDR
+        if self.notification_delivery_prefetch < 1 or self.notification_delivery_concurrency < 1:
+            raise ConfigError("COSMIC_NOTIFICATION_DELIVERY_PREFETCH and COSMIC_NOTIFICATION_DELIVERY_CONCURRENCY "
+                              "must be at least 1")
         if self.smtp_url and urlsplit(self.smtp_url).scheme not in ("smtp", "smtps"):
             raise ConfigError("COSMIC_SMTP_URL must be smtp://host[:port] or smtps://host[:port]")
         if self.rabbitmq_queue_type not in ("classic", "quorum"):
@@ -201,6 +224,13 @@ class Settings:
     def ws_origins(self) -> tuple[str, ...]:
         """The allowed websocket Origin values (``COSMIC_WS_ALLOWED_ORIGINS``)."""
         return tuple(o.strip().rstrip("/") for o in self.ws_allowed_origins.split(",") if o.strip())
+
+    @property
+    def webhook_networks(self) -> tuple:
+        """``COSMIC_WEBHOOK_ALLOWED_NETWORKS`` parsed (ConfigError on a bad CIDR)."""
+        from app.net_guard import parse_networks
+
+        return parse_networks(self.webhook_allowed_networks)
 
     @property
     def worker_data_dir(self) -> Path:

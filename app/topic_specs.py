@@ -69,6 +69,10 @@ EXTRA_TOPICS: tuple[TopicSpec, ...] = (
               cleanup_policy="compact", has_dead_letter=False,
               description="each user's notification preferences (latest per user; JSON), "
                           "co-partitioned with notifications"),
+    TopicSpec(name="notification-outcomes", partitions=5, retention_ms=7 * DAY_MS, key="user_id",
+              has_dead_letter=False,
+              description="outcome of each webhook/email delivery attempt (JSON), co-partitioned with "
+                          "notifications"),
 )
 
 

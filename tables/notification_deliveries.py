@@ -1,10 +1,11 @@
 """What the ``deliver_notifications`` agent did with each notification.
 
 ``notification_deliveries``: ``"<notification_id>:<channel>"`` → ``{"channel", "status",
-"at", "attempts"}``, written once a channel has delivered (status ``delivered``, ``feed``
-for the websocket feed, ``disabled`` for email without SMTP). A channel with an entry is
-never delivered again, which makes delivery once per notification and channel across
-retries, redeliveries and worker restarts. Bounded: a tumbling
+"at", "attempts"}``, written once a channel was handed on: ``pending`` (a delivery message
+was published to RabbitMQ), ``feed`` for the websocket feed, ``disabled`` for email without
+SMTP. A channel with an entry is not handed on again unless it is ``pending`` with no outcome
+yet (its publish may not have been confirmed before a crash), which makes delivery once per
+notification and channel across redeliveries, replays and worker restarts. Bounded: a tumbling
 window of one day by the record's Kafka timestamp (the notification's own timestamp, the
 same for every copy of it), expiring ``COSMIC_DEDUPE_WINDOW_HOURS`` (7 days, the
 retention of ``notifications``) after the newest record of its partition.
@@ -14,7 +15,13 @@ retention of ``notifications``) after the newest record of its partition.
 "severity", "title", "at", "read", "read_at", "deliveries": {channel: {...}}}`` — what
 ``GET /api/users/{user_id}/notifications`` answers. A NotificationRead marks its entry read.
 
-Both are written while handling a record of ``notifications`` (key user_id): a key derived
+``notification_outcomes``: user_id → ``{"outcomes": {"<notification_id>:<channel>": {"channel",
+"status", "attempts", "at", "http_status", "error", "reason"}}}``, the latest outcome of each
+delivery (``retrying``, ``delivered``, ``failed``) as the delivery workers reported it on
+``notification-outcomes``; written only by ``record_notification_outcomes`` (one writer per
+table), bounded to :data:`OUTCOMES_PER_USER` entries, oldest dropped.
+
+The first two are written while handling a record of ``notifications`` (key user_id): a key derived
 from a notification id lives on the partition of the notification's user, so Faust's
 sharding stays consistent, and ``notification_status`` (keyed by user_id) can be
 owner-routed.
@@ -29,6 +36,8 @@ from app.main import app, settings
 from app.topic_specs import spec_by_name
 
 RECENT_PER_USER = 50
+#: Outcomes kept per user: every channel of the recent notifications.
+OUTCOMES_PER_USER = RECENT_PER_USER * 3
 DELIVERY_WINDOW = timedelta(days=1)
 
 notification_deliveries = coalescing_table(
@@ -47,4 +56,13 @@ notification_status = coalescing_table(
     key_type=str,
     partitions=spec_by_name("notifications").partitions,
     help="user_id -> {notifications: recent notifications with delivery status}",
+)
+
+notification_outcomes = coalescing_table(
+    app,
+    "notification_outcomes",
+    default=None,
+    key_type=str,
+    partitions=spec_by_name("notification-outcomes").partitions,
+    help="user_id -> {outcomes: {notification_id:channel -> latest delivery outcome}}",
 )

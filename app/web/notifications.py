@@ -9,7 +9,17 @@
 * ``GET`` of the same path: the stored preferences, or the defaults (``"default": true``),
   answered by the worker owning the user.
 * ``GET /api/users/{user_id}/notifications?limit=N`` (1..50, default 20): the user's most
-  recent notifications, newest first, with per-channel delivery status and read state.
+  recent notifications, newest first, with per-channel delivery status (``pending``,
+  ``retrying`` with the attempt and error, ``delivered`` with the HTTP status, ``failed`` with
+  the reason; ``feed``/``disabled``) and read state.
+* ``POST /api/users/{user_id}/notification-preferences/secret``: a new webhook signing
+  secret (the old one stops working once the worker applied it, moments later), returned
+  once: ``202 {"user_id", "webhook_secret"}``.
+
+A webhook URL is refused (400 naming ``webhook_url``) when its host is, or resolves to, an
+internal address (:mod:`app.net_guard`; ``COSMIC_WEBHOOK_ALLOWED_NETWORKS`` allows some on
+purpose). The first PUT of a user creates their signing secret and returns it once as
+``webhook_secret`` (:mod:`app.webhook_signing`); later PUTs keep it and do not show it.
 
 Every request needs a JWT (``Authorization: Bearer``, see :mod:`app.auth`) of that user
 (``sub`` = user_id) or of an operator: 401 without a valid token, 403 for another user —
@@ -27,11 +37,13 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
 from app.auth import AuthError, authenticate
-from app.errors import InvalidPreferences
+from app.errors import ConfigError, InvalidPreferences
 from app.main import app, settings
+from app.net_guard import ForbiddenAddress, UnresolvableHost, check_url
 from app.web.ingest import read_limited
-from app.web.routing import owner_routed
-from tables.notification_deliveries import RECENT_PER_USER, notification_status
+from app.web.routing import fetch_from_owner, not_ready, owner_routed
+from app.webhook_signing import master_key, new_salt, user_secret
+from tables.notification_deliveries import RECENT_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import (
     check_user_id,
     notification_preferences,
@@ -79,7 +91,7 @@ class NotificationPreferencesView(View):
     @self_or_operator
     @owner_routed(table=notification_preferences, match_info="user_id")
     async def get(self, request: Request, user_id: str) -> Response:
-        return self.json({"user_id": user_id, **preferences_of(user_id)})
+        return self.json({"user_id": user_id, **public_preferences(preferences_of(user_id))})
 
     @self_or_operator
     async def put(self, request: Request, user_id: str) -> Response:
@@ -93,13 +105,30 @@ class NotificationPreferencesView(View):
             except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # Recursion: nested too deeply
                 return self.json({"error": "malformed JSON", "field": "", "reason": str(exc)}, status=400)
             preferences = parse_preferences(data)
+            if preferences["webhook_url"] is not None:
+                await _check_webhook_host(preferences["webhook_url"])
         except InvalidPreferences as exc:
             return self.json(exc.to_dict(), status=400)
-        value = {**preferences, "updated_at": int(time.time() * 1000)}
+        value: dict[str, Any] = {**preferences, "updated_at": int(time.time() * 1000)}
+        secret = None
+        if "WEBHOOK" in preferences["channels"] or preferences["webhook_url"] is not None:
+            try:
+                key = master_key(settings)
+            except ConfigError as exc:
+                return self.json({"error": "webhooks are not available", "reason": str(exc)}, status=503)
+            exists = await _has_secret(request, user_id)
+            if exists is None:
+                return not_ready(self, "the owner of this user's preferences is not known yet")
+            if not exists:
+                value["signing_salt"] = new_salt()
+                secret = user_secret(key=key, user_id=user_id, salt=value["signing_salt"])
         failed = await _produce(self, user_id=user_id, value=json.dumps(value).encode())
         if failed is not None:
             return failed
-        return self.json({"user_id": user_id, "preferences": value}, status=202)
+        reply: dict[str, Any] = {"user_id": user_id, "preferences": public_preferences(value)}
+        if secret is not None:
+            reply["webhook_secret"] = secret
+        return self.json(reply, status=202)
 
     @self_or_operator
     async def delete(self, request: Request, user_id: str) -> Response:
@@ -111,6 +140,63 @@ class NotificationPreferencesView(View):
         if failed is not None:
             return failed
         return self.json({"user_id": user_id, "preferences": None}, status=202)
+
+
+@app.page("/api/users/{user_id}/notification-preferences/secret")
+class WebhookSecretView(View):
+    @self_or_operator
+    async def post(self, request: Request, user_id: str) -> Response:
+        """Rotate the user's webhook signing secret; the new one is in the answer, once."""
+        try:
+            check_user_id(user_id)
+            key = master_key(settings)
+        except InvalidPreferences as exc:
+            return self.json(exc.to_dict(), status=400)
+        except ConfigError as exc:
+            return self.json({"error": "webhooks are not available", "reason": str(exc)}, status=503)
+        current = await _stored(request, user_id)
+        if current is None:
+            return not_ready(self, "the owner of this user's preferences is not known yet")
+        value = {k: current[k] for k in ("channels", "webhook_url", "email")}
+        value.update(updated_at=int(time.time() * 1000), signing_salt=new_salt())
+        failed = await _produce(self, user_id=user_id, value=json.dumps(value).encode())
+        if failed is not None:
+            return failed
+        return self.json({"user_id": user_id,
+                          "webhook_secret": user_secret(key=key, user_id=user_id, salt=value["signing_salt"])},
+                         status=202)
+
+
+def public_preferences(preferences: dict[str, Any]) -> dict[str, Any]:
+    """Preferences as the API shows them: the signing salt replaced by whether a secret exists."""
+    shown = {k: v for k, v in preferences.items() if k != "signing_salt"}
+    shown["signing_secret"] = bool(preferences.get("signing_salt"))
+    return shown
+
+
+async def _check_webhook_host(url: str) -> None:
+    try:
+        await check_url(url, allowed=settings.webhook_networks)
+    except (ForbiddenAddress, UnresolvableHost) as exc:
+        raise InvalidPreferences(field="webhook_url", reason=f"not allowed: {exc}") from None
+
+
+async def _stored(request: Request, user_id: str) -> dict[str, Any] | None:
+    """The user's preferences as the owning worker shows them (None: owner not known)."""
+    path = f"/api/users/{user_id}/notification-preferences"
+    try:
+        answer = await fetch_from_owner(table=notification_preferences, key=user_id, request=request, path=path)
+    except KeyError:
+        return None
+    if answer is None:
+        return public_preferences(preferences_of(user_id))
+    status, body = answer
+    return body if status == 200 and isinstance(body, dict) else None
+
+
+async def _has_secret(request: Request, user_id: str) -> bool | None:
+    stored = await _stored(request, user_id)
+    return None if stored is None else bool(stored.get("signing_secret"))
 
 
 @app.page("/api/users/{user_id}/notifications")
@@ -126,5 +212,13 @@ async def recent_notifications(web: View, request: Request, user_id: str) -> Res
         return web.json({"error": "invalid limit", "field": "limit",
                          "reason": f"must be an integer from 1 to {RECENT_PER_USER}, got {raw_limit!r}"}, status=400)
     stored = notification_status.get(user_id) or {}
-    newest_first = list(reversed(stored.get("notifications", [])))[:limit]
+    outcomes = (notification_outcomes.get(user_id) or {}).get("outcomes", {})
+    newest_first = []
+    for entry in list(reversed(stored.get("notifications", [])))[:limit]:
+        deliveries = dict(entry.get("deliveries", {}))
+        for channel in deliveries:
+            outcome = outcomes.get(f"{entry['notification_id']}:{channel}")
+            if outcome is not None:
+                deliveries[channel] = outcome
+        newest_first.append({**entry, "deliveries": deliveries})
     return web.json({"user_id": user_id, "notifications": newest_first})

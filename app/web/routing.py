@@ -18,6 +18,18 @@ from app.main import app
 Handler = Callable[..., Awaitable[Response]]
 
 
+async def fetch_from_owner(*, table: TableT, key: str, request: Request, path: str) -> tuple[int, Any] | None:
+    """GET ``path`` from the worker owning ``key`` of ``table`` with the caller's
+    Authorization header: (status, JSON body); None when this worker is the owner (read the
+    table locally). Raises KeyError while the owner is not known (answer 503)."""
+    owner = app.router.key_store(table.name, key)
+    if (owner.host, owner.port) == (app.conf.canonical_url.host, app.conf.canonical_url.port):
+        return None
+    headers = {k: v for k, v in request.headers.items() if k.lower() == "authorization"}
+    async with app.http_client.get(owner.with_path(path), headers=headers) as response:
+        return response.status, await response.json(content_type=None)
+
+
 def worker_ready() -> tuple[bool, str]:
     """Whether this worker can answer table reads now, and why not."""
     if not app.tables.recovery.completed.is_set():

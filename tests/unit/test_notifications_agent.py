@@ -1,5 +1,6 @@
-"""Notification delivery without a broker: Faust's agent test context on the memory store,
-a real aiohttp webhook receiver and a real SMTP sink (aiosmtpd) on 127.0.0.1."""
+"""Notifications without a broker: the deciding agent in Faust's test context on the memory
+store (RabbitMQ replaced by a recording bridge), the delivery workers' handler against a real
+aiohttp webhook receiver and a real SMTP sink (aiosmtpd) on 127.0.0.1, and the outcomes agent."""
 
 from __future__ import annotations
 
@@ -17,15 +18,21 @@ from aiosmtpd.controller import Controller
 import agents.notifications as notifications
 import app.streams as streams
 from agents.notifications import (
+    OUTCOME_UPDATES,
     PREFERENCE_UPDATES,
     apply_notification_preferences,
     deliver_notifications,
+    record_notification_outcomes,
 )
-from app.delivery import SmtpTarget, send_email, send_webhook
+from app.delivery import SmtpTarget, WebhookClient, send_email, webhook_body, webhook_headers
 from app.errors import DeliveryFailed, DeliveryRejected, InvalidPreferences
 from app.main import app, codecs
 from app.models import NotificationRead, NotificationSent, utc_now
-from tables.notification_deliveries import notification_status
+from app.notification_delivery import NotificationDelivery
+from app.rabbit_bridge import RabbitBridge
+from app.settings import Settings
+from app.webhook_signing import SIGNATURE_HEADER, user_secret, verify
+from tables.notification_deliveries import OUTCOMES_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import notification_preferences, parse_preferences, preferences_of
 
 
@@ -35,12 +42,61 @@ def memory_app(memory_registry, captured, monkeypatch):
     assert app.conf.store.scheme == "memory"
     app.finalize()
     app.flow_control.resume()
-    # Three attempts, no real backoff sleeps, a short webhook timeout.
-    monkeypatch.setattr(streams, "settings", dataclasses.replace(streams.settings, max_attempts=3))
     monkeypatch.setattr(streams, "backoff_delay", lambda attempt: 0.01)
-    monkeypatch.setattr(notifications, "settings",
-                        dataclasses.replace(notifications.settings, webhook_timeout_seconds=1.0, smtp_url=""))
+    monkeypatch.setattr(notifications, "settings", dataclasses.replace(notifications.settings, smtp_url=""))
     return captured
+
+
+class RecordingBridge:
+    """Stands in for the RabbitMQ bridge: keeps what would have been published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, object]] = []
+
+    async def publish_message(self, *, exchange_name: str, routing_key: str, message) -> None:  # noqa: ANN001
+        self.published.append((exchange_name, routing_key, message))
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(m.body) for _, _, m in self.published]
+
+
+@pytest.fixture
+def bridge(monkeypatch):
+    fake = RecordingBridge()
+    monkeypatch.setattr(RabbitBridge, "current", fake)
+    return fake
+
+
+class FakeMessage:
+    def __init__(self, *, retries: int = 0) -> None:
+        self.headers = {"x-retry-count": retries} if retries else {}
+
+
+class OutcomeProducer:
+    """The app's producer as the delivery workers use it: outcomes are kept."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[dict] = []
+
+    async def send_and_wait(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001, PLR0913
+        assert topic.endswith("notification-outcomes") and key == json.loads(value)["user_id"].encode()
+        self.outcomes.append(json.loads(value))
+
+
+class FakeApp:
+    def __init__(self) -> None:
+        self.producer = OutcomeProducer()
+
+
+SECRET_SETTINGS = dict(jwt_secret="unit-test-secret", webhook_timeout_seconds=1.0,
+                       webhook_allowed_networks="127.0.0.0/8")
+
+
+@pytest.fixture
+async def delivery():
+    service = NotificationDelivery(faust_app=FakeApp(), settings=Settings(**SECRET_SETTINGS))
+    yield service
+    await service.webhooks.close()
 
 
 class Receiver:
@@ -52,7 +108,8 @@ class Receiver:
         self.url = ""
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append({"headers": dict(request.headers), "body": await request.json()})
+        raw = await request.read()
+        self.requests.append({"headers": dict(request.headers), "body": json.loads(raw), "raw": raw})
         answer = self.plan.pop(0) if self.plan else 200
         if answer == "slow":
             await asyncio.sleep(3)
@@ -194,8 +251,8 @@ async def test_preference_updates_are_validated_applied_and_reset(memory_app):
         assert preferences_of(user)["default"] is True
 
 
-# -- delivery ----------------------------------------------------------------------------------
-async def test_default_preferences_record_the_websocket_feed_once(memory_app):
+# -- deciding: the agent publishes one delivery message per channel ---------------------------------
+async def test_default_preferences_record_the_websocket_feed_once(memory_app, bridge):
     user = _user()
     sent = _sent(user)
     async with deliver_notifications.test_context() as agent:
@@ -204,113 +261,44 @@ async def test_default_preferences_record_the_websocket_feed_once(memory_app):
     deliveries = _deliveries(user)[sent.notification_id]
     assert list(deliveries) == ["WEBSOCKET"]
     assert deliveries["WEBSOCKET"]["status"] == "feed" and deliveries["WEBSOCKET"]["attempts"] == 1
-    assert memory_app["dead"] == []
+    assert bridge.published == [] and memory_app["dead"] == []
 
 
-async def test_routing_follows_preferences_and_delivers_once_per_channel(memory_app, receiver):
+async def test_routing_follows_preferences_and_queues_once_per_channel(memory_app, bridge):
     user, other = _user(), _user()
     first, second = _sent(user), _sent(user)
     untouched = _sent(other)
+    hook = "https://hooks.example.org/cosmic"
     async with apply_notification_preferences.test_context() as prefs, \
-            deliver_notifications.test_context() as agent:
-        await _set_preferences(prefs, user, {"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": receiver.url})
+            deliver_notifications.test_context() as agent, \
+            record_notification_outcomes.test_context() as outcomes:
+        await _set_preferences(prefs, user, {"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": hook,
+                                             "signing_salt": "a" * 32})
         await _put_event(agent, first)
-        await _put_event(agent, first)  # the same NotificationSent again (a replay after a crash)
+        # Pending without an outcome: handled again after a crash, it is published again.
+        await _put_event(agent, first)
+        assert [b["notification_id"] for b in bridge.bodies()] == [first.notification_id] * 2
+        await outcomes.put(json.dumps({"notification_id": first.notification_id, "channel": "WEBHOOK",
+                                       "user_id": user, "status": "delivered", "attempts": 1, "at": 1,
+                                       "http_status": 200}).encode(), key=user.encode())
+        await _put_event(agent, first)  # an outcome is known: not again
         await _put_event(agent, untouched)  # default preferences: no webhook
         await _put_event(agent, second)
-        await _put_event(agent, first)
-    keys = [r["headers"]["Idempotency-Key"] for r in receiver.requests]
-    assert keys == [first.notification_id, second.notification_id]
-    request = receiver.requests[0]
-    assert request["headers"]["Content-Type"] == "application/json"
-    assert request["headers"]["X-Cosmic-Notification-Id"] == first.notification_id
-    assert request["body"]["notification_id"] == first.notification_id
-    assert request["body"]["event_type"] == "NotificationSent" and request["body"]["user_id"] == user
+    assert [(exchange, key) for exchange, key, _ in bridge.published] == [("", "notification-delivery")] * 3
+    assert [m.message_id for _, _, m in bridge.published] == [f"{first.notification_id}:WEBHOOK"] * 2 + [
+        f"{second.notification_id}:WEBHOOK"]
+    body = bridge.bodies()[-1]
+    assert body["target"] == hook and body["signing_salt"] == "a" * 32 and body["user_id"] == user
+    assert body["channel"] == "WEBHOOK" and body["event"]["notification_id"] == second.notification_id
+    assert bridge.published[-1][2].delivery_mode == 2  # persistent
     deliveries = _deliveries(user)
     assert set(deliveries[first.notification_id]) == {"WEBSOCKET", "WEBHOOK"}
-    assert deliveries[first.notification_id]["WEBHOOK"]["status"] == "delivered"
+    assert deliveries[second.notification_id]["WEBHOOK"]["status"] == "pending"
     assert list(_deliveries(other)[untouched.notification_id]) == ["WEBSOCKET"]
     assert memory_app["dead"] == []
 
 
-async def test_webhook_500_then_200_is_retried_and_delivered_once(memory_app, receiver):
-    user = _user()
-    sent = _sent(user)
-    receiver.plan = [500]
-    async with apply_notification_preferences.test_context() as prefs, \
-            deliver_notifications.test_context() as agent:
-        await _set_preferences(prefs, user, {"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": receiver.url})
-        await _put_event(agent, sent)
-        await _put_event(agent, sent)
-    assert [r["headers"]["Idempotency-Key"] for r in receiver.requests] == [sent.notification_id] * 2
-    webhook = _deliveries(user)[sent.notification_id]["WEBHOOK"]
-    assert webhook["status"] == "delivered" and webhook["attempts"] == 2
-    # The websocket feed was recorded on the first attempt and not repeated by the retry.
-    assert _deliveries(user)[sent.notification_id]["WEBSOCKET"]["attempts"] == 1
-    assert memory_app["dead"] == []
-
-
-async def test_webhook_always_503_is_dead_lettered_after_max_attempts(memory_app, receiver):
-    user = _user()
-    sent = _sent(user)
-    receiver.plan = [503] * 10
-    async with apply_notification_preferences.test_context() as prefs, \
-            deliver_notifications.test_context() as agent:
-        await _set_preferences(prefs, user, {"channels": ["WEBHOOK"], "webhook_url": receiver.url})
-        await _put_event(agent, sent)
-    assert len(receiver.requests) == 3  # COSMIC_MAX_ATTEMPTS, patched to 3
-    [(origin, reason, attempts)] = memory_app["dead"]
-    assert reason == "retries-exhausted" and attempts == 3
-    assert codecs.for_topic("notifications").decode(origin.value) == sent  # the original record
-    assert origin.key == user.encode()
-    webhook = _deliveries(user)[sent.notification_id]["WEBHOOK"]
-    assert webhook["status"] == "failed" and webhook["attempts"] == 3 and "503" in webhook["error"]
-
-
-async def test_webhook_timeout_and_connection_refused_are_retried(memory_app, receiver):
-    user = _user()
-    sent = _sent(user)
-    receiver.plan = ["slow"]  # longer than the 1 s timeout, then 200
-    async with apply_notification_preferences.test_context() as prefs, \
-            deliver_notifications.test_context() as agent:
-        await _set_preferences(prefs, user, {"channels": ["WEBHOOK"], "webhook_url": receiver.url})
-        await _put_event(agent, sent)
-    assert _deliveries(user)[sent.notification_id]["WEBHOOK"]["attempts"] == 2
-    assert memory_app["dead"] == []
-    with pytest.raises(DeliveryFailed, match="unreachable"):
-        await send_webhook(url=f"http://127.0.0.1:{_free_port()}/hook", event=sent, timeout_s=2)
-
-
-async def test_webhook_4xx_is_dead_lettered_without_retries(memory_app, receiver):
-    user = _user()
-    sent = _sent(user)
-    receiver.plan = [404]
-    async with apply_notification_preferences.test_context() as prefs, \
-            deliver_notifications.test_context() as agent:
-        await _set_preferences(prefs, user, {"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": receiver.url})
-        await _put_event(agent, sent)
-    assert len(receiver.requests) == 1
-    [(_origin, reason, attempts)] = memory_app["dead"]
-    assert reason == "delivery-rejected" and attempts == 1
-    deliveries = _deliveries(user)[sent.notification_id]
-    assert deliveries["WEBHOOK"]["status"] == "rejected"
-    assert deliveries["WEBSOCKET"]["status"] == "feed"  # the other channel still delivered
-
-
-async def test_http_status_classification(receiver):
-    sent = _sent(_user())
-    for status, error in ((429, DeliveryFailed), (502, DeliveryFailed), (408, DeliveryFailed),
-                          (400, DeliveryRejected), (410, DeliveryRejected), (301, DeliveryRejected)):
-        receiver.plan = [status]
-        with pytest.raises(error) as info:
-            await send_webhook(url=receiver.url, event=sent, timeout_s=2)
-        assert info.value.status == status and info.value.channel == "WEBHOOK"
-    receiver.plan = [204]
-    assert await send_webhook(url=receiver.url, event=sent, timeout_s=2) == 204
-
-
-async def test_email_is_disabled_without_smtp_and_sent_once_with_it(memory_app, smtp_sink, monkeypatch):
-    sink, smtp_url = smtp_sink
+async def test_email_is_disabled_without_smtp_and_queued_with_it(memory_app, bridge, monkeypatch):
     user = _user()
     quiet, loud = _sent(user), _sent(user, severity="ERROR")
     async with apply_notification_preferences.test_context() as prefs, \
@@ -319,18 +307,150 @@ async def test_email_is_disabled_without_smtp_and_sent_once_with_it(memory_app, 
         await _put_event(agent, quiet)
         assert _deliveries(user)[quiet.notification_id]["EMAIL"]["status"] == "disabled"
         monkeypatch.setattr(notifications, "settings",
-                            dataclasses.replace(notifications.settings, smtp_url=smtp_url, smtp_from="ops@cosmic.example"))
+                            dataclasses.replace(notifications.settings, smtp_url="smtp://127.0.0.1:25"))
         await _put_event(agent, loud)
-        await _put_event(agent, loud)  # redelivered: no second email
-        await _put_event(agent, quiet)  # recorded as disabled before: not sent now either
-    assert len(sink.messages) == 1
+        await _put_event(agent, quiet)  # recorded as disabled before: not queued now either
+    assert [(b["channel"], b["target"]) for b in bridge.bodies()] == [("EMAIL", "ann@example.org")]
+    assert _deliveries(user)[loud.notification_id]["EMAIL"]["status"] == "pending"
+
+
+async def test_preference_updates_keep_the_signing_salt_until_rotated(memory_app):
+    user = _user()
+    async with apply_notification_preferences.test_context() as prefs:
+        await _set_preferences(prefs, user, {"channels": ["WEBHOOK"], "webhook_url": "https://h.example/x",
+                                             "signing_salt": "b" * 32})
+        await _set_preferences(prefs, user, {"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": "https://h.example/y"})
+        assert notification_preferences[user]["signing_salt"] == "b" * 32
+        await _set_preferences(prefs, user, {"channels": ["WEBHOOK"], "webhook_url": "https://h.example/y",
+                                             "signing_salt": "c" * 32})
+        assert notification_preferences[user]["signing_salt"] == "c" * 32
+        before = PREFERENCE_UPDATES["invalid"]
+        await _set_preferences(prefs, user, {"channels": ["WEBSOCKET"], "signing_salt": 7})
+        assert PREFERENCE_UPDATES["invalid"] == before + 1 and notification_preferences[user]["signing_salt"] == "c" * 32
+
+
+# -- delivering: the delivery workers' handler ----------------------------------------------------------
+def _body(sent: NotificationSent, *, url: str, salt: str | None = "d" * 32, channel: str = "WEBHOOK") -> dict:
+    from app.validation import event_to_json
+
+    return {"notification_id": sent.notification_id, "channel": channel, "user_id": sent.user_id, "target": url,
+            "signing_salt": salt, "queued_at": 0, "event": event_to_json(sent)}
+
+
+async def test_a_delivery_is_signed_and_its_outcome_reported(delivery, receiver):
+    sent = _sent(_user())
+    await delivery.deliver(_body(sent, url=receiver.url), FakeMessage())
+    [request] = receiver.requests
+    headers = request["headers"]
+    assert headers["Idempotency-Key"] == headers["X-Cosmic-Notification-Id"] == sent.notification_id
+    assert headers["Content-Type"] == "application/json" and request["body"]["notification_id"] == sent.notification_id
+    secret = user_secret(key=b"x", user_id=sent.user_id, salt="d" * 32)
+    from app.webhook_signing import master_key
+
+    secret = user_secret(key=master_key(delivery.settings), user_id=sent.user_id, salt="d" * 32)
+    assert verify(secret=secret, body=request["raw"], header=headers[SIGNATURE_HEADER])
+    assert not verify(secret=secret, body=request["raw"] + b" ", header=headers[SIGNATURE_HEADER])
+    [outcome] = delivery.faust_app.producer.outcomes
+    assert (outcome["status"], outcome["attempts"], outcome["http_status"]) == ("delivered", 1, 200)
+
+
+async def test_transient_failures_report_retrying_and_raise(delivery, receiver):
+    sent = _sent(_user())
+    receiver.plan = [503, "slow"]
+    with pytest.raises(DeliveryFailed, match="503") as info:
+        await delivery.deliver(_body(sent, url=receiver.url), FakeMessage())
+    assert info.value.reason == "http-503"
+    with pytest.raises(DeliveryFailed, match="did not answer"):
+        await delivery.deliver(_body(sent, url=receiver.url), FakeMessage(retries=1))
+    await delivery.deliver(_body(sent, url=receiver.url), FakeMessage(retries=2))
+    statuses = [(o["status"], o["attempts"], o["reason"]) for o in delivery.faust_app.producer.outcomes]
+    assert statuses == [("retrying", 1, "http-503"), ("retrying", 2, "timeout"), ("delivered", 3, None)]
+    with pytest.raises(DeliveryFailed, match="unreachable"):
+        await delivery.deliver(_body(sent, url=f"http://127.0.0.1:{_free_port()}/hook"), FakeMessage())
+
+
+async def test_refusals_and_dead_letters_report_failed(delivery, receiver):
+    sent = _sent(_user())
+    receiver.plan = [404]
+    with pytest.raises(DeliveryRejected) as info:
+        await delivery.deliver(_body(sent, url=receiver.url), FakeMessage())
+    assert info.value.reason == "http-404"
+    assert delivery.faust_app.producer.outcomes == []  # reported by the dead-letter hook
+    await delivery._dead_lettered(_body(sent, url=receiver.url), FakeMessage(), "http-404", info.value)
+    await delivery._dead_lettered(_body(sent, url=receiver.url), FakeMessage(retries=6), "retries-exhausted",
+                                  DeliveryFailed("webhook x did not answer", channel="WEBHOOK", reason="timeout"))
+    failed = [(o["status"], o["attempts"], o["reason"]) for o in delivery.faust_app.producer.outcomes]
+    assert failed == [("failed", 1, "http-404"), ("failed", 7, "retries-exhausted (timeout)")]
+
+
+async def test_internal_addresses_are_refused_at_connect_time(receiver):
+    closed = NotificationDelivery(faust_app=FakeApp(), settings=Settings(jwt_secret="s"))
+    sent = _sent(_user())
+    try:
+        for url in (receiver.url, receiver.url.replace("127.0.0.1", "localhost"),
+                    receiver.url.replace("127.0.0.1", "[::ffff:127.0.0.1]")):
+            with pytest.raises(DeliveryRejected) as info:
+                await closed.deliver(_body(sent, url=url), FakeMessage())
+            assert info.value.reason == "forbidden-address", url
+    finally:
+        await closed.webhooks.close()
+    assert receiver.requests == []
+
+
+async def test_http_status_classification(receiver):
+    client = WebhookClient(settings=Settings(**SECRET_SETTINGS))
+    sent = _sent(_user())
+    body, headers = webhook_body(sent), webhook_headers(notification_id=sent.notification_id)
+    try:
+        for status, error in ((429, DeliveryFailed), (502, DeliveryFailed), (408, DeliveryFailed),
+                              (400, DeliveryRejected), (410, DeliveryRejected), (301, DeliveryRejected)):
+            receiver.plan = [status]
+            with pytest.raises(error) as info:
+                await client.post(url=receiver.url, body=body, headers=headers)
+            assert info.value.status == status and info.value.channel == "WEBHOOK"
+        receiver.plan = [204]
+        assert await client.post(url=receiver.url, body=body, headers=headers) == 204
+    finally:
+        await client.close()
+
+
+async def test_email_delivery_sends_once_per_message(smtp_sink):
+    sink, smtp_url = smtp_sink
+    service = NotificationDelivery(faust_app=FakeApp(), settings=Settings(smtp_url=smtp_url,
+                                                                          smtp_from="ops@cosmic.example"))
+    loud = _sent(_user(), severity="ERROR")
+    await service.deliver(_body(loud, url="ann@example.org", channel="EMAIL"), FakeMessage())
     recipients, content = sink.messages[0]
     message = message_from_bytes(content)
-    assert recipients == ["ann@example.org"]
+    assert recipients == ["ann@example.org"] and len(sink.messages) == 1
     assert message["From"] == "ops@cosmic.example" and message["Subject"] == "[ERROR] Job job-1 completed"
     assert message["Message-ID"] == f"<{loud.notification_id}@cosmic-horizons>"
-    assert _deliveries(user)[loud.notification_id]["EMAIL"]["status"] == "delivered"
-    assert memory_app["dead"] == []
+    assert service.faust_app.producer.outcomes[0]["status"] == "delivered"
+    with pytest.raises(DeliveryRejected) as info:
+        await service.deliver({"channel": "SMS"}, FakeMessage())
+    assert info.value.reason == "malformed"
+
+
+# -- outcomes -----------------------------------------------------------------------------------------
+async def test_outcomes_never_go_backwards_and_are_bounded(memory_app):
+    user = _user()
+
+    def outcome(nid: str, status: str, attempts: int) -> bytes:
+        return json.dumps({"notification_id": nid, "channel": "WEBHOOK", "user_id": user, "status": status,
+                           "attempts": attempts, "at": attempts}).encode()
+
+    async with record_notification_outcomes.test_context() as agent:
+        for status, attempts in (("retrying", 1), ("retrying", 2), ("retrying", 1), ("delivered", 3),
+                                 ("retrying", 4)):
+            await agent.put(outcome("n1", status, attempts), key=user.encode())
+        stale = OUTCOME_UPDATES["stale"]
+        await agent.put(b"{not json", key=user.encode())
+        for i in range(OUTCOMES_PER_USER + 5):
+            await agent.put(outcome(f"m{i}", "delivered", 1), key=user.encode())
+        assert OUTCOME_UPDATES["stale"] == stale
+    stored = notification_outcomes[user]["outcomes"]
+    assert len(stored) == OUTCOMES_PER_USER and "m0:WEBHOOK" not in stored
+    assert f"m{OUTCOMES_PER_USER + 4}:WEBHOOK" in stored
 
 
 async def test_smtp_errors_are_classified(smtp_sink):

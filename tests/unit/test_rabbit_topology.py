@@ -52,7 +52,8 @@ def test_seed_arguments_classic_and_quorum():
     assert quorum["job-events-audit"]["x-dead-letter-strategy"] == "at-least-once"
     assert "x-overflow" not in classic["job-events-audit"]
     assert queue_spec("websocket-broadcast").bindings == (("notifications", "notifications.*"),)
-    assert {q.name for q in QUEUES} == {"job-events-api", "job-events-audit", "websocket-broadcast", "job-dlq"}
+    assert {q.name for q in QUEUES} == {"job-events-api", "job-events-audit", "websocket-broadcast",
+                                      "notification-delivery", "job-dlq"}
 
 
 def test_retry_delays_double_and_cap():

@@ -28,5 +28,9 @@ def test_configs_are_what_ensure_checks():
 
 
 def test_compacted_topics_carry_no_retention():
-    for spec in EXTRA_TOPICS:
-        assert spec.cleanup_policy == "compact" and "retention.ms" not in spec.configs()
+    compacted = [spec for spec in EXTRA_TOPICS if spec.cleanup_policy == "compact"]
+    assert [spec.name for spec in compacted] == ["notification-preferences"]
+    for spec in compacted:
+        assert "retention.ms" not in spec.configs()
+    assert spec_by_name("notification-outcomes").configs() == {"retention.ms": str(7 * DAY_MS),
+                                                               "cleanup.policy": "delete"}
