@@ -156,6 +156,28 @@ def _has_outcome(user_id: str, key: str) -> bool:
     return key in ((notification_outcomes.get(user_id) or {}).get("outcomes") or {})
 
 
+class _Queued:
+    """Deliveries this process published (or has queued in a batch that will not be acked
+    before they are confirmed): the same notification handled again while the process lives
+    is not published twice. Bounded (oldest forgotten): forgetting costs at most a duplicate."""
+
+    LIMIT = 100_000
+
+    def __init__(self) -> None:
+        self._keys: dict[str, None] = {}
+
+    def add(self, key: str) -> None:
+        self._keys[key] = None
+        if len(self._keys) > self.LIMIT:
+            self._keys.pop(next(iter(self._keys)))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._keys
+
+
+_queued = _Queued()
+
+
 async def _queue_delivery(event: NotificationSent, channel: str, preferences: dict[str, Any]) -> None:
     """Publish the delivery message, confirmed before the batch is acked."""
     from app.rabbit_bridge import wait_for_bridge
@@ -194,7 +216,8 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
     for channel in preferences["channels"]:
         key = f"{event.notification_id}:{channel}"
         recorded = notification_deliveries[key].value() if key in notification_deliveries else None
-        if recorded is not None and (recorded["status"] != "pending" or _has_outcome(user_id, key)):
+        if recorded is not None and (recorded["status"] != "pending" or key in _queued
+                                     or _has_outcome(user_id, key)):
             # Handed on before (a redelivery or a replay): nothing is sent again, and what was
             # recorded is written again, unchanged — its changelog record may have died with a
             # killed worker (as in agents/job_lifecycle.py; only replayed events can be).
@@ -202,14 +225,15 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
             changed = True
             labelled(IDEMPOTENCY_HITS_METRIC, "deliver_notifications").inc()
             continue
-        # New, or pending without an outcome: its publish may not have been confirmed before a
-        # crash, so it is published again (same message_id; receivers dedupe by Idempotency-Key).
+        # New, or pending from before a crash with no outcome yet: its publish may not have been
+        # confirmed, so it is published again (same message_id; receivers dedupe by Idempotency-Key).
         if channel == "WEBSOCKET":
             status = "feed"  # the websocket feed reads the notifications topic itself
         elif channel == "EMAIL" and not settings.smtp_url:
             status = "disabled"
         elif channel in ("WEBHOOK", "EMAIL"):
             await _queue_delivery(event, channel, preferences)
+            _queued.add(key)
             status = "pending"
         else:
             raise RejectedEvent(f"unknown channel {channel}", reason="delivery-rejected")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import socket
@@ -25,6 +26,7 @@ from app.ids import derived_id
 from app.models import NotificationSent, utc_now
 from app.publisher import EventPublisher
 from app.settings import Settings
+from app.webhook_signing import SIGNATURE_HEADER, verify
 
 
 def _free_port() -> int:
@@ -40,7 +42,8 @@ class Receiver:
         self.requests: list[dict] = []
 
     async def handle(self, request: web.Request) -> web.Response:
-        self.requests.append({"headers": dict(request.headers), "body": await request.json()})
+        raw = await request.read()
+        self.requests.append({"headers": dict(request.headers), "body": json.loads(raw), "raw": raw})
         return web.Response(status=500 if len(self.requests) == 1 else 200)
 
     def accepted_keys(self) -> list[str]:
@@ -113,7 +116,9 @@ async def test_preferences_route_lifecycle_notifications_to_webhook_and_email(wo
     hook_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
     smtp = Controller(sink, hostname="127.0.0.1", port=_free_port())
     smtp.start()
-    smtp_env = {"COSMIC_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}", "COSMIC_SMTP_FROM": "ops@cosmic.example"}
+    smtp_env = {"COSMIC_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}", "COSMIC_SMTP_FROM": "ops@cosmic.example",
+                # The receiver listens on loopback, closed to webhooks unless allowed.
+                "COSMIC_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
     worker = worker_factory(**smtp_env)
     try:
         await asyncio.to_thread(worker.start)
@@ -156,7 +161,7 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
     async with http.get(path) as response:
         assert response.status == 200
         assert await response.json() == {"user_id": user, "channels": ["WEBSOCKET"], "webhook_url": None,
-                                         "email": None, "default": True}
+                                         "email": None, "default": True, "signing_secret": False}
     for body, field in (({"channels": ["WEBHOOK"]}, "webhook_url"),
                         ({"channels": ["WEBHOOK"], "webhook_url": "gopher://x"}, "webhook_url"),
                         ({"channels": ["EMAIL"], "email": "nobody"}, "email"),
@@ -170,6 +175,8 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
     wanted = {"channels": ["WEBSOCKET", "WEBHOOK", "EMAIL"], "webhook_url": hook_url, "email": "ann@example.org"}
     async with http.put(path, json=wanted) as response:
         assert response.status == 202, await response.text()
+        secret = (await response.json())["webhook_secret"]  # created by the first PUT, shown once
+    assert secret.startswith("whsec_")
 
     async def applied():  # noqa: ANN202
         async with http.get(path) as response:
@@ -178,6 +185,9 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
 
     stored = await _eventually(applied, timeout=60, what="the preferences update", worker=worker)
     assert {k: stored[k] for k in wanted} == wanted and stored["user_id"] == user
+    assert stored["signing_secret"] is True and secret not in json.dumps(stored)
+    async with http.put(path, json=wanted) as response:  # a later PUT keeps the secret, unshown
+        assert response.status == 202 and "webhook_secret" not in await response.json()
 
     # Two lifecycles of the user (completed, failed) and one of a user without preferences.
     rng = random.Random(7)
@@ -216,6 +226,7 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
         assert headers["Content-Type"] == "application/json"
         assert headers["X-Cosmic-Notification-Id"] == headers["Idempotency-Key"] == body["notification_id"]
         assert body["user_id"] == user and body["event_type"] == "NotificationSent"
+        assert verify(secret=secret, body=request["raw"], header=headers[SIGNATURE_HEADER]), headers
     by_key = {r["headers"]["Idempotency-Key"]: r["body"] for r in receiver.requests[1:]}
     assert by_key[derived_id(completed[-1].event_id, "notification")]["severity"] == "INFO"
     assert by_key[derived_id(failed[-1].event_id, "notification")]["severity"] == "ERROR"
@@ -234,9 +245,16 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
         assert response.status == 200
         recent = (await response.json())["notifications"]
     assert {n["notification_id"] for n in recent} == expected
+    async def all_recorded():  # noqa: ANN202 - outcomes are applied moments after the delivery
+        async with http.get(f"/api/users/{user}/notifications?limit=10") as response:
+            entries = (await response.json())["notifications"]
+        done = all({c: d["status"] for c, d in e["deliveries"].items()}
+                   == {"WEBSOCKET": "feed", "WEBHOOK": "delivered", "EMAIL": "delivered"} for e in entries)
+        return entries if done else None
+
+    recent = await _eventually(all_recorded, timeout=30, what="the delivery outcomes", worker=worker)
     for entry in recent:
-        statuses = {channel: d["status"] for channel, d in entry["deliveries"].items()}
-        assert statuses == {"WEBSOCKET": "feed", "WEBHOOK": "delivered", "EMAIL": "delivered"}, entry
+        assert entry["deliveries"]["WEBHOOK"]["http_status"] == 200, entry
     retried = next(n for n in recent if n["notification_id"] == receiver.requests[0]["headers"]["Idempotency-Key"])
     assert retried["deliveries"]["WEBHOOK"]["attempts"] == 2
 

@@ -264,7 +264,7 @@ async def test_default_preferences_record_the_websocket_feed_once(memory_app, br
     assert bridge.published == [] and memory_app["dead"] == []
 
 
-async def test_routing_follows_preferences_and_queues_once_per_channel(memory_app, bridge):
+async def test_routing_follows_preferences_and_queues_once_per_channel(memory_app, bridge, monkeypatch):
     user, other = _user(), _user()
     first, second = _sent(user), _sent(user)
     untouched = _sent(other)
@@ -275,12 +275,17 @@ async def test_routing_follows_preferences_and_queues_once_per_channel(memory_ap
         await _set_preferences(prefs, user, {"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": hook,
                                              "signing_salt": "a" * 32})
         await _put_event(agent, first)
-        # Pending without an outcome: handled again after a crash, it is published again.
+        await _put_event(agent, first)  # redelivered while this process lives: not again
+        assert [b["notification_id"] for b in bridge.bodies()] == [first.notification_id]
+        # Pending without an outcome, handled again after a crash (a process that did not
+        # publish it): published again.
+        monkeypatch.setattr(notifications, "_queued", notifications._Queued())
         await _put_event(agent, first)
         assert [b["notification_id"] for b in bridge.bodies()] == [first.notification_id] * 2
         await outcomes.put(json.dumps({"notification_id": first.notification_id, "channel": "WEBHOOK",
                                        "user_id": user, "status": "delivered", "attempts": 1, "at": 1,
                                        "http_status": 200}).encode(), key=user.encode())
+        monkeypatch.setattr(notifications, "_queued", notifications._Queued())
         await _put_event(agent, first)  # an outcome is known: not again
         await _put_event(agent, untouched)  # default preferences: no webhook
         await _put_event(agent, second)
