@@ -166,8 +166,14 @@ def _document_existing() -> None:
                                                 503: "worker not ready"})
     document(prefs, "PUT", summary="Set a user's notification preferences", auth="user", tags=["notifications"],
              request_body='{"channels": [WEBSOCKET|WEBHOOK|EMAIL], "webhook_url", "email"}',
-             responses={202: '{"user_id", "preferences"}', 400: '{"error", "field", "reason"}',
-                        403: "another user's (not an operator)", 413: "body too large", 503: "Kafka did not acknowledge"})
+             responses={202: '{"user_id", "preferences", "webhook_secret" (the first time only)}',
+                        400: '{"error", "field", "reason"} (webhook_url: an internal address, or does not resolve)',
+                        403: "another user's (not an operator)", 413: "body too large",
+                        503: "Kafka did not acknowledge, or the owner worker is not known yet"})
+    document(prefs + "/secret", "POST", summary="Rotate the user's webhook signing secret (returned once)",
+             auth="user", tags=["notifications"],
+             responses={202: '{"user_id", "webhook_secret"}', 403: "another user's (not an operator)",
+                        503: "Kafka did not acknowledge, or webhook signing is not configured"})
     document(prefs, "DELETE", summary="Reset a user's notification preferences to the defaults", auth="user",
              tags=["notifications"], responses={202: '{"user_id", "preferences": null}', 403: "another user's",
                                                 503: "Kafka did not acknowledge"})

@@ -172,3 +172,67 @@ class QueueDrain:
                     await connection.close()
                 except Exception:  # noqa: BLE001
                     pass
+
+
+class WebhookSink:
+    """A webhook receiver on 127.0.0.1 (give the worker ``COSMIC_WEBHOOK_ALLOWED_NETWORKS``
+    127.0.0.1/32): ``seen`` counts POSTs per ``Idempotency-Key``, as a receiver dedupes."""
+
+    ALLOWED = "127.0.0.1/32"
+
+    def __init__(self) -> None:
+        self.seen: Counter = Counter()
+        self.url = ""
+        self._runner = None
+
+    async def start(self) -> "WebhookSink":
+        from aiohttp import web
+
+        async def receive(request: web.Request) -> web.Response:
+            await request.read()
+            self.seen[request.headers["Idempotency-Key"]] += 1
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/hook", receive)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def subscribe(self, *, base_url: str, settings: Settings, users: Sequence[str], timeout: float = 60) -> None:
+        """PUT WEBSOCKET + WEBHOOK (this sink) for ``users`` and wait until the worker applied it."""
+        import aiohttp
+
+        from app.auth import mint_token
+
+        def bearer(user: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {mint_token(settings=settings, sub=user)}"}
+
+        async with aiohttp.ClientSession(base_url=base_url) as http:
+            for user in users:
+                async with http.put(f"/api/users/{user}/notification-preferences", headers=bearer(user),
+                                    json={"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": self.url}) as response:
+                    assert response.status == 202, await response.text()
+            deadline = time.monotonic() + timeout
+            pending = list(users)
+            while pending:
+                async with http.get(f"/api/users/{pending[0]}/notification-preferences",
+                                    headers=bearer(pending[0])) as response:
+                    body = await response.json() if response.status == 200 else {}
+                if body.get("webhook_url") == self.url:
+                    pending.pop(0)
+                    continue
+                assert time.monotonic() < deadline, f"preferences of {pending[0]} not applied in {timeout:.0f} s"
+                await asyncio.sleep(0.3)
+
+    async def wait_for(self, *, ids: set[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ids <= set(self.seen) and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)

@@ -1,5 +1,7 @@
 """RabbitMQ stopped for 10 s in the middle of a 5,000-event stream: after the restart every
-event is in ``job-events-audit`` at least once (duplicates are counted and printed).
+event is in ``job-events-audit`` at least once (duplicates are counted and printed), and
+every completion's notification reached its user's webhook at least once (deliveries go
+through RabbitMQ's delivery queue; receivers dedupe by Idempotency-Key).
 
 This stops the shared local RabbitMQ node (and always starts it again); Kafka and the
 registry are untouched. Messages are persistent and queues durable, so what RabbitMQ
@@ -14,9 +16,10 @@ import time
 from collections import Counter
 
 from app.demo import lifecycle_events
+from app.ids import derived_id
 from app.publisher import EventPublisher
 from app.settings import Settings
-from fault_support import QueueDrain
+from fault_support import QueueDrain, WebhookSink
 from rabbit_support import vhost  # noqa: F401 - fixture
 
 EVENTS = 5_000
@@ -24,20 +27,24 @@ OUTAGE_S = 10.0
 
 
 async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_env, vhost, uid, report):  # noqa: F811
-    worker = worker_factory(COSMIC_RABBITMQ_URL=vhost.url).start()
-    await asyncio.to_thread(vhost.wait_for_queues, {"job-events-audit"})
+    worker = worker_factory(COSMIC_RABBITMQ_URL=vhost.url, COSMIC_WEBHOOK_ALLOWED_NETWORKS=WebhookSink.ALLOWED).start()
+    await asyncio.to_thread(vhost.wait_for_queues, {"job-events-audit", "notification-delivery"})
     rng = random.Random(3)
     events = []
     for i in range(EVENTS // 4):
         events += lifecycle_events(job_id=f"job-{uid}-{i}", user_id=f"u-{i % 7}", rng=rng, outcome="COMPLETED")
     assert len(events) == EVENTS
     want = {e.event_id for e in events}
+    notified = {derived_id(e.event_id, "notification") for e in events if e.event_type == "JobCompleted"}
+    assert len(notified) == EVENTS // 4
 
     drain = QueueDrain(url=vhost.url, queue="job-events-audit").start()
     seen: Counter = drain.seen
     settings = Settings.from_env(environ={**worker_env, "COSMIC_RABBITMQ_URL": vhost.url})
     stopped_for = None
+    hooks = await WebhookSink().start()
     try:
+        await hooks.subscribe(base_url=worker.base_url, settings=settings, users=[f"u-{i}" for i in range(7)])
         async with EventPublisher(settings=settings) as publisher:
             async def produce() -> None:
                 for start in range(0, EVENTS, 100):  # ~20 s of stream
@@ -63,11 +70,15 @@ async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_e
         deadline = time.monotonic() + 150
         while not want <= set(seen) and time.monotonic() < deadline:
             await asyncio.sleep(0.5)
+        await hooks.wait_for(ids=notified, timeout=max(deadline - time.monotonic(), 30))
     finally:
         await drain.stop()
+        await hooks.stop()
     row = report(scenario=f"rabbitmq: server stopped {OUTAGE_S:.0f} s mid-stream", events_in=EVENTS)
     row.sink(name="rabbitmq job-events-audit", expected=want, seen=list(seen.elements()))
     row.notes["rabbitmq unavailable"] = f"{stopped_for:.1f} s (copies are deduped by message_id)"
+    webhooks = row.sink(name="rabbitmq webhook deliveries", expected=notified, seen=list(hooks.seen.elements()))
+    row.notes["webhook POSTs beyond one per notification (deduped by Idempotency-Key)"] = webhooks["duplicated"]
     missing = want - set(seen)
     duplicates = {mid: n for mid, n in seen.items() if n > 1}
     print(f"\nRabbitMQ unavailable {stopped_for:.1f} s: stopped {OUTAGE_S:.0f} s + restart (stop issued after {before} events seen); "
@@ -76,5 +87,6 @@ async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_e
     for mid, n in sorted(duplicates.items())[:50]:
         print(f"  duplicate {mid} x{n}")
     assert not missing, f"{len(missing)} events never reached job-events-audit\n{worker.log_tail()}"
+    assert webhooks["lost"] == 0 and webhooks["unexpected"] == 0, f"{webhooks}\n{worker.log_tail()}"
     log = worker.log_path.read_text(errors="replace")
     assert "guest:guest@" not in log

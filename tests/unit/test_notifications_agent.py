@@ -349,7 +349,6 @@ async def test_a_delivery_is_signed_and_its_outcome_reported(delivery, receiver)
     headers = request["headers"]
     assert headers["Idempotency-Key"] == headers["X-Cosmic-Notification-Id"] == sent.notification_id
     assert headers["Content-Type"] == "application/json" and request["body"]["notification_id"] == sent.notification_id
-    secret = user_secret(key=b"x", user_id=sent.user_id, salt="d" * 32)
     from app.webhook_signing import master_key
 
     secret = user_secret(key=master_key(delivery.settings), user_id=sent.user_id, salt="d" * 32)
@@ -357,6 +356,24 @@ async def test_a_delivery_is_signed_and_its_outcome_reported(delivery, receiver)
     assert not verify(secret=secret, body=request["raw"] + b" ", header=headers[SIGNATURE_HEADER])
     [outcome] = delivery.faust_app.producer.outcomes
     assert (outcome["status"], outcome["attempts"], outcome["http_status"]) == ("delivered", 1, 200)
+    # The verification example receivers are given (docs/notifications.md) accepts it too.
+    verify_example = _documented_verifier()
+    assert verify_example(secret, request["raw"], headers[SIGNATURE_HEADER])
+    assert not verify_example(secret, request["raw"].replace(b"job-1", b"job-2"), headers[SIGNATURE_HEADER])
+    assert not verify_example("whsec_" + "0" * 64, request["raw"], headers[SIGNATURE_HEADER])
+
+
+def _documented_verifier():  # noqa: ANN202
+    """``verify_cosmic_signature`` from the python block of docs/notifications.md (at most 10 lines)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "notifications.md").read_text()
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "def verify_cosmic_signature" in b]
+    assert len(block.strip().splitlines()) <= 10, "the example must stay short"
+    namespace: dict = {}
+    exec(compile(block, "docs/notifications.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    return namespace["verify_cosmic_signature"]
 
 
 async def test_transient_failures_report_retrying_and_raise(delivery, receiver):
