@@ -119,31 +119,31 @@ class RabbitBridge(mode.Service):
                     settings.rabbitmq_url_redacted, settings.rabbitmq_queue_type)
 
     async def on_start(self) -> None:
-        try:
-            await self._connect_once()
-        except TopologyMismatch:
-            logger.error("RabbitMQ topology mismatch at %s; stopping", settings.rabbitmq_url_redacted)
-            raise
-        except Exception as exc:  # noqa: BLE001 - unreachable, refused, auth: keep retrying
-            logger.error("RabbitMQ at %s is unreachable (%s: %s); retrying in the background",
-                         settings.rabbitmq_url_redacted, type(exc).__name__, _safe(exc))
-            self.add_future(self._keep_connecting())
+        # connect in the background: services start one after another, so awaiting RabbitMQ
+        # here would hold back every service registered after the bridge (the websocket hub,
+        # the delivery workers); publishers wait on ``ready()`` instead.
+        self.add_future(self._keep_connecting())
 
     async def _keep_connecting(self) -> None:
         attempt = 0
         while not self.should_stop:
+            if attempt:
+                await asyncio.sleep(_backoff(attempt))
             attempt += 1
-            await asyncio.sleep(_backoff(attempt))
             try:
                 await self._connect_once()
                 return
             except TopologyMismatch as exc:
-                logger.error("%s", exc)
+                logger.error("RabbitMQ topology mismatch at %s; stopping: %s", settings.rabbitmq_url_redacted, exc)
                 await self.crash(exc)
                 return
-            except Exception as exc:  # noqa: BLE001
-                logger.error("RabbitMQ at %s is still unreachable (attempt %d: %s: %s)",
-                             settings.rabbitmq_url_redacted, attempt, type(exc).__name__, _safe(exc))
+            except Exception as exc:  # noqa: BLE001 - unreachable, refused, auth: keep retrying
+                if attempt == 1:
+                    logger.error("RabbitMQ at %s is unreachable (%s: %s); retrying in the background",
+                                 settings.rabbitmq_url_redacted, type(exc).__name__, _safe(exc))
+                else:
+                    logger.error("RabbitMQ at %s is still unreachable (attempt %d: %s: %s)",
+                                 settings.rabbitmq_url_redacted, attempt, type(exc).__name__, _safe(exc))
 
     async def on_stop(self) -> None:
         if self._connection is not None:
