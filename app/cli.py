@@ -596,9 +596,25 @@ def run(jobs: int | None) -> None:
     except KeyboardInterrupt:
         pass
     except CosmicError as exc:
-        _fail(exc)
+        # Ctrl-C reaches the worker (same process group) as soon as the demo: a POST that
+        # finds the worker gone or stopping is the end of the run, not a failure.
+        code = worker_proc.proc.poll() if worker_proc.proc is not None else 1
+        if code is None and not _worker_stopping(base) or code not in (None, 0):
+            _fail(exc)
+        click.echo("demo: the worker stopped; the demo ends with it")
     finally:
         worker_proc.stop(timeout=30)
+
+
+def _worker_stopping(base: str) -> bool:
+    """True when the worker's web server no longer answers (it is shutting down)."""
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=2):
+            return False
+    except urllib.error.HTTPError:
+        return False
+    except OSError:
+        return True
 
 
 def _wait_for_jobs(*, base: str, job_ids: list[str], timeout: float) -> None:

@@ -151,7 +151,11 @@ async def _throughput(ctx: BenchContext, *, vhost_url: str, n: int, reps: int) -
         admin_channel = await connection.channel()
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(EXCHANGE, ensure=False)
-        await bridge.start()  # connects, declares the topology again (idempotent), confirm channel
+        await bridge.start()  # connects in the background: declares the topology again (idempotent)
+        try:
+            await asyncio.wait_for(bridge.ready(), 30)
+        except asyncio.TimeoutError:
+            pass
         if not bridge.connected:
             raise BenchError(f"the bridge did not connect to {_redacted(vhost_url)}")
 

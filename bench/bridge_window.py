@@ -40,6 +40,7 @@ async def _run(*, events: int, batch: int, window: int = 256) -> dict[str, float
     results: dict[str, float] = {}
     try:
         await bridge.start()
+        await asyncio.wait_for(bridge.ready(), 30)  # it connects in the background
         gate = asyncio.Semaphore(window)
 
         async def publish(event) -> None:  # noqa: ANN001

@@ -3,7 +3,7 @@
 
 Before the upgrade: a token in the query string → 401; an ``Origin`` that is neither the
 server's own nor in ``COSMIC_WS_ALLOWED_ORIGINS`` → 403; a bad token in the
-``Authorization`` header → 401; no running hub yet → 503. After the upgrade, a client without
+``Authorization`` header → 401; no running hub within ``HUB_START_WAIT_S`` → 503. After the upgrade, a client without
 a header token has ``COSMIC_WS_AUTH_TIMEOUT_SECONDS`` to send ``{"type": "auth", "token"}``;
 every authentication failure is an ``error`` frame (``not_authenticated``) then close 4001.
 aiohttp pings every ``COSMIC_WS_PING_SECONDS`` (closing peers that do not answer) and closes a
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -89,6 +90,19 @@ async def _close_unauthenticated(ws: web.WebSocketResponse, reason: str) -> None
         pass
 
 
+#: How long an upgrade waits for the hub of a worker that is still starting before answering 503.
+HUB_START_WAIT_S = 5.0
+
+
+async def _running_hub() -> WebsocketHub | None:
+    """The running hub; while the worker starts its services (HTTP is up a moment earlier),
+    wait for it up to ``HUB_START_WAIT_S`` rather than turn the client away."""
+    deadline = time.monotonic() + HUB_START_WAIT_S
+    while WebsocketHub.current is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return WebsocketHub.current
+
+
 @app.page("/ws")
 async def websocket_feed(view: View, request: web.Request) -> web.StreamResponse:
     """Upgrade to the websocket feed (see the module docstring)."""
@@ -98,7 +112,7 @@ async def websocket_feed(view: View, request: web.Request) -> web.StreamResponse
     origin = request.headers.get("Origin")
     if origin is not None and not origin_allowed(origin=origin, host=request.host, settings=settings):
         return _refuse(403, "forbidden", f"origin {origin[:200]!r} is not allowed (COSMIC_WS_ALLOWED_ORIGINS)")
-    hub = WebsocketHub.current
+    hub = await _running_hub()
     if hub is None:
         return web.json_response({"error": "not ready", "reason": "the websocket hub is starting"}, status=503,
                                  headers={"Retry-After": "1"})

@@ -182,6 +182,8 @@ class WebhookSink:
 
     def __init__(self) -> None:
         self.seen: Counter = Counter()
+        #: Idempotency-Key -> the notification's title.
+        self.titles: dict[str, str] = {}
         self.url = ""
         self._runner = None
 
@@ -189,8 +191,9 @@ class WebhookSink:
         from aiohttp import web
 
         async def receive(request: web.Request) -> web.Response:
-            await request.read()
+            body = await request.json()
             self.seen[request.headers["Idempotency-Key"]] += 1
+            self.titles[request.headers["Idempotency-Key"]] = str(body.get("title", ""))
             return web.Response(status=204)
 
         app = web.Application()
@@ -231,6 +234,16 @@ class WebhookSink:
                     continue
                 assert time.monotonic() < deadline, f"preferences of {pending[0]} not applied in {timeout:.0f} s"
                 await asyncio.sleep(0.3)
+
+    def split(self, *, expected: set[str]) -> tuple[list[str], set[str]]:
+        """The POSTs of ``expected`` notifications (one key per POST), and the keys of the
+        others, each of which must be a runtime-anomaly notification (the detector notifies the
+        same users about the workload's runtimes; those are not the workload's to count)."""
+        others = set(self.seen) - expected
+        strangers = {key: self.titles.get(key) for key in others
+                     if not self.titles.get(key, "").endswith(("much longer than usual", "unusual runtime"))}
+        assert not strangers, f"webhook notifications that are neither expected nor runtime anomalies: {strangers}"
+        return [key for key in self.seen.elements() if key in expected], others
 
     async def wait_for(self, *, ids: set[str], timeout: float) -> None:
         deadline = time.monotonic() + timeout
