@@ -16,11 +16,11 @@ the worker is stopped before a and b, which alternate, so nothing else consumes 
 from __future__ import annotations
 
 import asyncio
-import signal
 import gc
 import json
 import os
 import secrets
+import signal
 import time
 from typing import Any, Awaitable, Callable, Sequence
 
