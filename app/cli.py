@@ -159,7 +159,9 @@ def worker(ctx: click.Context) -> None:
     except CosmicError as exc:
         _fail(exc)
 
-    from app.faust_internals import check_versions
+    from app.faust_internals import already_declared, check_versions
+
+    already_declared({table.changelog_topic.get_topic_name() for table in app.tables.values()})
 
     try:
         check_versions()  # every pinned distribution, from its installed metadata

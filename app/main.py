@@ -31,6 +31,9 @@ def create_app(*, settings: Settings) -> faust.App:
         topic_replication_factor=settings.replication_factor,
         topic_partitions=10,
         topic_allow_declare=True,
+        # No leader-only timers or tasks: without them Faust's leader-election topic is one more
+        # topic per app, created while the group joins ("Ignoring missing topic").
+        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=settings.producer_linger_ms / 1000.0,

@@ -50,26 +50,11 @@ async def ensure_topics(
         existing = set(await admin.list_topics())
         reports: list[TopicReport] = []
         to_create = [s for s in specs if full_name(spec=s, prefix=prefix) not in existing]
-        # A topic created moments ago may not be listed yet: the broker then answers
-        # TopicAlreadyExists, and the topic counts as existing (never as created by us).
-        created: set[str] = set()
-        for spec in to_create:
-            name = full_name(spec=spec, prefix=prefix)
-            try:
-                response = await admin.create_topics(
-                    [NewTopic(name, spec.partitions, replication_factor, topic_configs=spec.configs())]
-                )
-            except TopicAlreadyExistsError:
-                continue
-            already = False
-            for topic_error in getattr(response, "topic_errors", []):
-                code, message = topic_error[1], topic_error[2] if len(topic_error) > 2 else ""
-                if code == TopicAlreadyExistsError.errno:
-                    already = True
-                elif code != 0:
-                    raise TopicAdminError(f"creating topic {name} failed: error {code} {message}")
-            if not already:
-                created.add(name)
+        created = await _create_missing(admin=admin, topics=[
+            NewTopic(full_name(spec=spec, prefix=prefix), spec.partitions, replication_factor,
+                     topic_configs=spec.configs())
+            for spec in to_create
+        ])
         names = [full_name(spec=s, prefix=prefix) for s in specs]
         described = await _describe_when_visible(admin=admin, names=names)
         for spec in specs:
@@ -92,6 +77,30 @@ async def ensure_topics(
         raise TopicAdminError(f"Kafka admin request to {bootstrap} failed: {exc!r}") from exc
     finally:
         await admin.close()
+
+
+async def _create_missing(*, admin: AIOKafkaAdminClient, topics: list[NewTopic]) -> set[str]:
+    """Create ``topics`` in one request; the names this request created.
+
+    A topic created moments ago may not be listed yet: the broker then answers
+    TopicAlreadyExists, and the topic counts as existing (never as created by us)."""
+    if not topics:
+        return set()
+    try:
+        response = await admin.create_topics(topics)
+    except TopicAlreadyExistsError:  # a broker answering for the whole request
+        return set()
+    errors = {topic_error[0]: topic_error for topic_error in getattr(response, "topic_errors", [])}
+    created: set[str] = set()
+    for new in topics:
+        topic_error = errors.get(new.name)
+        code = topic_error[1] if topic_error else 0
+        if code == 0:
+            created.add(new.name)
+        elif code != TopicAlreadyExistsError.errno:
+            message = topic_error[2] if len(topic_error) > 2 else ""
+            raise TopicAdminError(f"creating topic {new.name} failed: error {code} {message}")
+    return created
 
 
 async def describe_topics(*, admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, TopicReport]:
@@ -127,7 +136,7 @@ async def _describe_when_visible(
             return described
         if asyncio.get_running_loop().time() > deadline:
             raise TopicAdminError(f"topics not visible in metadata after {timeout:.0f} s: {pending}")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.1)
 
 
 async def describe_live(*, bootstrap: str, prefix: str = "") -> list[TopicReport]:
@@ -175,11 +184,7 @@ async def ensure_changelog_topics(*, app: object, bootstrap: str, timeout: float
         await admin.start()
         existing = set(await admin.list_topics())
         missing = [new for name, new in wanted.items() if name not in existing]
-        for new in missing:
-            try:
-                await admin.create_topics([new])
-            except TopicAlreadyExistsError:
-                continue
+        await _create_missing(admin=admin, topics=missing)
         deadline = asyncio.get_running_loop().time() + timeout
         while missing:
             listed = set(await admin.list_topics())

@@ -22,6 +22,9 @@ async def fetch_from_owner(*, table: TableT, key: str, request: Request, path: s
     """GET ``path`` from the worker owning ``key`` of ``table`` with the caller's
     Authorization header: (status, JSON body); None when this worker is the owner (read the
     table locally). Raises KeyError while the owner is not known (answer 503)."""
+    topic = table.changelog_topic.get_topic_name()
+    if not await _knows_partitions(topic):
+        raise KeyError(f"the partitions of {topic} are not known yet")
     owner = app.router.key_store(table.name, key)
     if (owner.host, owner.port) == (app.conf.canonical_url.host, app.conf.canonical_url.port):
         return None
