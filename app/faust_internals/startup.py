@@ -61,20 +61,25 @@ def _revoke_partitions(self: RocksDBStore, table: Any, tps: set) -> None:
         gc.collect()
 
 
+def _nothing_stored(store: RocksDBStore, partition: int) -> bool:
+    """Neither open nor on disk: the partition's database does not exist yet."""
+    return partition not in store._dbs and not os.path.exists(store.partition_path(partition))
+
+
 async def _assign_partitions(self: RocksDBStore, table: Any, tps: set, generation_id: int = 0) -> None:
     self.rebalance_ack = True
     standby_tps = self.app.assignor.assigned_standbys()
     my_topics = table.changelog_topic.topics
     for tp in tps:
         if tp.topic in my_topics and tp not in standby_tps and self.rebalance_ack:
-            if tp.partition not in self._dbs and not os.path.exists(self.partition_path(tp.partition)):
+            if _nothing_stored(self, tp.partition):
                 continue  # nothing stored yet: opened (created) by its first read or write
             await self._try_open_db_for_partition(tp.partition, generation_id=generation_id)
             await asyncio.sleep(0)
 
 
 def _persisted_offset(self: RocksDBStore, tp: TP) -> Optional[int]:
-    if tp.partition not in self._dbs and not os.path.exists(self.partition_path(tp.partition)):
+    if _nothing_stored(self, tp.partition):
         return None
     offset = self._db_for_partition(tp.partition).get(self.offset_key)
     return int(offset) if offset is not None else None
