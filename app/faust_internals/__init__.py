@@ -5,9 +5,11 @@ written against that version's code.
 
 * :mod:`.producer_buffer` — Faust's producer-buffer flush drains the buffer completely
   before offsets are committed (Faust's own gives up after 0.1 s: lost changelog records).
-* :mod:`.startup` — a worker's start-up without Faust's fixed waits: no full garbage
+* :mod:`.startup` — a worker's start-up and shutdown without Faust's fixed waits: no RocksDB
+  database created on assignment for a partition with nothing stored, no full garbage
   collection per table when nothing was revoked, no one-second sleep before the tables'
-  channels, no second declaration of changelog topics created beforehand.
+  channels, no second declaration of changelog topics created beforehand, 0.1 s instead of
+  1 s at the end of shutdown.
 * :mod:`.changelog` — a batch's table writes: the store write and the changelog record
   without Faust's per-write producer buffer and per-record persisted-offset write.
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
@@ -33,12 +35,12 @@ import faust
 
 from app.errors import FaustVersionError
 from app.faust_internals import producer_buffer, startup
-from app.faust_internals.startup import already_declared
 from app.faust_internals.events import set_current_event
+from app.faust_internals.startup import already_declared
 from app.faust_internals.take import take_batches
 
-__all__ = ["App", "PINNED", "already_declared", "check_versions", "imported_versions", "install", "set_current_event", "take_batches",
-           "use_uvloop"]
+__all__ = ["App", "PINNED", "already_declared", "check_versions", "imported_versions", "install",
+           "set_current_event", "take_batches", "use_uvloop"]
 
 logger = logging.getLogger(__name__)
 
