@@ -10,6 +10,7 @@ blocking request per new schema id, done ahead of time by :func:`warm_up` in wor
 
 from __future__ import annotations
 
+import functools
 import io
 import re
 import struct
@@ -241,18 +242,29 @@ class ConfluentAvroCodec(faust.Codec):
         super().__init__()
         self.topic = topic
         self.subject = subject_for(topic_name=topic_name)
-        self.schema = UnionAvroSchema(topic_schema(topic))
         self.client = client
         self.auto_register = auto_register
-        # Parsed once: fastavro re-parses a schema given as a plain list on every call,
-        # which cost ~60 µs per event for the lifecycle union (see docs/benchmarks.md).
-        self._parsed = fastavro.parse_schema(topic_schema(topic))
-        #: record full name -> its integer fields, checked before fastavro writes a record.
-        self._integer_fields = integer_fields(topic_schema(topic))
         self._writer_plans: dict[int, _WriterPlan] = {}  # schema id → how to read it
         self._branch_names = {cls._options.namespace: cls.__name__  # type: ignore[attr-defined]
                               for cls in TOPIC_EVENTS[topic]}
         self._writer_id: int | None = None
+
+    # -- our schema, read from avro/ on first use (importing and declaring do no disk I/O) ---
+    @functools.cached_property
+    def schema(self) -> UnionAvroSchema:
+        """Our union schema, as registered."""
+        return UnionAvroSchema(topic_schema(self.topic))
+
+    @functools.cached_property
+    def _parsed(self) -> Any:
+        # Parsed once: fastavro re-parses a schema given as a plain list on every call,
+        # which cost ~60 µs per event for the lifecycle union (see docs/benchmarks.md).
+        return fastavro.parse_schema(topic_schema(self.topic))
+
+    @functools.cached_property
+    def _integer_fields(self) -> Any:
+        """Record full name → its integer fields, checked before fastavro writes a record."""
+        return integer_fields(topic_schema(self.topic))
 
     # -- schema ids ------------------------------------------------------------------------
     def writer_schema_id(self) -> int:
