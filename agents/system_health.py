@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from app.alert_rules import RULE_DOWN, AlertChange, Thresholds, alert_id, evaluate, silence
+from app.faust_internals.state import trust_unknown_changelog
 from app.main import app, settings
 from app.models import EventBase, SystemAlert, SystemHealthReport
 from app.streams import Origin, emit, process_events
@@ -65,19 +66,8 @@ def _correlation(*, firing: dict[str, Any], change: AlertChange, source_id: str)
     return known or str(uuid.uuid5(ID_NAMESPACE, f"{source_id}:{change.alert.alert_id}"))
 
 
-def _trust_unknown_changelog(source_topic: str) -> None:
-    """Faust checks that a table's changelog has as many partitions as its source topic and
-    skips the check while the consumer does not know the changelog (None). aiokafka's group
-    metadata snapshot says 0 instead for a changelog Faust created moments before the group
-    joined, and keeps saying so until its next metadata refresh (minutes), failing every write
-    with PartitionsMismatch. 0 means unknown here as well: skip the check the same way."""
-    verified = component_health._verified_source_topics_for_partitions
-    if source_topic not in verified and app.consumer.topic_partitions(component_health.changelog_topic_name) == 0:
-        verified.add(source_topic)
-
-
 async def handle_health_event(event: EventBase, origin: Origin) -> None:
-    _trust_unknown_changelog(origin.topic)
+    trust_unknown_changelog(component_health, source_topic=origin.topic, consumer=app.consumer)
     if isinstance(event, SystemAlert):
         _record_silence_alert(event)
         return

@@ -40,6 +40,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faust.sensors import Sensor
 
 from app import observability as metrics
+from app.faust_internals.state import committed_offsets
 from app.main import app, settings
 from app.models import SystemHealthReport, utc_now
 
@@ -82,10 +83,10 @@ class CommitTracker(Sensor):
         self.commits = 0
 
     def on_commit_initiated(self, consumer: Any) -> Any:
-        return dict(getattr(consumer, "_committed_offset", None) or {})
+        return committed_offsets(consumer)
 
     def on_commit_completed(self, consumer: Any, state: Any) -> None:
-        after = dict(getattr(consumer, "_committed_offset", None) or {})
+        after = committed_offsets(consumer)
         if isinstance(state, dict) and after != state:
             self.last_commit = time.monotonic()
             self.commits += 1

@@ -30,6 +30,7 @@ import faust
 from faust.types import EventT, TP
 
 from app.batching import CoalescingMixin
+from app.faust_internals.state import stored_value
 
 logger = logging.getLogger(__name__)
 
@@ -121,14 +122,7 @@ class _ChangelogFence:
                 self.data.set_persisted_offset(tp, offset)  # type: ignore[attr-defined]
 
     def _local_raw_value(self, event: EventT) -> Any:
-        store = self.data  # type: ignore[attr-defined]
-        db_for_partition = getattr(store, "_db_for_partition", None)
-        if db_for_partition is not None:  # RocksDB: raw bytes, one database per partition
-            return db_for_partition(event.message.partition).get(event.message.key)
-        data = getattr(store, "data", None)  # memory store: decoded keys and values
-        if data is None:
-            return None
-        return data.get(self._to_key(event.key))  # type: ignore[attr-defined]
+        return stored_value(self, event)  # type: ignore[arg-type]
 
 
 class FencedTable(CoalescingMixin, _ChangelogFence, faust.Table):

@@ -17,6 +17,9 @@ written against that version's code.
 * :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
 * :mod:`.records` — Faust records read and built without Faust's per-field machinery, for
   the Avro codec (``app/codecs.py``).
+* :mod:`.state` — reads of Faust state with no public API: the consumer's last committed
+  offsets (health's commit age), a table's verified source topics (a changelog the consumer
+  counts 0 partitions of), a store's raw local value (changelog fencing).
 * :class:`App` — Faust's app without its ``Monitor`` sensor (per-record bookkeeping that
   feeds only Faust's own web stats, which are off; this project's health has its own sensor).
 * :func:`use_uvloop` — the worker's event loop is uvloop's.

@@ -81,3 +81,28 @@ def test_importing_checks_the_imported_modules_versions_without_reading_metadata
     monkeypatch.setattr(faust, "__version__", "0.16.0")
     with pytest.raises(FaustVersionError, match="faust-streaming 0.16.0"):
         faust_internals.install()
+
+
+def test_committed_offsets_are_a_copy_of_the_consumers_and_empty_before_any_commit():
+    from types import SimpleNamespace
+
+    from app.faust_internals.state import committed_offsets
+
+    consumer = SimpleNamespace(_committed_offset={"tp-0": 5})
+    offsets = committed_offsets(consumer)
+    offsets["tp-0"] = 9
+    assert consumer._committed_offset == {"tp-0": 5}
+    assert committed_offsets(SimpleNamespace(_committed_offset=None)) == {}
+    assert committed_offsets(SimpleNamespace()) == {}
+
+
+def test_a_changelog_the_consumer_counts_zero_partitions_of_is_trusted_and_a_known_one_is_checked():
+    from types import SimpleNamespace
+
+    from app.faust_internals.state import trust_unknown_changelog
+
+    table = SimpleNamespace(_verified_source_topics_for_partitions=set(), changelog_topic_name="t-changelog")
+    trust_unknown_changelog(table, source_topic="src", consumer=SimpleNamespace(topic_partitions=lambda _: 10))
+    assert table._verified_source_topics_for_partitions == set()  # known: Faust checks it as usual
+    trust_unknown_changelog(table, source_topic="src", consumer=SimpleNamespace(topic_partitions=lambda _: 0))
+    assert table._verified_source_topics_for_partitions == {"src"}
