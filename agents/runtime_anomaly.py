@@ -64,24 +64,6 @@ def type_stats(job_type: str) -> dict[str, Any]:
     return welford_merge(s for s in parts if s)
 
 
-def type_distribution(job_type_states: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per job type: merged Welford state, min, max and histogram counts, from per-partition states."""
-    result: dict[str, dict[str, Any]] = {}
-    for job_type, states in job_type_states.items():
-        merged = welford_merge(states)
-        buckets = [0] * len(RUNTIME_BUCKETS)
-        for s in states:
-            for i, count in enumerate(s.get("buckets", [])):
-                buckets[i] += count
-        result[job_type] = {
-            **merged,
-            "min": min((s["min"] for s in states if s.get("min") is not None), default=None),
-            "max": max((s["max"] for s in states if s.get("max") is not None), default=None),
-            "buckets": buckets,
-        }
-    return result
-
-
 def _moment(at_ms: int) -> datetime:
     return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
 

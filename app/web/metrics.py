@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable
 
 from faust.web import Request, Response, View
 
-from agents.runtime_anomaly import type_distribution
+from app.anomaly import type_distribution
 from app.auth import AuthError, Principal, authenticate
 from app.main import app, settings
 from app.metrics_math import (
