@@ -18,6 +18,7 @@ from app.errors import RejectedEvent
 from app.main import app, settings
 from app.models import EventBase
 from app.streams import Origin, process_events
+from app.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS
 from app.topics import job_lifecycle_topic, job_metrics_topic, notifications_topic
 
 
@@ -43,7 +44,7 @@ if settings.rabbitmq_bridge_enabled:
     @app.agent(job_lifecycle_topic, concurrency=1, name="bridge_to_rabbitmq")
     async def bridge_to_rabbitmq(stream):  # noqa: ANN001, ANN201
         async for result in process_events(
-            stream, topic="job-lifecycle", handler=publish_event,
+            stream, topic=JOB_LIFECYCLE, handler=publish_event,
             dead_letter_undecodable=False,  # track_job_lifecycle owns this topic's dead letters
         ):
             yield result
@@ -51,7 +52,7 @@ if settings.rabbitmq_bridge_enabled:
     @app.agent(notifications_topic, concurrency=1, name="bridge_notifications_to_rabbitmq")
     async def bridge_notifications_to_rabbitmq(stream):  # noqa: ANN001, ANN201
         async for result in process_events(
-            stream, topic="notifications", handler=publish_event,
+            stream, topic=NOTIFICATIONS, handler=publish_event,
             dead_letter_undecodable=False,  # deliver_notifications owns this topic's dead letters
         ):
             yield result
@@ -59,7 +60,7 @@ if settings.rabbitmq_bridge_enabled:
     @app.agent(job_metrics_topic, concurrency=1, name="bridge_metrics_to_rabbitmq")
     async def bridge_metrics_to_rabbitmq(stream):  # noqa: ANN001, ANN201
         async for result in process_events(
-            stream, topic="job-metrics", handler=publish_event,
+            stream, topic=JOB_METRICS, handler=publish_event,
             dead_letter_undecodable=False,  # track_job_metrics owns this topic's dead letters
         ):
             yield result

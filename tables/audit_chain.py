@@ -22,9 +22,9 @@ from app.audit_chain import CHAIN_TABLE
 from app.batching import coalescing_table
 from app.main import app, settings
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import AUDIT_TRAIL, spec_by_name
 
-AUDIT_PARTITIONS = spec_by_name("audit-trail").partitions
+AUDIT_PARTITIONS = spec_by_name(AUDIT_TRAIL).partitions
 DEDUPE_WINDOW = timedelta(days=1)
 
 audit_chain = coalescing_table(

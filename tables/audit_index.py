@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import AUDIT_TRAIL, spec_by_name
 
 #: Newest index items kept per resource.
 RESOURCE_INDEX_LIMIT = 1000
@@ -38,7 +38,7 @@ audit_by_resource = fenced_table(
     "audit_by_resource",
     default=None,
     key_type=str,
-    partitions=spec_by_name("audit-trail").partitions,
+    partitions=spec_by_name(AUDIT_TRAIL).partitions,
     help="resource_id -> newest audit records of the resource",
 )
 
@@ -47,6 +47,6 @@ audit_by_actor = fenced_table(
     "audit_by_actor",
     default=None,
     key_type=str,
-    partitions=spec_by_name("audit-trail").partitions,
+    partitions=spec_by_name(AUDIT_TRAIL).partitions,
     help="partition/actor -> newest audit records by the actor",
 )

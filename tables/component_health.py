@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import SYSTEM_HEALTH, spec_by_name
 
 component_health = fenced_table(
     app,
     "component_health",
     default=None,
     key_type=str,
-    partitions=spec_by_name("system-health").partitions,
+    partitions=spec_by_name(SYSTEM_HEALTH).partitions,
     help="component -> latest health report and firing alerts",
 )

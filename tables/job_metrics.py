@@ -26,11 +26,11 @@ from datetime import timedelta
 from app.batching import coalescing_table
 from app.main import app, settings
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_METRICS, spec_by_name
 
 #: Jobs kept per partition in ``slow_jobs`` (the most ``GET /api/metrics/slow`` can list).
 SLOW_JOBS_KEPT = 100
-PARTITIONS = spec_by_name("job-metrics").partitions
+PARTITIONS = spec_by_name(JOB_METRICS).partitions
 
 job_metric_rollups = fenced_table(
     app,

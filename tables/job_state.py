@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 
 job_state = fenced_table(
     app,
     "job_state",
     default=None,
     key_type=str,
-    partitions=spec_by_name("job-lifecycle").partitions,
+    partitions=spec_by_name(JOB_LIFECYCLE).partitions,
     help="job_id -> job state (see tables/job_state.py)",
 )

@@ -33,7 +33,7 @@ from datetime import timedelta
 
 from app.batching import coalescing_table
 from app.main import app, settings
-from app.topic_specs import spec_by_name
+from app.topic_specs import NOTIFICATIONS, NOTIFICATION_OUTCOMES, spec_by_name
 
 RECENT_PER_USER = 50
 #: Outcomes kept per user: every channel of the recent notifications.
@@ -45,7 +45,7 @@ notification_deliveries = coalescing_table(
     "notification_deliveries",
     default=None,
     key_type=str,
-    partitions=spec_by_name("notifications").partitions,
+    partitions=spec_by_name(NOTIFICATIONS).partitions,
     help="notification_id:channel -> {channel, status, at, attempts} (windowed, expiring)",
 ).tumbling(DELIVERY_WINDOW, expires=timedelta(hours=settings.dedupe_window_hours))
 
@@ -54,7 +54,7 @@ notification_status = coalescing_table(
     "notification_status",
     default=None,
     key_type=str,
-    partitions=spec_by_name("notifications").partitions,
+    partitions=spec_by_name(NOTIFICATIONS).partitions,
     help="user_id -> {notifications: recent notifications with delivery status}",
 )
 
@@ -63,6 +63,6 @@ notification_outcomes = coalescing_table(
     "notification_outcomes",
     default=None,
     key_type=str,
-    partitions=spec_by_name("notification-outcomes").partitions,
+    partitions=spec_by_name(NOTIFICATION_OUTCOMES).partitions,
     help="user_id -> {outcomes: {notification_id:channel -> latest delivery outcome}}",
 )

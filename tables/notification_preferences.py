@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from app.errors import InvalidPreferences
 from app.batching import coalescing_table
 from app.main import app
-from app.topic_specs import spec_by_name
+from app.topic_specs import NOTIFICATION_PREFERENCES, spec_by_name
 
 CHANNELS = ("WEBSOCKET", "WEBHOOK", "EMAIL")
 DEFAULT_PREFERENCES: dict[str, Any] = {"channels": ["WEBSOCKET"], "webhook_url": None, "email": None}
@@ -39,7 +39,7 @@ notification_preferences = coalescing_table(
     "notification_preferences",
     default=None,
     key_type=str,
-    partitions=spec_by_name("notification-preferences").partitions,
+    partitions=spec_by_name(NOTIFICATION_PREFERENCES).partitions,
     help="user_id -> {channels, webhook_url, email, updated_at}",
 )
 
