@@ -53,6 +53,7 @@ from app.main import app, codecs
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.models import AuditRecord
 from app.streams import Origin, process_events
+from app.topic_specs import AUDIT_TRAIL
 from app.topics import audit_trail_topic
 from app.validation import event_to_json
 from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
@@ -144,7 +145,7 @@ def _record_json(event: AuditRecord, origin: Origin) -> dict[str, Any]:
     cost), or built from the event when the bytes are not at hand."""
     if origin.value:
         try:
-            return codecs.for_topic("audit-trail").decode_json(origin.value)
+            return codecs.for_topic(AUDIT_TRAIL).decode_json(origin.value)
         except EventDecodeError:
             pass
     return event_to_json(event)
@@ -257,5 +258,5 @@ def actor_records(*, partition: int, actor: str) -> list[dict[str, Any]]:
 # each partition's records are chained in offset order.
 @app.agent(audit_trail_topic, concurrency=1)
 async def record_audit_trail(stream):
-    async for result in process_events(stream, topic="audit-trail", handler=handle_audit_record):
+    async for result in process_events(stream, topic=AUDIT_TRAIL, handler=handle_audit_record):
         yield result

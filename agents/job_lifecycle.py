@@ -33,12 +33,10 @@ import base64
 import json
 import logging
 from collections import Counter
-from datetime import datetime, timezone
 from typing import Any
 
 import app.streams as streams
 from agents.runtime_anomaly import handle_lifecycle_event as handle_anomalies
-from app.codecs import utc_ms
 from app.ids import derived_id
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.errors import DuplicateEvent, RejectedEvent
@@ -46,6 +44,8 @@ from app.main import app, codecs, settings
 from app.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
 from app.state_machine import ACTIVE_STATUSES, Transition, decide
 from app.streams import Origin, dead_letter, emit, process_events
+from app.timeutil import from_epoch_ms, utc_ms
+from app.topic_specs import JOB_LIFECYCLE
 from app.topics import job_lifecycle_topic
 from tables.active_jobs import active_jobs
 from tables.job_counts import job_counts
@@ -78,7 +78,7 @@ def _entry(event: JobEvent, origin: Origin) -> dict[str, Any]:
 
 
 def _decode_parked(entry: dict[str, Any]) -> tuple[JobEvent, int]:
-    event = codecs.for_topic("job-lifecycle").decode(base64.b64decode(entry["value"]))
+    event = codecs.for_topic(JOB_LIFECYCLE).decode(base64.b64decode(entry["value"]))
     return event, entry["at_ms"]  # type: ignore[return-value]
 
 
@@ -190,10 +190,6 @@ def _update_active(*, partition: int, offset: int, user_id: str | None, job_id: 
     active_jobs[key] = {"offset": offset, "jobs": sorted(jobs)}
 
 
-def _moment(at_ms: int) -> datetime:
-    return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
-
-
 def _audit_record(*, job_id: str, user_id: str | None, transition: Transition, event: JobEvent) -> AuditRecord:
     actor = user_id or "system"
     if isinstance(event, JobCancelled) and event.event_id == transition.event_id:
@@ -201,7 +197,7 @@ def _audit_record(*, job_id: str, user_id: str | None, transition: Transition, e
     return AuditRecord(
         event_id=derived_id(transition.event_id, "audit"),
         event_type="AuditRecord",
-        timestamp=_moment(transition.at_ms),
+        timestamp=from_epoch_ms(ms=transition.at_ms),
         correlation_id=event.correlation_id,
         user_id=user_id,
         schema_version=1,
@@ -235,7 +231,7 @@ def _notification(
     return NotificationSent(
         event_id=nid,
         event_type="NotificationSent",
-        timestamp=_moment(transition.at_ms),
+        timestamp=from_epoch_ms(ms=transition.at_ms),
         correlation_id=(state or {}).get("correlation_id") or nid,
         user_id=user_id,
         schema_version=1,
@@ -283,11 +279,11 @@ async def handle_event(event: JobEvent, origin: Origin) -> None:
 
 
 async def _anomaly_side(*, event: JobEvent, origin: Origin) -> None:
-    await streams.handle_decoded(topic="job-lifecycle", origin=origin, handler=handle_anomalies, event=event)
+    await streams.handle_decoded(topic=JOB_LIFECYCLE, origin=origin, handler=handle_anomalies, event=event)
 
 
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight event.
 @app.agent(job_lifecycle_topic, concurrency=1)
 async def track_job_lifecycle(stream):
-    async for result in process_events(stream, topic="job-lifecycle", handler=handle_event):
+    async for result in process_events(stream, topic=JOB_LIFECYCLE, handler=handle_event):
         yield result

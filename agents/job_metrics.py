@@ -34,7 +34,6 @@ from typing import Any
 
 import app.streams as streams
 from agents.runtime_anomaly import anomaly_from_data, overrun_data, overrun_effects, overrun_of
-from app.codecs import utc_ms
 from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app
 from app.metrics_math import (
@@ -42,6 +41,8 @@ from app.metrics_math import (
 )
 from app.models import EventBase, JobMetricsSample
 from app.streams import Origin, process_events
+from app.timeutil import utc_ms
+from app.topic_specs import JOB_METRICS
 from app.topics import job_metrics_topic
 from tables.job_metrics import (
     SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, processed_samples, slow_jobs,
@@ -211,5 +212,5 @@ def _prune(*, partition: int, at_ms: int) -> None:
 # bridge's metrics agent skips undecodable records), so each bad record is dead-lettered once.
 @app.agent(job_metrics_topic, concurrency=1)
 async def track_job_metrics(stream):
-    async for result in process_events(stream, topic="job-metrics", handler=handle_sample):
+    async for result in process_events(stream, topic=JOB_METRICS, handler=handle_sample):
         yield result

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections import Counter
 from typing import Any
 
@@ -50,7 +49,8 @@ from app.rabbit_topology import NOTIFICATION_DELIVERY
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.models import EventBase, NotificationEvent, NotificationRead, NotificationSent
 from app.streams import Origin, process_events, raw_topic
-from app.topic_specs import spec_by_name
+from app.timeutil import now_ms, utc_ms
+from app.topic_specs import NOTIFICATIONS, NOTIFICATION_PREFERENCES, spec_by_name
 from app.topics import notifications_topic
 from tables.notification_deliveries import (
     OUTCOMES_PER_USER,
@@ -63,7 +63,7 @@ from tables.notification_preferences import check_user_id, notification_preferen
 
 logger = logging.getLogger(__name__)
 
-PREFERENCES_TOPIC = "notification-preferences"
+PREFERENCES_TOPIC = NOTIFICATION_PREFERENCES
 
 #: Channel states by (channel, status): pending / feed / disabled, then retrying / delivered / failed.
 DELIVERY_COUNTS: Counter[tuple[str, str]] = Counter()
@@ -85,10 +85,6 @@ class DeliverNotifications(NotificationDelivery):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, faust_app=app, settings=settings, **kwargs)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # -- preferences -------------------------------------------------------------------------------
@@ -116,7 +112,7 @@ def apply_preference_update(*, key: bytes | None, value: bytes | None) -> str:
         PREFERENCE_UPDATES["invalid"] += 1
         return "invalid"
     if not isinstance(updated_at, int) or isinstance(updated_at, bool):
-        updated_at = _now_ms()
+        updated_at = now_ms()
     if salt is None:  # an update that does not rotate the secret keeps the user's salt
         salt = (notification_preferences.get(user_id) or {}).get("signing_salt")
     notification_preferences[user_id] = {**preferences, "updated_at": updated_at, "signing_salt": salt}
@@ -138,7 +134,7 @@ def _status_entry(entries: list[dict[str, Any]], event: NotificationEvent) -> di
             return entry
     entry = {
         "notification_id": event.notification_id, "job_id": event.job_id, "severity": event.severity,
-        "title": event.title, "at": int(event.timestamp.timestamp() * 1000), "read": False, "read_at": None,
+        "title": event.title, "at": utc_ms(event.timestamp), "read": False, "read_at": None,
         "deliveries": {},
     }
     entries.append(entry)
@@ -205,7 +201,7 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
     if isinstance(event, NotificationRead):
         entry = _status_entry(entries, event)
         if not entry["read"]:
-            entry["read"], entry["read_at"] = True, int(event.timestamp.timestamp() * 1000)
+            entry["read"], entry["read_at"] = True, utc_ms(event.timestamp)
             notification_status[user_id] = {"notifications": entries}
         return
     assert isinstance(event, NotificationSent)
@@ -237,7 +233,7 @@ async def handle_notification(event: EventBase, origin: Origin) -> None:
             status = "pending"
         else:
             raise RejectedEvent(f"unknown channel {channel}", reason="delivery-rejected")
-        record = {"channel": channel, "status": status, "at": _now_ms(), "attempts": 0 if status == "pending" else 1}
+        record = {"channel": channel, "status": status, "at": now_ms(), "attempts": 0 if status == "pending" else 1}
         notification_deliveries[key] = record
         entry["deliveries"][channel] = record
         DELIVERY_COUNTS[(channel, status)] += 1
@@ -300,5 +296,5 @@ async def record_notification_outcomes(stream):
 # Decides and records state: concurrency 1, so Faust never commits past an in-flight event.
 @app.agent(notifications_topic, concurrency=1)
 async def deliver_notifications(stream):
-    async for result in process_events(stream, topic="notifications", handler=handle_notification):
+    async for result in process_events(stream, topic=NOTIFICATIONS, handler=handle_notification):
         yield result

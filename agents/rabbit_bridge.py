@@ -8,16 +8,20 @@ outstanding, and the batch ends only when RabbitMQ confirmed every one of them, 
 RabbitMQ is down the publish retries forever: consumption of these agents pauses, nothing is
 dead-lettered for it, and a redelivery after a crash re-publishes with the same message_id.
 An event type without a route is dead-lettered to ``<topic>.dlq`` (``not-bridged``).
-Off with ``COSMIC_RABBITMQ_BRIDGE_ENABLED=false``.
+Off with ``COSMIC_RABBITMQ_BRIDGE_ENABLED=false``. The three agents are one function,
+:func:`declare_bridge`, declared once per topic at import.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from app.batching import active_batch
 from app.errors import RejectedEvent
 from app.main import app, settings
 from app.models import EventBase
 from app.streams import Origin, process_events
+from app.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS
 from app.topics import job_lifecycle_topic, job_metrics_topic, notifications_topic
 
 
@@ -37,29 +41,28 @@ async def publish_event(event: EventBase, origin: Origin) -> None:
         batch.defer(lambda: bridge.publish(event))
 
 
+def declare_bridge(*, topic: Any, topic_name: str, name: str, owner: str) -> Any:
+    """Declare the bridge agent ``name`` on the Faust topic ``topic`` (``topic_name`` unprefixed):
+    concurrency 1, each event through :func:`publish_event`. Undecodable records are left to
+    ``owner``, the agent that owns the topic's dead letters."""
+
+    async def bridge(stream):  # noqa: ANN001, ANN202
+        async for result in process_events(stream, topic=topic_name, handler=publish_event,
+                                           dead_letter_undecodable=False):
+            yield result
+
+    bridge.__name__ = bridge.__qualname__ = name
+    bridge.__doc__ = f"Publish {topic_name} events to RabbitMQ ({owner} owns the topic's dead letters)."
+    return app.agent(topic, concurrency=1, name=name)(bridge)
+
+
 if settings.rabbitmq_bridge_enabled:
     from app import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the service
 
-    @app.agent(job_lifecycle_topic, concurrency=1, name="bridge_to_rabbitmq")
-    async def bridge_to_rabbitmq(stream):  # noqa: ANN001, ANN201
-        async for result in process_events(
-            stream, topic="job-lifecycle", handler=publish_event,
-            dead_letter_undecodable=False,  # track_job_lifecycle owns this topic's dead letters
-        ):
-            yield result
-
-    @app.agent(notifications_topic, concurrency=1, name="bridge_notifications_to_rabbitmq")
-    async def bridge_notifications_to_rabbitmq(stream):  # noqa: ANN001, ANN201
-        async for result in process_events(
-            stream, topic="notifications", handler=publish_event,
-            dead_letter_undecodable=False,  # deliver_notifications owns this topic's dead letters
-        ):
-            yield result
-
-    @app.agent(job_metrics_topic, concurrency=1, name="bridge_metrics_to_rabbitmq")
-    async def bridge_metrics_to_rabbitmq(stream):  # noqa: ANN001, ANN201
-        async for result in process_events(
-            stream, topic="job-metrics", handler=publish_event,
-            dead_letter_undecodable=False,  # track_job_metrics owns this topic's dead letters
-        ):
-            yield result
+    bridge_to_rabbitmq = declare_bridge(topic=job_lifecycle_topic, topic_name=JOB_LIFECYCLE,
+                                        name="bridge_to_rabbitmq", owner="track_job_lifecycle")
+    bridge_notifications_to_rabbitmq = declare_bridge(topic=notifications_topic, topic_name=NOTIFICATIONS,
+                                                      name="bridge_notifications_to_rabbitmq",
+                                                      owner="deliver_notifications")
+    bridge_metrics_to_rabbitmq = declare_bridge(topic=job_metrics_topic, topic_name=JOB_METRICS,
+                                                name="bridge_metrics_to_rabbitmq", owner="track_job_metrics")

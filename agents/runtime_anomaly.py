@@ -30,18 +30,17 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import app.streams as streams
 from app.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
-from app.codecs import utc_ms
 from app.ids import derived_id
 from app.main import settings
 from app.metrics_math import RUNTIME_BUCKETS, bucket_of, welford_add, welford_merge
 from app.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, JobStatusChanged, JobSubmitted, NotificationSent, SystemAlert
 from app.streams import Origin
-from app.topic_specs import spec_by_name
+from app.timeutil import from_epoch_ms, utc_ms
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats
 
@@ -49,7 +48,7 @@ logger = logging.getLogger(__name__)
 
 #: The ``component`` (Kafka key on system-health) of the detector's alerts.
 ALERT_COMPONENT = "runtime-anomaly-detector"
-LIFECYCLE_PARTITIONS = spec_by_name("job-lifecycle").partitions
+LIFECYCLE_PARTITIONS = spec_by_name(JOB_LIFECYCLE).partitions
 #: Alerts raised, by rule (for tests and health).
 ALERTS: Counter[str] = Counter()
 
@@ -64,28 +63,6 @@ def type_stats(job_type: str) -> dict[str, Any]:
     return welford_merge(s for s in parts if s)
 
 
-def type_distribution(job_type_states: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per job type: merged Welford state, min, max and histogram counts, from per-partition states."""
-    result: dict[str, dict[str, Any]] = {}
-    for job_type, states in job_type_states.items():
-        merged = welford_merge(states)
-        buckets = [0] * len(RUNTIME_BUCKETS)
-        for s in states:
-            for i, count in enumerate(s.get("buckets", [])):
-                buckets[i] += count
-        result[job_type] = {
-            **merged,
-            "min": min((s["min"] for s in states if s.get("min") is not None), default=None),
-            "max": max((s["max"] for s in states if s.get("max") is not None), default=None),
-            "buckets": buckets,
-        }
-    return result
-
-
-def _moment(at_ms: int) -> datetime:
-    return datetime.fromtimestamp(at_ms / 1000, tz=timezone.utc)
-
-
 def alert_effects(
     *, anomaly: Anomaly, job_id: str, job_type: str, user_id: str | None, source_event_id: str,
     at_ms: int, correlation_id: str,
@@ -95,7 +72,7 @@ def alert_effects(
     alert_id = derived_id(source_event_id, f"alert:{anomaly.rule}")
     effects: list[EventBase] = [
         SystemAlert(
-            event_id=alert_id, event_type="SystemAlert", timestamp=_moment(at_ms), correlation_id=correlation_id,
+            event_id=alert_id, event_type="SystemAlert", timestamp=from_epoch_ms(ms=at_ms), correlation_id=correlation_id,
             user_id=user_id, schema_version=1, alert_id=alert_id, component=ALERT_COMPONENT, rule=anomaly.rule,
             severity="WARNING", state="FIRING", message=message, metrics=anomaly.metrics(), job_id=job_id,
         )
@@ -105,7 +82,7 @@ def alert_effects(
         title = (f"Job {job_id} is running much longer than usual" if anomaly.rule == RUNTIME_OVERRUN
                  else f"Job {job_id} had an unusual runtime")
         effects.append(NotificationSent(
-            event_id=nid, event_type="NotificationSent", timestamp=_moment(at_ms), correlation_id=correlation_id,
+            event_id=nid, event_type="NotificationSent", timestamp=from_epoch_ms(ms=at_ms), correlation_id=correlation_id,
             user_id=user_id, schema_version=1, notification_id=nid, channel="WEBSOCKET", severity="WARNING",
             title=title, body=message, job_id=job_id,
         ))

@@ -29,6 +29,7 @@ from app.faust_internals.state import trust_unknown_changelog
 from app.main import app, settings
 from app.models import EventBase, SystemAlert, SystemHealthReport
 from app.streams import Origin, emit, process_events
+from app.topic_specs import SYSTEM_HEALTH
 from app.topics import system_health_topic
 from tables.component_health import component_health
 
@@ -139,7 +140,7 @@ def _record_silence_alert(alert: SystemAlert) -> None:
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight report.
 @app.agent(system_health_topic, concurrency=1)
 async def watch_system_health(stream):  # noqa: ANN001, ANN201
-    async for result in process_events(stream, topic="system-health", handler=handle_health_event):
+    async for result in process_events(stream, topic=SYSTEM_HEALTH, handler=handle_health_event):
         yield result
 
 

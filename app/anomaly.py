@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from app.metrics_math import welford_add, welford_std
+from app.metrics_math import RUNTIME_BUCKETS, welford_add, welford_merge, welford_std
 
 RUNTIME_ANOMALY = "runtime_anomaly"
 RUNTIME_OVERRUN = "runtime_overrun"
@@ -79,6 +79,24 @@ def check_overrun(*, stats: Mapping[str, Any], elapsed_s: float, min_samples: in
         return None
     return Anomaly(rule=RUNTIME_OVERRUN, observed_s=elapsed_s, mean_s=mean, std_s=welford_std(stats),
                    samples=n, score=elapsed_s / mean)
+
+
+def type_distribution(job_type_states: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per job type: merged Welford state, min, max and histogram counts, from per-partition states."""
+    result: dict[str, dict[str, Any]] = {}
+    for job_type, states in job_type_states.items():
+        merged = welford_merge(states)
+        buckets = [0] * len(RUNTIME_BUCKETS)
+        for s in states:
+            for i, count in enumerate(s.get("buckets", [])):
+                buckets[i] += count
+        result[job_type] = {
+            **merged,
+            "min": min((s["min"] for s in states if s.get("min") is not None), default=None),
+            "max": max((s["max"] for s in states if s.get("max") is not None), default=None),
+            "buckets": buckets,
+        }
+    return result
 
 
 #: A flagged runtime further than this many times ``sigma`` from the mean is kept out of its

@@ -13,6 +13,7 @@ import click
 
 from app.errors import CosmicError
 from app.settings import Settings
+from app.topic_specs import JOB_LIFECYCLE
 
 
 def _settings() -> Settings:
@@ -501,7 +502,7 @@ def rebuild(job_id: str | None, mode: str) -> None:
 
     settings = _settings()
     try:
-        records = asyncio.run(read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + "job-lifecycle"))
+        records = asyncio.run(read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + JOB_LIFECYCLE))
     except CosmicError as exc:
         _fail(exc)
         return

@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from app.errors import CosmicError
-from app.rabbit_topology import DLQ, all_queue_arguments, management_get
+from app.rabbit_topology import DLQ, JOB_EVENTS, all_queue_arguments, management_get
 from app.settings import Settings
 
 ERROR_HEADERS = ("x-error-reason", "x-error-class", "x-error-message", "x-original-queue",
@@ -52,7 +52,7 @@ def original_route(headers: dict[str, Any]) -> tuple[str, str] | None:
     key = headers.get("x-original-routing-key")
     exchange = headers.get("x-original-exchange")
     if key:
-        return _plain(exchange or "job.events"), _plain(key)
+        return _plain(exchange or JOB_EVENTS), _plain(key)
     deaths = headers.get("x-death") or []
     if deaths:
         first = deaths[-1] if isinstance(deaths, list) else deaths  # oldest death is last

@@ -16,7 +16,6 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import fastavro
@@ -31,6 +30,7 @@ from app.faust_internals.records import build_record, record_fields
 from app.models import EVENT_CLASSES, EventBase, TOPIC_EVENTS
 from app.schemas import subject_for, topic_schema
 from app.settings import Settings
+from app.timeutil import format_epoch_ms, utc_ms  # noqa: F401 - utc_ms: also importable from here
 from app.validation import event_to_json
 
 MAGIC_BYTE = 0
@@ -86,23 +86,6 @@ def _has_logical(schema: Any) -> bool:
     if isinstance(schema, list):
         return any(_has_logical(v) for v in schema)
     return False
-
-
-_SECONDS_CACHED = 4096
-_second_texts: dict[int, str] = {}
-
-
-def format_epoch_ms(ms: int) -> str:
-    """Epoch milliseconds → ISO 8601 UTC with milliseconds and ``Z`` (as the JSON API writes
-    times). Formatted seconds are cached: a replay formats runs of nearby times."""
-    second, milli = divmod(ms, 1000)
-    text = _second_texts.get(second)
-    if text is None:
-        if len(_second_texts) >= _SECONDS_CACHED:
-            _second_texts.clear()
-        text = datetime.fromtimestamp(second, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
-        _second_texts[second] = text
-    return f"{text}{milli:03d}Z"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -469,7 +452,3 @@ class Codecs:
     def warm_up(self) -> dict[str, int]:
         """Register (or look up) every topic's schema now; topic → schema id."""
         return {topic: codec.writer_schema_id() for topic, codec in self.by_topic.items()}
-
-
-def utc_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)

@@ -21,9 +21,9 @@ from app.models import (
     JobSubmitted,
     MetricsSummary,
     ResourceRequest,
-    utc_now,
 )
 from app.settings import Settings
+from app.timeutil import utc_now
 
 SYSTEMS = ("frontera", "stampede3", "lonestar6")
 JOB_TYPES = ("calibration", "imaging")

@@ -19,7 +19,7 @@ from aiokafka.structs import OffsetAndMetadata
 from app.errors import CosmicError, EventDecodeError
 from app.settings import Settings
 from app.topic_reader import read_assigned, topic_partitions
-from app.topic_specs import DLQ_SUFFIX, all_topic_specs
+from app.topic_specs import DLQ_SUFFIX, all_topic_specs, unprefixed
 
 
 class DlqError(CosmicError):
@@ -91,8 +91,7 @@ def describe(record: Any, *, codecs: Any | None = None, source_topic: str | None
 
 
 def _source_name(*, settings: Settings, dlq_topic: str) -> str:
-    name = dlq_topic[len(settings.topic_prefix):] if settings.topic_prefix else dlq_topic
-    return name[: -len(DLQ_SUFFIX)]
+    return unprefixed(topic=dlq_topic, prefix=settings.topic_prefix)[: -len(DLQ_SUFFIX)]
 
 
 async def summary(*, settings: Settings) -> list[dict[str, Any]]:

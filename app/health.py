@@ -42,7 +42,9 @@ from faust.sensors import Sensor
 from app import observability as metrics
 from app.faust_internals.state import committed_offsets
 from app.main import app, settings
-from app.models import SystemHealthReport, utc_now
+from app.models import SystemHealthReport
+from app.timeutil import utc_now
+from app.topic_specs import unprefixed
 
 logger = logging.getLogger(__name__)
 
@@ -275,9 +277,8 @@ class HealthReporter(mode.Service):
         from app.streams import DLQ_COUNTS
 
         values: dict[str, float] = {}
-        prefix = settings.topic_prefix
         for (topic, partition), lag in self.lag.items():
-            name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+            name = unprefixed(topic=topic, prefix=settings.topic_prefix)
             values[f"consumer_lag:{name}:{partition}"] = float(lag)
         values["consumer_lag"] = float(sum(self.lag.values()))
         values["consumer_lag_max"] = float(max(self.lag.values(), default=0))
@@ -295,10 +296,9 @@ class HealthReporter(mode.Service):
         return values
 
     def _update_gauges(self) -> None:
-        prefix = settings.topic_prefix
         wanted = set()
         for (topic, partition), lag in self.lag.items():
-            name = topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+            name = unprefixed(topic=topic, prefix=settings.topic_prefix)
             wanted.add((name, str(partition)))
             metrics.CONSUMER_LAG.labels(topic=name, partition=str(partition)).set(lag)
         for labels in list(getattr(self, "_gauge_labels", set()) - wanted):

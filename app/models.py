@@ -9,21 +9,18 @@ a record here and its schema disagree.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Dict, Optional
 
 import faust
+
+from app.timeutil import utc_now  # noqa: F401 - importable from here, as before
+from app.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH
 
 NAMESPACE = "cosmic_horizons.events"
 
 JOB_STATUSES = ("SUBMITTED", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")
 TERMINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
-
-
-def utc_now() -> datetime:
-    """Now, in UTC, truncated to the millisecond (what ``timestamp-millis`` carries)."""
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond - now.microsecond % 1000)
 
 
 def _ns(name: str) -> str:
@@ -174,20 +171,20 @@ class SystemAlert(EventBase, namespace=_ns("SystemAlert")):
 
 #: Topic (without prefix) → the event classes it carries, in the order of its .avsc union.
 TOPIC_EVENTS: dict[str, tuple[type[EventBase], ...]] = {
-    "job-lifecycle": (JobSubmitted, JobQueued, JobStatusChanged, JobCompleted, JobFailed, JobCancelled),
-    "job-metrics": (JobMetricsSample,),
-    "notifications": (NotificationSent, NotificationRead),
-    "audit-trail": (AuditRecord,),
-    "system-health": (SystemHealthReport, SystemAlert),
+    JOB_LIFECYCLE: (JobSubmitted, JobQueued, JobStatusChanged, JobCompleted, JobFailed, JobCancelled),
+    JOB_METRICS: (JobMetricsSample,),
+    NOTIFICATIONS: (NotificationSent, NotificationRead),
+    AUDIT_TRAIL: (AuditRecord,),
+    SYSTEM_HEALTH: (SystemHealthReport, SystemAlert),
 }
 
 #: Topic (without prefix) → its schema file in avro/.
 TOPIC_SCHEMA_FILES: dict[str, str] = {
-    "job-lifecycle": "job_lifecycle.avsc",
-    "job-metrics": "job_metrics.avsc",
-    "notifications": "notifications.avsc",
-    "audit-trail": "audit_trail.avsc",
-    "system-health": "system_health.avsc",
+    JOB_LIFECYCLE: "job_lifecycle.avsc",
+    JOB_METRICS: "job_metrics.avsc",
+    NOTIFICATIONS: "notifications.avsc",
+    AUDIT_TRAIL: "audit_trail.avsc",
+    SYSTEM_HEALTH: "system_health.avsc",
 }
 
 EVENT_CLASSES: dict[str, type[EventBase]] = {

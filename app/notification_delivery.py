@@ -40,16 +40,18 @@ import mode
 from app import observability as metrics
 from app.delivery import WebhookClient, send_email, webhook_headers
 from app.errors import DeliveryFailed, DeliveryRejected
-from app.models import NotificationSent, utc_now
+from app.models import NotificationSent
 from app.rabbit_consumer import consume
 from app.rabbit_topology import NOTIFICATION_DELIVERY
 from app.settings import Settings
+from app.timeutil import now_ms, utc_now
+from app.topic_specs import NOTIFICATION_OUTCOMES
 from app.validation import event_to_json, parse_event
 from app.webhook_signing import master_key, sign, user_secret
 
 logger = logging.getLogger(__name__)
 
-OUTCOMES_TOPIC = "notification-outcomes"
+OUTCOMES_TOPIC = NOTIFICATION_OUTCOMES
 #: Seconds one SMTP conversation may take.
 SMTP_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 30.0
@@ -64,7 +66,7 @@ def delivery_message(*, event: NotificationSent, channel: str, preferences: dict
     body = {
         "notification_id": event.notification_id, "channel": channel, "user_id": event.user_id,
         "target": target, "signing_salt": preferences.get("signing_salt"),
-        "queued_at": int(time.time() * 1000), "event": event_to_json(event),
+        "queued_at": now_ms(), "event": event_to_json(event),
     }
     return aio_pika.Message(
         body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json",
@@ -77,7 +79,7 @@ def outcome_record(*, body: dict[str, Any], status: str, attempt: int, http_stat
                    error: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """One value of ``notification-outcomes``."""
     return {"notification_id": body["notification_id"], "channel": body["channel"], "user_id": body["user_id"],
-            "status": status, "attempts": attempt, "at": int(time.time() * 1000), "http_status": http_status,
+            "status": status, "attempts": attempt, "at": now_ms(), "http_status": http_status,
             "error": None if error is None else error[:500], "reason": reason}
 
 

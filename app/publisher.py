@@ -17,10 +17,11 @@ from typing import Any, Sequence
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from app.codecs import Codecs, utc_ms
+from app.codecs import Codecs
 from app.errors import CosmicError
-from app.models import EventBase, JobSubmitted, ResourceRequest, utc_now
+from app.models import EventBase, JobSubmitted, ResourceRequest
 from app.settings import Settings
+from app.timeutil import utc_ms, utc_now
 from app.validation import EventTimeBounds, event_to_json, key_of, parse_event, parse_events, topic_of
 
 

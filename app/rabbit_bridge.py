@@ -38,7 +38,7 @@ import mode
 from app import observability as metrics
 from app.main import app, settings
 from app.models import EventBase
-from app.rabbit_topology import QUEUES, TopologyMismatch, declare_topology, route_for
+from app.rabbit_topology import JOB_EVENTS, METRICS, NOTIFICATIONS, QUEUES, TopologyMismatch, declare_topology, route_for
 from app.validation import event_to_json
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 #: its name): a message returned from one of them is retried.
 BOUND_EXCHANGES = frozenset(exchange for spec in QUEUES for exchange, _ in spec.bindings) | {""}
 #: The exchanges the bridge publishes to ("" = the default exchange: notification deliveries).
-PUBLISHED_EXCHANGES = ("job.events", "notifications", "metrics", "")
+PUBLISHED_EXCHANGES = (JOB_EVENTS, NOTIFICATIONS, METRICS, "")
 
 MAX_BACKOFF = 30.0
 

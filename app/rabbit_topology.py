@@ -47,6 +47,10 @@ DLQ_ROUTING_KEY = "job-dlq"
 #: published to the default exchange (routing key = this name) and consumed by every worker
 #: (:mod:`app.notification_delivery`); no TTL and no length limit: none may be dropped.
 NOTIFICATION_DELIVERY = "notification-delivery"
+#: The work queues of the ``job.events`` exchange and the notifications' broadcast queue.
+JOB_EVENTS_API = "job-events-api"
+JOB_EVENTS_AUDIT = "job-events-audit"
+WEBSOCKET_BROADCAST = "websocket-broadcast"
 
 #: Delays (seconds) of the retry queues, the last one repeating.
 RETRY_DELAYS = (1, 2, 4, 8, 16, 30)
@@ -108,9 +112,9 @@ EXCHANGES = (
 )
 
 QUEUES = (
-    QueueSpec("job-events-api", ((JOB_EVENTS, "job.#"),), 30_000, 100_000),
-    QueueSpec("job-events-audit", ((JOB_EVENTS, "job.#"),), 300_000, 100_000),
-    QueueSpec("websocket-broadcast", ((NOTIFICATIONS, "notifications.*"),), 30_000, 50_000),
+    QueueSpec(JOB_EVENTS_API, ((JOB_EVENTS, "job.#"),), 30_000, 100_000),
+    QueueSpec(JOB_EVENTS_AUDIT, ((JOB_EVENTS, "job.#"),), 300_000, 100_000),
+    QueueSpec(WEBSOCKET_BROADCAST, ((NOTIFICATIONS, "notifications.*"),), 30_000, 50_000),
     QueueSpec(NOTIFICATION_DELIVERY, (), None, None),
     QueueSpec(DLQ, ((DLX, DLQ_ROUTING_KEY),), 86_400_000, None, dead_letter=False, retry=False),
 )

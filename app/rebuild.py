@@ -12,16 +12,18 @@ import base64
 import itertools
 from typing import Any, Callable, Iterable
 
-from app.codecs import Codecs, utc_ms
+from app.codecs import Codecs
 from app.errors import EventDecodeError
 from app.state_machine import decide
+from app.timeutil import utc_ms
+from app.topic_specs import JOB_LIFECYCLE
 
 COMPARED = ("status", "retry_count", "timestamps", "user_id", "job_type")
 
 
 def recompute(*, records: Iterable[Any], codecs: Codecs, max_retries: int, job_id: str | None = None) -> dict[str, dict]:
     """job_id → recomputed state, from raw job-lifecycle records in partition/offset order."""
-    codec = codecs.for_topic("job-lifecycle")
+    codec = codecs.for_topic(JOB_LIFECYCLE)
     states: dict[str, dict] = {}
     seen: dict[str, set[str]] = {}
     seq = itertools.count()

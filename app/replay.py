@@ -64,12 +64,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from app.codecs import format_epoch_ms
 from app.errors import CosmicError, EventDecodeError
 from app.models import TOPIC_EVENTS
 from app.settings import Settings
+from app.timeutil import format_epoch_ms, utc_ms
 from app.topic_reader import TopicReadError, topic_partitions
-from app.topic_specs import spec_by_name
+from app.topic_specs import spec_by_name, unprefixed
 
 #: Most events one replay request may ask for with ``limit``.
 MAX_LIMIT = 1_000_000
@@ -108,7 +108,7 @@ def parse_time(*, value: str, field: str) -> int:
         raise ReplayError(f"not an ISO 8601 date-time (e.g. 2024-05-01T12:00:00Z): {value!r}", field=field) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    return utc_ms(moment)
 
 
 #: Epoch milliseconds → ISO 8601 UTC with milliseconds and ``Z``.
@@ -144,9 +144,7 @@ def known_topics() -> tuple[str, ...]:
 def parse_query(*, params: Mapping[str, str], topic_prefix: str = "") -> ReplayQuery:
     """Query parameters (``topic``, ``start``, ``end``, ``job_id``, ``event_type``,
     ``user_id``, ``limit``, ``cursor``) → a checked :class:`ReplayQuery`."""
-    topic = (params.get("topic") or "").strip()
-    if topic_prefix and topic.startswith(topic_prefix):
-        topic = topic[len(topic_prefix):]
+    topic = unprefixed(topic=(params.get("topic") or "").strip(), prefix=topic_prefix)
     if topic not in TOPIC_EVENTS:
         raise ReplayError(f"unknown topic {topic!r}; known: {', '.join(TOPIC_EVENTS)}", field="topic")
     if params.get("start") is None:

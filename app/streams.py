@@ -26,14 +26,14 @@ from faust.agents.agent import current_agent
 
 from app import observability as metrics
 from app.batching import Batch, active_batch
-from app.codecs import format_epoch_ms
 from app.faust_internals import set_current_event, take_batches
 from app.errors import DuplicateEvent, EventDecodeError, RejectedEvent, RetriableError
 from app.logging_setup import event_context_of
 from app.main import app, codecs, settings
 from app.models import EventBase
 from app.publisher import prepare_record
-from app.topic_specs import DLQ_SUFFIX
+from app.timeutil import format_epoch_ms, now_ms
+from app.topic_specs import DLQ_SUFFIX, JOB_LIFECYCLE, JOB_METRICS, unprefixed
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ async def dead_letter(*, origin: Origin, reason: str, error: BaseException | Non
         ("dlq.offset", str(origin.offset).encode()),
         ("dlq.timestamp", str(origin.timestamp_ms or "").encode()),
         ("dlq.attempts", str(attempts).encode()),
-        ("dlq.dead_lettered_at", str(int(time.time() * 1000)).encode()),
+        ("dlq.dead_lettered_at", str(now_ms()).encode()),
     ]
     attempt = 0
     while True:
@@ -147,8 +147,7 @@ async def dead_letter(*, origin: Origin, reason: str, error: BaseException | Non
 
 
 def _unprefixed(topic: str) -> str:
-    prefix = settings.topic_prefix
-    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic
+    return unprefixed(topic=topic, prefix=settings.topic_prefix)
 
 
 def backoff_delay(attempt: int) -> float:
@@ -271,7 +270,7 @@ def _cursor_mark(cursor, agent: str) -> int | None:  # noqa: ANN001
 #: The platform's ingest topics, whose records are checked for lateness as they are consumed
 #: (the topics the service's own agents write to are not: a lagging worker's audit records
 #: are legitimately older than another's).
-LATENESS_CHECKED = frozenset({"job-lifecycle", "job-metrics"})
+LATENESS_CHECKED = frozenset({JOB_LIFECYCLE, JOB_METRICS})
 #: Late records skipped by secondary consumers (their topic's owner dead-letters them).
 LATE_SKIPPED: Counter[str] = Counter()
 

@@ -11,6 +11,15 @@ from dataclasses import dataclass
 DAY_MS = 24 * 60 * 60 * 1000
 DLQ_SUFFIX = ".dlq"
 
+# The topic names (unprefixed): the one place they are spelled.
+JOB_LIFECYCLE = "job-lifecycle"
+JOB_METRICS = "job-metrics"
+AUDIT_TRAIL = "audit-trail"
+NOTIFICATIONS = "notifications"
+SYSTEM_HEALTH = "system-health"
+NOTIFICATION_PREFERENCES = "notification-preferences"
+NOTIFICATION_OUTCOMES = "notification-outcomes"
+
 
 @dataclass(frozen=True, kw_only=True)
 class TopicSpec:
@@ -50,26 +59,26 @@ class TopicSpec:
 
 #: The input topics of seed 001; each has a dead-letter topic ``<name>.dlq``.
 SOURCE_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(name="job-lifecycle", partitions=10, retention_ms=30 * DAY_MS, key="job_id",
+    TopicSpec(name=JOB_LIFECYCLE, partitions=10, retention_ms=30 * DAY_MS, key="job_id",
               description="job state changes, keyed by job_id so each job's events stay in order"),
-    TopicSpec(name="job-metrics", partitions=20, retention_ms=30 * DAY_MS, key="job_id",
+    TopicSpec(name=JOB_METRICS, partitions=20, retention_ms=30 * DAY_MS, key="job_id",
               description="resource-usage samples of running jobs"),
-    TopicSpec(name="audit-trail", partitions=5, retention_ms=90 * DAY_MS, key="resource_id",
+    TopicSpec(name=AUDIT_TRAIL, partitions=5, retention_ms=90 * DAY_MS, key="resource_id",
               description="who did what to which resource, hash-chained per partition"),
-    TopicSpec(name="notifications", partitions=5, retention_ms=7 * DAY_MS, key="user_id",
+    TopicSpec(name=NOTIFICATIONS, partitions=5, retention_ms=7 * DAY_MS, key="user_id",
               description="notifications to users"),
-    TopicSpec(name="system-health", partitions=3, retention_ms=7 * DAY_MS, key="component",
+    TopicSpec(name=SYSTEM_HEALTH, partitions=3, retention_ms=7 * DAY_MS, key="component",
               description="health reports and alerts of workers and components"),
 )
 
 
 #: Topics the service adds beyond seed 001 (no dead-letter topics of their own).
 EXTRA_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(name="notification-preferences", partitions=5, retention_ms=-1, key="user_id",
+    TopicSpec(name=NOTIFICATION_PREFERENCES, partitions=5, retention_ms=-1, key="user_id",
               cleanup_policy="compact", has_dead_letter=False,
               description="each user's notification preferences (latest per user; JSON), "
                           "co-partitioned with notifications"),
-    TopicSpec(name="notification-outcomes", partitions=5, retention_ms=7 * DAY_MS, key="user_id",
+    TopicSpec(name=NOTIFICATION_OUTCOMES, partitions=5, retention_ms=7 * DAY_MS, key="user_id",
               has_dead_letter=False,
               description="outcome of each webhook/email delivery attempt (JSON), co-partitioned with "
                           "notifications"),
@@ -91,3 +100,8 @@ def spec_by_name(name: str) -> TopicSpec:
         if spec.name == name:
             return spec
     raise KeyError(name)
+
+
+def unprefixed(*, topic: str, prefix: str) -> str:
+    """``topic`` without the ``COSMIC_TOPIC_PREFIX`` ``prefix`` (unchanged when it does not start with it)."""
+    return topic[len(prefix):] if prefix and topic.startswith(prefix) else topic

@@ -4,15 +4,15 @@
 from __future__ import annotations
 
 from app.streams import raw_topic
-from app.topic_specs import spec_by_name
+from app.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
 
 
 def _topic(name: str):  # noqa: ANN202
     return raw_topic(name, partitions=spec_by_name(name).partitions)
 
 
-job_lifecycle_topic = _topic("job-lifecycle")
-audit_trail_topic = _topic("audit-trail")
-notifications_topic = _topic("notifications")
-job_metrics_topic = _topic("job-metrics")
-system_health_topic = _topic("system-health")
+job_lifecycle_topic = _topic(JOB_LIFECYCLE)
+audit_trail_topic = _topic(AUDIT_TRAIL)
+notifications_topic = _topic(NOTIFICATIONS)
+job_metrics_topic = _topic(JOB_METRICS)
+system_health_topic = _topic(SYSTEM_HEALTH)

@@ -35,6 +35,7 @@ from fastavro.validation import validate as avro_validate
 
 from app.errors import EventValidationError
 from app.models import EVENT_CLASSES, TOPIC_EVENTS, EventBase
+from app.timeutil import as_utc, format_timestamp
 from app.topic_specs import SOURCE_TOPICS
 
 #: Most events one request (one JSON array) may carry.
@@ -467,10 +468,6 @@ def _cross_checks(event: EventBase) -> None:
             _fail("new_status", f"must differ from previous_status (both are {new})")
 
 
-def _utc(now: datetime) -> datetime:
-    return now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
-
-
 # -- public API -------------------------------------------------------------------------------
 def parse_event(*, data: object, now: datetime, index: int | None = None,
                 bounds: EventTimeBounds | None = None) -> EventBase:
@@ -487,7 +484,7 @@ def parse_event(*, data: object, now: datetime, index: int | None = None,
             got = repr(event_type) if isinstance(event_type, str) else _json_type(event_type)
             _fail("event_type", f"unknown event type {got}; one of: {known}")
         cls = EVENT_CLASSES[event_type]
-        event = _build(cls, data, path="", now=_utc(now), bounds=bounds)
+        event = _build(cls, data, path="", now=as_utc(moment=now), bounds=bounds)
         assert isinstance(event, EventBase)
         _cross_checks(event)
         key_of(event)
@@ -549,17 +546,11 @@ def key_of(event: EventBase) -> str:
     return value
 
 
-def format_timestamp(moment: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and ``Z`` (naive means UTC)."""
-    moment = _utc(moment)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
 def _plain(value: Any, *, avro: bool) -> Any:
     if isinstance(value, faust.Record):
         return {f.name: _plain(getattr(value, f.name), avro=avro) for f in _fields_of(type(value))}
     if isinstance(value, datetime):
-        return _utc(value) if avro else format_timestamp(value)
+        return as_utc(moment=value) if avro else format_timestamp(value)
     if isinstance(value, dict):
         return {k: _plain(v, avro=avro) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

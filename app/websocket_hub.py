@@ -43,7 +43,7 @@ from app.errors import CosmicError
 from app.models import EventBase, JobEvent, SystemAlert
 from app.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
 from app.settings import Settings
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
 from app.validation import event_to_json
 
 logger = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ CLOSE_AUTH = 4001
 CLOSE_SLOW = 4008
 
 #: Topics (without prefix) the hub reads.
-SOURCE_TOPICS = ("job-lifecycle", "job-metrics", "notifications", "system-health")
+SOURCE_TOPICS = (JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH)
 #: Most channels one connection may subscribe to.
 MAX_SUBSCRIPTIONS = 1000
 #: job_id → user_id entries remembered from the job-lifecycle stream.
@@ -101,15 +101,15 @@ def parse_channel(name: str) -> Channel:
         return None
 
     if name == "system:alerts":
-        return Channel(name=name, kind="system_alerts", topic="system-health")
+        return Channel(name=name, kind="system_alerts", topic=SYSTEM_HEALTH)
     if name == "jobs:all":
-        return Channel(name=name, kind="jobs_all", topic="job-lifecycle")
+        return Channel(name=name, kind="jobs_all", topic=JOB_LIFECYCLE)
     if (job := subject("job:", ":status")) is not None:
-        return Channel(name=name, kind="job_status", topic="job-lifecycle", subject=job)
+        return Channel(name=name, kind="job_status", topic=JOB_LIFECYCLE, subject=job)
     if (job := subject("job:", ":metrics")) is not None:
-        return Channel(name=name, kind="job_metrics", topic="job-metrics", subject=job)
+        return Channel(name=name, kind="job_metrics", topic=JOB_METRICS, subject=job)
     if (user := subject("user:", ":notifications")) is not None:
-        return Channel(name=name, kind="user_notifications", topic="notifications", subject=user)
+        return Channel(name=name, kind="user_notifications", topic=NOTIFICATIONS, subject=user)
     raise ChannelError(
         f"unknown channel {name[:300]!r}: expected job:<id>:status, job:<id>:metrics, "
         "user:<id>:notifications, system:alerts or jobs:all", code="unknown_channel", channel=name[:300])
@@ -117,13 +117,13 @@ def parse_channel(name: str) -> Channel:
 
 def channels_of(topic: str, event: EventBase) -> list[str]:
     """The channels an event of ``topic`` (without prefix) is published on."""
-    if topic == "job-lifecycle":
+    if topic == JOB_LIFECYCLE:
         return [f"job:{event.job_id}:status", "jobs:all"]  # type: ignore[attr-defined]
-    if topic == "job-metrics":
+    if topic == JOB_METRICS:
         return [f"job:{event.job_id}:metrics"]  # type: ignore[attr-defined]
-    if topic == "notifications":
+    if topic == NOTIFICATIONS:
         return [f"user:{event.user_id}:notifications"] if event.user_id else []
-    if topic == "system-health" and isinstance(event, SystemAlert):
+    if topic == SYSTEM_HEALTH and isinstance(event, SystemAlert):
         return ["system:alerts"]
     return []
 
@@ -408,7 +408,7 @@ class WebsocketHub(mode.Service):
         if topic is None or not record.value:
             return
         self.events_seen += 1
-        if topic != "job-lifecycle" and not self._topic_subscribers[topic]:
+        if topic != JOB_LIFECYCLE and not self._topic_subscribers[topic]:
             return  # nobody listens: not even decoded
         event = self.decode(topic, record)
         if event is None:

@@ -43,12 +43,14 @@ import uuid
 from typing import Any, Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from app.rabbit_topology import JOB_EVENTS, JOB_EVENTS_API, JOB_EVENTS_AUDIT
+from app.topic_specs import JOB_LIFECYCLE
 from bench.context import (BenchContext, BenchError, bridged_worker, event_mix, figure, fmt, make_events,
                            publish_paced, ratio)
 
 TITLE = "RabbitMQ bridge"
-EXCHANGE = "job.events"
-WORK_QUEUES = ("job-events-api", "job-events-audit")
+EXCHANGE = JOB_EVENTS
+WORK_QUEUES = (JOB_EVENTS_API, JOB_EVENTS_AUDIT)
 #: Throughput: events per repetition (each path), and repetitions.
 FULL_PUBLISH, QUICK_PUBLISH = 1_500, 300
 FULL_REPS, QUICK_REPS = 3, 2
@@ -302,7 +304,7 @@ async def _latency(ctx: BenchContext, *, vhost_url: str, seconds: float) -> dict
         "worker_ready_s": ready_s,
         "p50": _percentile(latencies, 50), "p95": _percentile(latencies, 95),
         "p99": _percentile(latencies, 99), "max": max(latencies), "min": min(latencies),
-        "topic": settings.topic_prefix + "job-lifecycle", "app_id": settings.app_id,
+        "topic": settings.topic_prefix + JOB_LIFECYCLE, "app_id": settings.app_id,
     }
     ctx.log(f"bridge: {len(arrived):,}/{sent:,} arrived; latency p50 {result['p50']:.1f} ms, "
             f"p95 {result['p95']:.1f} ms, p99 {result['p99']:.1f} ms, max {result['max']:.1f} ms")

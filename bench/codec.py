@@ -11,8 +11,8 @@ import gc
 import json
 from typing import Any
 
-from app.models import utc_now
 from app.publisher import prepare_record
+from app.timeutil import utc_now
 from app.validation import event_to_json, parse_events, topic_of
 from bench.context import BenchContext, chunks, event_mix, figure, fmt, make_events, timed
 

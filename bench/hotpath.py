@@ -27,6 +27,8 @@ import zlib
 from types import SimpleNamespace
 from typing import Any
 
+from app.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, NOTIFICATIONS
+
 BATCH = 500
 
 
@@ -81,8 +83,8 @@ async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
     app.finalize()
     app.flow_control.resume()
     workload = build_workload(jobs=jobs, seed=11, prefix="hotpath")
-    codec = codecs.for_topic("job-lifecycle")
-    source = _events("job-lifecycle", [(key_of(e).encode(), codec.encode(e)) for e in workload.deliveries])
+    codec = codecs.for_topic(JOB_LIFECYCLE)
+    source = _events(JOB_LIFECYCLE, [(key_of(e).encode(), codec.encode(e)) for e in workload.deliveries])
     producer = _Producer()
 
     async def handle(events: list[Any], *, topic: str, handler: Any) -> None:
@@ -97,9 +99,9 @@ async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
     profiler = cProfile.Profile() if profile else None
     seconds: dict[str, float] = {}
     counts: dict[str, int] = {}
-    stages = (("track_job_lifecycle", "job-lifecycle", lifecycle.handle_event, lambda: source),
-              ("record_audit_trail", "audit-trail", audit.handle_audit_record, None),
-              ("deliver_notifications", "notifications", notifications.handle_notification, None))
+    stages = (("track_job_lifecycle", JOB_LIFECYCLE, lifecycle.handle_event, lambda: source),
+              ("record_audit_trail", AUDIT_TRAIL, audit.handle_audit_record, None),
+              ("deliver_notifications", NOTIFICATIONS, notifications.handle_notification, None))
     for name, topic, handler, given in stages:
         events = given() if given else _events(topic, [(k, v) for t, k, v in producer.sent if t.endswith(topic)])
         if profiler:

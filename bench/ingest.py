@@ -30,6 +30,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from app.publisher import EventPublisher, OutgoingRecord, prepare_record
 from app.topic_admin import ensure_topics
+from app.topic_specs import JOB_LIFECYCLE
 from app.validation import event_to_json
 from bench.context import BenchContext, BenchError, chunks, event_mix, figure, fmt, make_events, ratio
 from bench.worker import BenchWorker
@@ -37,7 +38,7 @@ from bench.worker import BenchWorker
 TITLE = "Ingest throughput"
 #: EventPublisher.start's linger; used only when it cannot be read from a started publisher.
 DEFAULT_LINGER_MS = 5
-LIFECYCLE = "job-lifecycle"
+LIFECYCLE = JOB_LIFECYCLE
 _CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
 

@@ -55,6 +55,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
+from app.rabbit_topology import JOB_EVENTS_API
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 from bench.context import BenchContext, BenchError, bridged_worker, figure, fmt, make_events, publish_paced
 
 TITLE = "Latency at a fixed rate"
@@ -74,7 +76,7 @@ SINK_LABELS = {
     "websocket": "publish → websocket client received",
 }
 SINK_NAMES = {"table": "the table", "queue": "`job-events-api`", "websocket": "the websocket client"}
-API_QUEUE = "job-events-api"
+API_QUEUE = JOB_EVENTS_API
 WS_CHANNEL = "jobs:all"
 #: After the last send: a sink with no new arrival for STALL_S is done waiting; nobody waits
 #: longer than MAX_DRAIN_S; a sink with less than COMPLETE_SHARE of the events fails the run.
@@ -247,7 +249,6 @@ async def _start_changelog_reader(*, settings: Any, sink: _Arrivals,
     """A consumer outside any group on every partition of the worker's ``job_state`` changelog."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from app.topic_specs import spec_by_name
 
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
@@ -260,7 +261,7 @@ async def _start_changelog_reader(*, settings: Any, sink: _Arrivals,
             mine = sorted(t for t in topics if t.startswith(settings.app_id))
             raise BenchError(f"latency: no changelog topic {topic!r} on the broker (the worker's: {mine})")
         # one changelog partition per job-lifecycle partition (tables/job_state.py)
-        partitions = spec_by_name("job-lifecycle").partitions
+        partitions = spec_by_name(JOB_LIFECYCLE).partitions
         consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
     except BaseException:
         await consumer.stop()
@@ -369,7 +370,7 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
         await connection.close()
         ctx.log(f"latency: worker stopped in {time.perf_counter() - stop_start:.1f} s")
     return {"runs": runs, "worker_ready_s": ready_s, "changelog": changelog, "app_id": settings.app_id,
-            "topic": settings.topic_prefix + "job-lifecycle",
+            "topic": settings.topic_prefix + JOB_LIFECYCLE,
             "changelog_timestamp_types": sorted(timestamp_types)}
 
 

@@ -54,7 +54,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from app.publisher import EventPublisher
 from app.topic_admin import ensure_topics
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 from app.workload import build_workload
 from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase,
                            workload_start)
@@ -71,7 +71,7 @@ QUIET_S = 3.0
 QUICK_EVENTS = 500
 #: Give up on a worker that has not handled every event after this long.
 DRAIN_TIMEOUT_S = 900.0
-TOPIC = "job-lifecycle"
+TOPIC = JOB_LIFECYCLE
 #: Table writes per record in the second Faust-floor run (the first makes none).
 FLOOR_WRITES = 4
 

@@ -36,13 +36,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from app.models import utc_now
+from app.timeutil import utc_ms, utc_now
 from app.validation import event_to_json
 from app.publisher import prepare_record
 from app.replay import ReplayQuery, open_replay
 from app.settings import Settings
 from app.topic_admin import ensure_topics
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 from bench.context import BenchContext, BenchError, figure, fmt, make_events, ratio
 
 TITLE = "Replay throughput"
@@ -56,7 +56,7 @@ CHUNK = 10_000
 DECODE_SAMPLE = 20_000
 #: A floor read that gets no record for this long fails.
 STALL_SECONDS = 60.0
-TOPIC = "job-lifecycle"
+TOPIC = JOB_LIFECYCLE
 #: Appended to the run's topic prefix: the section's own topic (deleted with the run's topics).
 PREFIX_SUFFIX = "replay-"
 
@@ -179,7 +179,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
     settings = _own_topics(ctx)
     await ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
                         prefix=settings.topic_prefix, specs=(spec_by_name(TOPIC),))
-    base_ms = int((utc_now() - timedelta(hours=6)).timestamp() * 1000)
+    base_ms = utc_ms(utc_now() - timedelta(hours=6))
     produce_start = time.perf_counter()
     await _produce(ctx, settings=settings, total=total, base_ms=base_ms)
     produce_s = time.perf_counter() - produce_start

@@ -72,7 +72,7 @@ from app.codecs import Codecs
 from app.publisher import OutgoingRecord, prepare_record
 from app.settings import Settings
 from app.topic_admin import ensure_topics
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 from app.workload import build_workload
 from bench import environment
 from bench.context import (BenchContext, BenchError, figure, fmt, handled_by_agent, ratio, workload_phrase,
@@ -85,7 +85,7 @@ TITLE = "Scale: one worker versus two"
 EVENTS_PER_JOB = 5
 #: Events of a --quick run (a CI smoke run only checks the harness; the drains dominate its time).
 QUICK_EVENTS = 500
-TOPIC = "job-lifecycle"
+TOPIC = JOB_LIFECYCLE
 AGENT = "track_job_lifecycle"
 POLL_S = 0.2
 #: The group must look the same on two polls this far apart to count as settled.

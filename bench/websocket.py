@@ -159,7 +159,8 @@ async def _measure(*, ctx: Any, worker: Any, publisher: Any, clients: int, rate:
     import psutil
 
     from app.auth import mint_token
-    from app.models import NotificationSent, utc_now
+    from app.models import NotificationSent
+    from app.timeutil import utc_now
     from bench.context import BenchError
 
     settings = ctx.settings

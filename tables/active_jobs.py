@@ -6,15 +6,11 @@ user; a user's active jobs are the union over partitions. ``offset`` fences repl
 
 from __future__ import annotations
 
-from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE
+from tables import copartitioned_table
 
-active_jobs = fenced_table(
-    app,
-    "active_jobs",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("job-lifecycle").partitions,
+active_jobs = copartitioned_table(
+    declare=fenced_table, name="active_jobs", topic=JOB_LIFECYCLE,
     help="partition/user -> {offset, active job ids}",
 )

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
 
-CURSOR_TOPICS = ("job-lifecycle", "audit-trail", "notifications", "job-metrics", "system-health")
+CURSOR_TOPICS = (JOB_LIFECYCLE, AUDIT_TRAIL, NOTIFICATIONS, JOB_METRICS, SYSTEM_HEALTH)
 
 
 def cursor_table_name(topic: str) -> str:

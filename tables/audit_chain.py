@@ -20,37 +20,25 @@ from datetime import timedelta
 
 from app.audit_chain import CHAIN_TABLE
 from app.batching import coalescing_table
-from app.main import app, settings
+from app.main import settings
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import AUDIT_TRAIL, spec_by_name
+from tables import copartitioned_table
 
-AUDIT_PARTITIONS = spec_by_name("audit-trail").partitions
+AUDIT_PARTITIONS = spec_by_name(AUDIT_TRAIL).partitions
 DEDUPE_WINDOW = timedelta(days=1)
 
-audit_chain = coalescing_table(
-    app,
-    CHAIN_TABLE,
-    default=None,
-    key_type=str,
-    partitions=AUDIT_PARTITIONS,
+audit_chain = copartitioned_table(
+    declare=coalescing_table, name=CHAIN_TABLE, topic=AUDIT_TRAIL,
     help="partition:seq -> hash-chained audit entry",
 )
 
-audit_chain_heads = fenced_table(
-    app,
-    "audit_chain_heads",
-    default=None,
-    key_type=str,
-    partitions=AUDIT_PARTITIONS,
+audit_chain_heads = copartitioned_table(
+    declare=fenced_table, name="audit_chain_heads", topic=AUDIT_TRAIL,
     help="partition -> {offset, seq, hash} of the newest chain entry",
 )
 
-audit_processed = coalescing_table(
-    app,
-    "audit_processed",
-    default=int,
-    key_type=str,
-    value_type=int,
-    partitions=AUDIT_PARTITIONS,
+audit_processed = copartitioned_table(
+    declare=coalescing_table, name="audit_processed", topic=AUDIT_TRAIL, default=int, value_type=int,
     help="audit event_id -> 1 + offset it was chained at (windowed, expiring)",
 ).tumbling(DEDUPE_WINDOW, expires=timedelta(hours=settings.dedupe_window_hours))

@@ -24,29 +24,21 @@ an item is appended once.
 
 from __future__ import annotations
 
-from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import AUDIT_TRAIL
+from tables import copartitioned_table
 
 #: Newest index items kept per resource.
 RESOURCE_INDEX_LIMIT = 1000
 #: Newest index items kept per actor and audit-trail partition (so up to 5× this per actor).
 ACTOR_INDEX_LIMIT = 200
 
-audit_by_resource = fenced_table(
-    app,
-    "audit_by_resource",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("audit-trail").partitions,
+audit_by_resource = copartitioned_table(
+    declare=fenced_table, name="audit_by_resource", topic=AUDIT_TRAIL,
     help="resource_id -> newest audit records of the resource",
 )
 
-audit_by_actor = fenced_table(
-    app,
-    "audit_by_actor",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("audit-trail").partitions,
+audit_by_actor = copartitioned_table(
+    declare=fenced_table, name="audit_by_actor", topic=AUDIT_TRAIL,
     help="partition/actor -> newest audit records by the actor",
 )

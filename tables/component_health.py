@@ -9,15 +9,11 @@ replayed report re-emit exactly the alerts it raised.
 
 from __future__ import annotations
 
-from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import SYSTEM_HEALTH
+from tables import copartitioned_table
 
-component_health = fenced_table(
-    app,
-    "component_health",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("system-health").partitions,
+component_health = copartitioned_table(
+    declare=fenced_table, name="component_health", topic=SYSTEM_HEALTH,
     help="component -> latest health report and firing alerts",
 )

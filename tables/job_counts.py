@@ -6,15 +6,11 @@ cluster-wide count of a status is the sum over partitions. ``offset`` fences rep
 
 from __future__ import annotations
 
-from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE
+from tables import copartitioned_table
 
-job_counts = fenced_table(
-    app,
-    "job_counts",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("job-lifecycle").partitions,
+job_counts = copartitioned_table(
+    declare=fenced_table, name="job_counts", topic=JOB_LIFECYCLE,
     help="partition -> {offset, counts by status}",
 )

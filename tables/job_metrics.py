@@ -24,36 +24,32 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.batching import coalescing_table
-from app.main import app, settings
+from app.main import settings
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_METRICS, spec_by_name
+from tables import copartitioned_table
 
 #: Jobs kept per partition in ``slow_jobs`` (the most ``GET /api/metrics/slow`` can list).
 SLOW_JOBS_KEPT = 100
-PARTITIONS = spec_by_name("job-metrics").partitions
+PARTITIONS = spec_by_name(JOB_METRICS).partitions
 
-job_metric_rollups = fenced_table(
-    app,
-    "job_metric_rollups", default=None, key_type=str, partitions=PARTITIONS,
+job_metric_rollups = copartitioned_table(
+    declare=fenced_table, name="job_metric_rollups", topic=JOB_METRICS,
     help="job_id -> rollup of the job's metrics samples",
 )
-metric_windows = fenced_table(
-    app,
-    "metric_windows", default=None, key_type=str, partitions=PARTITIONS,
+metric_windows = copartitioned_table(
+    declare=fenced_table, name="metric_windows", topic=JOB_METRICS,
     help="partition|window|scope|start|name -> rollup of one node's / cluster's window",
 )
-gpu_latest = coalescing_table(
-    app,
-    "gpu_latest", default=None, key_type=str, partitions=PARTITIONS,
+gpu_latest = copartitioned_table(
+    declare=coalescing_table, name="gpu_latest", topic=JOB_METRICS,
     help="partition|node|gpu_id -> newest GPU sample",
 )
-slow_jobs = fenced_table(
-    app,
-    "slow_jobs", default=None, key_type=str, partitions=PARTITIONS,
+slow_jobs = copartitioned_table(
+    declare=fenced_table, name="slow_jobs", topic=JOB_METRICS,
     help="partition -> jobs with the largest execution time",
 )
-processed_samples = coalescing_table(
-    app,
-    "processed_samples", default=int, key_type=str, value_type=int, partitions=PARTITIONS,
+processed_samples = copartitioned_table(
+    declare=coalescing_table, name="processed_samples", topic=JOB_METRICS, default=int, value_type=int,
     help="event_id -> 1 once a metrics sample was applied (windowed, expiring)",
 ).tumbling(timedelta(days=1), expires=timedelta(hours=settings.dedupe_window_hours))

@@ -9,15 +9,11 @@ transitions they caused, so a replay re-emits the same side effects).
 
 from __future__ import annotations
 
-from app.main import app
 from app.table_fencing import fenced_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE
+from tables import copartitioned_table
 
-job_state = fenced_table(
-    app,
-    "job_state",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("job-lifecycle").partitions,
+job_state = copartitioned_table(
+    declare=fenced_table, name="job_state", topic=JOB_LIFECYCLE,
     help="job_id -> job state (see tables/job_state.py)",
 )

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from app.main import app
 from app.table_fencing import fenced_global_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 
 known_jobs = fenced_global_table(
     app,
-    "known_jobs", default=None, key_type=str, partitions=spec_by_name("job-lifecycle").partitions,
+    "known_jobs", default=None, key_type=str, partitions=spec_by_name(JOB_LIFECYCLE).partitions,
     help="job_id -> owner, type, cluster, status of a job (global)",
 )

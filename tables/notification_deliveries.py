@@ -32,37 +32,26 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.batching import coalescing_table
-from app.main import app, settings
-from app.topic_specs import spec_by_name
+from app.main import settings
+from app.topic_specs import NOTIFICATIONS, NOTIFICATION_OUTCOMES
+from tables import copartitioned_table
 
 RECENT_PER_USER = 50
 #: Outcomes kept per user: every channel of the recent notifications.
 OUTCOMES_PER_USER = RECENT_PER_USER * 3
 DELIVERY_WINDOW = timedelta(days=1)
 
-notification_deliveries = coalescing_table(
-    app,
-    "notification_deliveries",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("notifications").partitions,
+notification_deliveries = copartitioned_table(
+    declare=coalescing_table, name="notification_deliveries", topic=NOTIFICATIONS,
     help="notification_id:channel -> {channel, status, at, attempts} (windowed, expiring)",
 ).tumbling(DELIVERY_WINDOW, expires=timedelta(hours=settings.dedupe_window_hours))
 
-notification_status = coalescing_table(
-    app,
-    "notification_status",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("notifications").partitions,
+notification_status = copartitioned_table(
+    declare=coalescing_table, name="notification_status", topic=NOTIFICATIONS,
     help="user_id -> {notifications: recent notifications with delivery status}",
 )
 
-notification_outcomes = coalescing_table(
-    app,
-    "notification_outcomes",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("notification-outcomes").partitions,
+notification_outcomes = copartitioned_table(
+    declare=coalescing_table, name="notification_outcomes", topic=NOTIFICATION_OUTCOMES,
     help="user_id -> {outcomes: {notification_id:channel -> latest delivery outcome}}",
 )

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 from app.errors import InvalidPreferences
 from app.batching import coalescing_table
-from app.main import app
-from app.topic_specs import spec_by_name
+from app.topic_specs import NOTIFICATION_PREFERENCES
+from tables import copartitioned_table
 
 CHANNELS = ("WEBSOCKET", "WEBHOOK", "EMAIL")
 DEFAULT_PREFERENCES: dict[str, Any] = {"channels": ["WEBSOCKET"], "webhook_url": None, "email": None}
@@ -34,12 +34,8 @@ MAX_USER_ID_LENGTH = 256
 _EMAIL_RE = re.compile(r"[^@\s<>,;:\"\\]+@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _FIELDS = ("channels", "webhook_url", "email")
 
-notification_preferences = coalescing_table(
-    app,
-    "notification_preferences",
-    default=None,
-    key_type=str,
-    partitions=spec_by_name("notification-preferences").partitions,
+notification_preferences = copartitioned_table(
+    declare=coalescing_table, name="notification_preferences", topic=NOTIFICATION_PREFERENCES,
     help="user_id -> {channels, webhook_url, email, updated_at}",
 )
 

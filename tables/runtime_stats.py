@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from app.main import app
 from app.table_fencing import fenced_global_table
-from app.topic_specs import spec_by_name
+from app.topic_specs import JOB_LIFECYCLE, spec_by_name
 
 runtime_stats = fenced_global_table(
     app,
-    "runtime_stats", default=None, key_type=str, partitions=spec_by_name("job-lifecycle").partitions,
+    "runtime_stats", default=None, key_type=str, partitions=spec_by_name(JOB_LIFECYCLE).partitions,
     help="partition|job_type -> Welford state and histogram of completed runtimes (global)",
 )

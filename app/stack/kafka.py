@@ -20,6 +20,7 @@ from app.stack.process import (
     require_tool,
     run_checked,
     spawn_detached,
+    stack_marker,
     terminate,
     wait_until,
 )
@@ -72,7 +73,7 @@ class KafkaNode:
 
     @property
     def marker(self) -> str:
-        return f"cosmic.stack.kafka={self.home}"
+        return stack_marker(service="kafka", home=self.home)
 
 
 class KafkaCluster:
@@ -202,7 +203,7 @@ class KafkaCluster:
                     # "--cluster-id=" keeps an id starting with "-" (one in 64 random ones, and
                     # any written by an older version) from being read as an option.
                     args=["format", f"--cluster-id={cid}", "-c", str(node.config_path), "--ignore-formatted"],
-                    heap="256m", marker=f"cosmic.stack.kafka-format={node.home}",
+                    heap="256m", marker=stack_marker(service="kafka-format", home=node.home),
                 ),
                 timeout=120,
                 what=f"Formatting Kafka storage of node {node.node_id}",

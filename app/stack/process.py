@@ -19,6 +19,11 @@ from app.errors import MissingToolError, PortInUseError, StackError
 MARKER_ENV = "COSMIC_STACK_MARKER"
 
 
+def stack_marker(*, service: str, home: Path) -> str:
+    """The marker of the stack's ``service`` process kept in ``home``: ``cosmic.stack.<service>=<home>``."""
+    return f"cosmic.stack.{service}={home}"
+
+
 def require_tool(*, name: str, hint: str, candidates: Sequence[str] = ()) -> str:
     """Return the path of ``name`` (or one of ``candidates``), else raise MissingToolError."""
     for candidate in (*candidates, name):

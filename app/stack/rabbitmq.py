@@ -24,6 +24,7 @@ from app.stack.process import (
     port_accepts,
     require_tool,
     run_checked,
+    stack_marker,
     wait_until,
 )
 
@@ -88,7 +89,7 @@ class RabbitNode:
 
     @property
     def marker(self) -> str:
-        return f"cosmic.stack.rabbitmq={self.root}"
+        return stack_marker(service="rabbitmq", home=self.root)
 
     @property
     def sbin(self) -> Path:

@@ -17,6 +17,7 @@ from app.stack.process import (
     find_marked_pids,
     port_accepts,
     spawn_detached,
+    stack_marker,
     terminate,
     wait_until,
 )
@@ -48,7 +49,7 @@ class RegistryProcess:
 
     @property
     def marker(self) -> str:
-        return f"cosmic.stack.registry={self.root}"
+        return stack_marker(service="registry", home=self.root)
 
     def ports(self) -> dict[str, int]:
         return {"schema registry": self.port}

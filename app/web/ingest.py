@@ -20,8 +20,8 @@ from faust.web import Request, Response, View
 from app.auth import AuthError, require_publisher
 from app.errors import EventEncodeError, EventValidationError
 from app.main import app, codecs, settings
-from app.models import utc_now
 from app.publisher import prepare_record
+from app.timeutil import utc_now
 from app.validation import EventTimeBounds, parse_events
 
 CORRELATION_HEADER = "X-Correlation-ID"

@@ -24,7 +24,6 @@ import base64
 import binascii
 import functools
 import json
-import time
 from typing import Any, Awaitable, Callable
 
 from faust.web import Request, Response, View
@@ -33,6 +32,8 @@ from app.auth import AuthError, Principal, authenticate
 from app.main import app, codecs, settings
 from app.models import JOB_STATUSES
 from app.replay import ReplayError, ReplayQuery, ReplayUnavailable, open_replay
+from app.timeutil import now_ms
+from app.topic_specs import JOB_LIFECYCLE
 from app.web.openapi import document, query_param
 from app.web.routing import not_ready, owner_routed, worker_ready
 from tables.job_state import job_state
@@ -98,7 +99,7 @@ async def get_job_events(web: View, request: Request, job_id: str) -> Response:
     if not 1 <= limit <= MAX_HISTORY:
         return web.json({"error": "invalid limit", "field": "limit",
                          "reason": f"must be an integer from 1 to {MAX_HISTORY}, got {raw_limit!r}"}, status=400)
-    query = ReplayQuery(topic="job-lifecycle", start_ms=0, end_ms=int(time.time() * 1000) + 2 * 3600 * 1000,
+    query = ReplayQuery(topic=JOB_LIFECYCLE, start_ms=0, end_ms=now_ms() + 2 * 3600 * 1000,
                         job_id=job_id, limit=limit)
     events: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []

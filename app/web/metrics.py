@@ -23,13 +23,14 @@ from typing import Any, Awaitable, Callable
 
 from faust.web import Request, Response, View
 
-from agents.runtime_anomaly import type_distribution
+from app.anomaly import type_distribution
 from app.auth import AuthError, Principal, authenticate
 from app.main import app, settings
 from app.metrics_math import (
     RUNTIME_BUCKETS, WINDOWS, bucket_label, merge_rollups, parse_window_key, summarize, top_n, welford_std,
 )
-from app.validation import format_timestamp
+from app.timeutil import format_epoch_ms as _iso
+from app.topic_specs import JOB_METRICS
 from app.web.routing import not_ready, owner_routed, worker_ready
 from tables.job_metrics import SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, slow_jobs
 from tables.known_jobs import known_jobs
@@ -39,12 +40,6 @@ DEFAULT_WINDOWS, MAX_WINDOWS = 10, 500
 DEFAULT_SLOW, MAX_SLOW = 10, SLOW_JOBS_KEPT
 
 Handler = Callable[..., Awaitable[Response]]
-
-
-def _iso(ms: int) -> str:
-    from datetime import datetime, timezone
-
-    return format_timestamp(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
 
 
 def _bad(web: View, *, field: str, reason: str) -> Response:
@@ -85,7 +80,7 @@ def _int_param(request: Request, name: str, *, default: int, low: int, high: int
 def _local_partitions() -> list[int]:
     """Partitions of ``job-metrics`` this worker consumes (all 20 on a single worker): the
     source partitions whose aggregates the answer holds."""
-    topic = settings.topic_prefix + "job-metrics"
+    topic = settings.topic_prefix + JOB_METRICS
     try:
         assigned = app.consumer.assignment()
     except Exception:  # noqa: BLE001 - no consumer yet: none

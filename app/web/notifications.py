@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 from typing import Any, Awaitable, Callable
 
 from aiokafka.errors import KafkaError
@@ -40,6 +39,8 @@ from app.auth import AuthError, authenticate
 from app.errors import ConfigError, InvalidPreferences
 from app.main import app, settings
 from app.net_guard import ForbiddenAddress, UnresolvableHost, check_url
+from app.timeutil import now_ms
+from app.topic_specs import NOTIFICATION_PREFERENCES
 from app.web.ingest import read_limited
 from app.web.routing import fetch_from_owner, not_ready, owner_routed
 from app.webhook_signing import master_key, new_salt, user_secret
@@ -51,7 +52,7 @@ from tables.notification_preferences import (
     preferences_of,
 )
 
-PREFERENCES_TOPIC = "notification-preferences"
+PREFERENCES_TOPIC = NOTIFICATION_PREFERENCES
 MAX_BODY_BYTES = 16 * 1024
 DEFAULT_LIMIT = 20
 
@@ -109,7 +110,7 @@ class NotificationPreferencesView(View):
                 await _check_webhook_host(preferences["webhook_url"])
         except InvalidPreferences as exc:
             return self.json(exc.to_dict(), status=400)
-        value: dict[str, Any] = {**preferences, "updated_at": int(time.time() * 1000)}
+        value: dict[str, Any] = {**preferences, "updated_at": now_ms()}
         secret = None
         if "WEBHOOK" in preferences["channels"] or preferences["webhook_url"] is not None:
             try:
@@ -158,7 +159,7 @@ class WebhookSecretView(View):
         if current is None:
             return not_ready(self, "the owner of this user's preferences is not known yet")
         value = {k: current[k] for k in ("channels", "webhook_url", "email")}
-        value.update(updated_at=int(time.time() * 1000), signing_salt=new_salt())
+        value.update(updated_at=now_ms(), signing_salt=new_salt())
         failed = await _produce(self, user_id=user_id, value=json.dumps(value).encode())
         if failed is not None:
             return failed

@@ -21,7 +21,7 @@ from app.errors import CosmicError
 from app.main import app, settings
 from app.models import JOB_STATUSES
 from app.settings import Settings
-from app.topic_specs import spec_by_name
+from app.topic_specs import spec_by_name, unprefixed
 from app.web.openapi import document
 from app.web.routing import not_ready, worker_ready
 from tables.job_counts import job_counts
@@ -40,7 +40,7 @@ async def dlq_sizes(*, settings: Settings, timeout: float = 30.0) -> dict[str, i
         existing = await asyncio.wait_for(consumer.topics(), timeout)
         sizes: dict[str, int] = {}
         for topic in dlq_topics(settings=settings):
-            name = topic[len(settings.topic_prefix):]
+            name = unprefixed(topic=topic, prefix=settings.topic_prefix)
             if topic not in existing:
                 sizes[name] = 0
                 continue
