@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.codecs import Codecs
 from app.settings import Settings
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 DETECT_S = 15.0
 MAX_OUTAGE_S = 25.0

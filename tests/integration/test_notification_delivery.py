@@ -27,7 +27,7 @@ from app.publisher import EventPublisher
 from app.rabbit_topology import RETRY_DELAYS
 from app.settings import Settings
 from app.webhook_signing import SIGNATURE_HEADER, verify
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 USERS = 50
 PER_USER = 10

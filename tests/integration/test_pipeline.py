@@ -21,7 +21,7 @@ from app.publisher import EventPublisher
 from app.topic_reader import read_topic
 from app.settings import PROJECT_ROOT, Settings
 from app.workload import Workload, build_workload
-from audit_support import poll_audit_chain
+from support.audit import poll_audit_chain
 
 JOBS = 1000
 

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.demo import lifecycle_events
 from app.validation import event_to_json
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 FAMILIES = (
     "cosmic_events_consumed", "cosmic_events_produced", "cosmic_processing_seconds", "cosmic_publish_seconds",

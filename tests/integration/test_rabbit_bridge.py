@@ -18,7 +18,7 @@ from app.models import JobMetricsSample, NotificationRead, NotificationSent, utc
 from app.publisher import EventPublisher
 from app.rabbit_topology import RETRY_DELAYS
 from app.settings import Settings
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 EXPECTED_KEY = {
     "JobSubmitted": "job.submitted", "JobCompleted": "job.completed", "JobFailed": "job.failed",

@@ -17,7 +17,7 @@ from app.errors import RetriableError
 from app.rabbit_consumer import consume
 from app.rabbit_topology import DLQ, declare_topology
 from app.settings import PROJECT_ROOT, Settings
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 
 async def _setup(url: str) -> aio_pika.abc.AbstractConnection:

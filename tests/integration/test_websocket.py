@@ -19,7 +19,7 @@ import pytest
 import websockets
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-from ws_support import (
+from support.ws import (
     WS_ENV,
     Client,
     alive,

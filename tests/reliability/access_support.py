@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from app.models import EVENT_CLASSES, TOPIC_EVENTS, EventBase, MetricsSummary, ResourceRequest
 from app.schemas import topic_schema
-from event_examples import EVENT_ID, EXAMPLES, NOW, MemoryRegistryClient  # noqa: F401 - re-exported
+from support.event_examples import EVENT_ID, EXAMPLES, NOW, MemoryRegistryClient  # noqa: F401 - re-exported
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 

@@ -20,7 +20,7 @@ from app.ids import derived_id
 from app.publisher import EventPublisher
 from app.settings import Settings
 from fault_support import QueueDrain, WebhookSink
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 EVENTS = 5_000
 OUTAGE_S = 10.0

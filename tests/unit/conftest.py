@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-from event_examples import MemoryRegistryClient  # noqa: E402 - shared with the reliability tests
+from support.event_examples import MemoryRegistryClient  # noqa: E402 - shared with the reliability tests
 
 
 @pytest.fixture
