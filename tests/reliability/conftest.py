@@ -101,7 +101,8 @@ def live_worker(request: pytest.FixtureRequest, stack, tmp_path_factory):  # noq
     import logging
     import uuid
 
-    from access_support import LiveWorker, worker_environment
+    from access_support import LiveWorker
+    from support.workers import worker_environment
     from support.topic_cleanup import delete_topics_of
 
     from app.worker_process import free_port

@@ -34,9 +34,9 @@ from fault_support import (
     account_kafka_effects,
     expected_notification_ids,
     publish_paced,
-    wait_for_final_states,
 )
 from support.rabbit import vhost  # noqa: F401 - fixture
+from support.workers import wait_for_final_states
 
 JOBS = 600
 CYCLES = 10
