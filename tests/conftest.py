@@ -70,6 +70,21 @@ def stack() -> Stack:
         manager.down()
 
 
+#: Every test under tests/<directory> carries the marker of that name (``pytest -m unit``).
+_SUITES = ("unit", "integration", "reliability")
+_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    for item in items:
+        try:
+            suite = Path(str(item.path)).resolve().relative_to(_TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        if suite in _SUITES:
+            item.add_marker(getattr(pytest.mark, suite))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     if _STACK_SUMMARY:
         terminalreporter.section("local stack used by this run")

@@ -19,8 +19,6 @@ import httpx
 import pytest
 from support.polling import wait_until
 
-pytestmark = pytest.mark.integration
-
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("COSMIC_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 CT = {"Content-Type": "application/vnd.schemaregistry.v1+json"}

@@ -28,6 +28,27 @@ def memory_registry(monkeypatch):
 
 
 @pytest.fixture
+def memory_app_patches() -> None:
+    """What a test module changes for its ``memory_app`` tests (override it in the module, e.g.
+    to monkeypatch a grace period or a backoff): nothing here."""
+
+
+@pytest.fixture
+def memory_app(memory_registry, captured, memory_app_patches):  # noqa: ANN001
+    """The Faust app in-process on the memory store, its agents' emits and dead letters captured
+    (the ``captured`` dict is returned). The memory store lives as long as the process: every
+    table of the app is emptied first, so a test never sees another one's rows."""
+    from app.main import app
+
+    assert app.conf.store.scheme == "memory"
+    app.finalize()
+    app.flow_control.resume()
+    for table in app.tables.values():
+        table.data.clear()
+    return captured
+
+
+@pytest.fixture
 def captured(monkeypatch):
     """Record what agents emit and dead-letter instead of producing to Kafka."""
     import app.streams
