@@ -15,6 +15,7 @@ os.environ.setdefault("COSMIC_STORE", "memory://")
 
 from app.settings import Settings  # noqa: E402
 from app.worker_process import WorkerProcess, free_port  # noqa: E402,F401 - re-exported for tests
+from support.workers import worker_environment  # noqa: E402
 
 _STACK_SUMMARY: list[str] = []
 
@@ -69,6 +70,21 @@ def stack() -> Stack:
         manager.down()
 
 
+#: Every test under tests/<directory> carries the marker of that name (``pytest -m unit``).
+_SUITES = ("unit", "integration", "reliability")
+_TESTS_DIR = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    for item in items:
+        try:
+            suite = Path(str(item.path)).resolve().relative_to(_TESTS_DIR).parts[0]
+        except ValueError:
+            continue
+        if suite in _SUITES:
+            item.add_marker(getattr(pytest.mark, suite))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
     if _STACK_SUMMARY:
         terminalreporter.section("local stack used by this run")
@@ -85,20 +101,7 @@ def uid() -> str:
 @pytest.fixture
 def worker_env(tmp_path: Path, uid: str, stack: Stack) -> dict[str, str]:
     """Environment of an isolated worker: own app id (group, changelogs), topic prefix, data dir, port."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "COSMIC_APP_ID": f"cosmic-test-{uid}",
-            "COSMIC_TOPIC_PREFIX": f"{uid}-",
-            "COSMIC_DATA_DIR": str(tmp_path / "data"),
-            "COSMIC_STACK_HOME": str(stack.settings.stack_dir),
-            "COSMIC_WEB_PORT": str(free_port()),
-            "COSMIC_STORE": "rocksdb://",
-            "COSMIC_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-            "COSMIC_JWT_SECRET": f"test-secret-{uid}-{uuid.uuid4().hex}",
-        }
-    )
-    return env
+    return worker_environment(stack=stack, uid=uid, data_dir=tmp_path / "data", web_port=free_port())
 
 
 @pytest.fixture

@@ -20,12 +20,13 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from websockets.asyncio.client import ClientConnection, connect
+
+from support.polling import wait_until, wait_until_async
 
 
 class CdpError(Exception):
@@ -114,18 +115,13 @@ class Page:
     ) -> Any:
         """Poll ``expression`` until ``check(value)``; AssertionError with the last value and
         the page's console after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        value: Any = None
-        while True:
-            value = await self.evaluate(expression)
-            if check(value):
-                return value
-            if time.monotonic() > deadline:
-                extra = await diagnostics() if diagnostics else ""
-                console = "\n".join(self.console[-30:]) or "(nothing logged)"
-                raise AssertionError(f"{what} not seen within {timeout:.0f} s; last value: {value!r}\n"
-                                     f"page console:\n{console}\n{extra}")
-            await asyncio.sleep(0.25)
+
+        async def console() -> str:
+            extra = await diagnostics() if diagnostics else ""
+            return "page console:\n" + ("\n".join(self.console[-30:]) or "(nothing logged)") + f"\n{extra}"
+
+        return await wait_until_async(lambda: self.evaluate(expression), timeout=timeout, interval=0.25, what=what,
+                                      accept=check, diagnostics=console)
 
     async def screenshot(self) -> bytes:
         result = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
@@ -182,15 +178,17 @@ class Chromium:
         finally:
             log.close()
         port_file = self.profile_dir / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def port() -> int:
             if self.proc.poll() is not None:
                 raise CdpError(f"chromium exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                self.port = int(port_file.read_text().splitlines()[0])
-                return
-            except (FileNotFoundError, IndexError, ValueError):
-                time.sleep(0.1)
+            return int(port_file.read_text().splitlines()[0])
+
+        found = wait_until(port, timeout=timeout, interval=0.1, what="the DevTools port", fail=False,
+                           ignore=(FileNotFoundError, IndexError, ValueError))
+        if found:
+            self.port = found
+            return
         self.stop()
         raise CdpError(f"chromium did not open its DevTools port in {timeout:.0f} s:\n{self.log_tail()}")
 
@@ -207,14 +205,13 @@ class Chromium:
 
     async def open_page(self) -> Page:
         """The browser's first page tab, connected and with Page/Runtime/Log events enabled."""
-        deadline = time.monotonic() + 30
-        while True:
-            pages = [t for t in await asyncio.to_thread(self._targets) if t.get("type") == "page"]
-            if pages:
-                break
-            if time.monotonic() > deadline:
-                raise CdpError("chromium has no page target")
-            await asyncio.sleep(0.2)
+
+        async def page_targets() -> list[dict]:
+            return [t for t in await asyncio.to_thread(self._targets) if t.get("type") == "page"]
+
+        pages = await wait_until_async(page_targets, timeout=30, interval=0.2, what="a page target", fail=False)
+        if not pages:
+            raise CdpError("chromium has no page target")
         ws = await connect(pages[0]["webSocketDebuggerUrl"], max_size=None, ping_interval=None)
         page = Page(ws)
         self._pages.append(page)

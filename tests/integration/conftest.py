@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from topic_cleanup import delete_topics_of
+from support.topic_cleanup import delete_topics_of
 
 
 @pytest.fixture(autouse=True)

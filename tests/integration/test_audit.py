@@ -7,7 +7,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 import uuid
 
 from aiokafka import AIOKafkaProducer
@@ -20,6 +19,7 @@ from app.demo import lifecycle_events
 from app.models import AuditRecord, utc_now
 from app.publisher import EventPublisher
 from app.settings import PROJECT_ROOT, Settings
+from support.polling import wait_until, wait_until_async
 
 USERS = ("ada", "grace", "linus")
 
@@ -39,20 +39,23 @@ async def _publish(env: dict[str, str], events: list) -> None:  # noqa: ANN001
 
 def _wait_for_resources(worker, expected: dict[str, int], *, timeout: float = 120.0) -> dict[str, dict]:  # noqa: ANN001
     """GET /api/audit/resources/{id} until each resource lists ``expected[id]`` records."""
-    deadline = time.monotonic() + timeout
     bodies: dict[str, dict] = {}
-    while time.monotonic() < deadline:
+
+    def complete() -> dict[str, dict] | None:
         for resource_id, count in expected.items():
             if bodies.get(resource_id, {}).get("count") == count:
                 continue
             status, body = worker.get_json(f"/api/audit/resources/{resource_id}", operator=True)
             if status == 200:
                 bodies[resource_id] = body
-        if all(bodies.get(r, {}).get("count") == n for r, n in expected.items()):
-            return bodies
-        time.sleep(0.5)
-    short = {r: bodies.get(r, {}).get("count") for r, n in expected.items() if bodies.get(r, {}).get("count") != n}
-    raise AssertionError(f"resource indexes incomplete: {dict(list(short.items())[:5])}:\n{worker.log_tail()}")
+        return bodies if all(bodies.get(r, {}).get("count") == n for r, n in expected.items()) else None
+
+    def short(_last: object) -> str:
+        counts = {r: bodies.get(r, {}).get("count") for r, n in expected.items() if bodies.get(r, {}).get("count") != n}
+        return f"resource indexes incomplete: {dict(list(counts.items())[:5])}"
+
+    return wait_until(complete, timeout=timeout, what="every resource's audit records", describe=short,
+                      diagnostics=worker.log_tail)
 
 
 def _verify(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -64,15 +67,16 @@ def _verify(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 
 def _verify_until_total(env: dict[str, str], total: int, *, timeout: float = 60.0) -> dict:
     """Run verify --json until the changelog holds ``total`` entries (the producer flushes lazily)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def verified() -> dict:
         out = _verify(env, "--json")
         assert out.returncode in (0, 1), out.stdout + out.stderr
         report = json.loads(out.stdout)
         assert out.returncode == 0 and report["ok"], out.stdout
-        if report["total"] >= total or time.monotonic() > deadline:
-            return report
-        time.sleep(1)
+        return report
+
+    return wait_until(verified, timeout=timeout, interval=1.0, what=f"{total} chain entries",
+                      accept=lambda report: report["total"] >= total, fail=False)
 
 
 async def _dead_letters(env: dict[str, str], topic: str) -> list[dict[str, str]]:
@@ -124,10 +128,9 @@ async def test_audit_chain_indexes_verify_and_detect_tampering(worker_factory, w
     assert (await asyncio.to_thread(worker.get_json, f"/api/audit/resources/job-{uid}-none", operator=True))[0] == 404
 
     # the duplicate was dropped and counted: not chained, not dead-lettered
-    deadline = time.monotonic() + 30
-    while (not await asyncio.to_thread(worker.metric, "cosmic_duplicates_dropped_total", topic="audit-trail")
-           and time.monotonic() < deadline):
-        await asyncio.sleep(0.5)
+    await wait_until_async(lambda: asyncio.to_thread(worker.metric, "cosmic_duplicates_dropped_total",
+                                                     topic="audit-trail"),
+                           timeout=30, what="a dropped duplicate counted", fail=False)
     assert await asyncio.to_thread(worker.metric, "cosmic_duplicates_dropped_total", topic="audit-trail") == 1
     assert await _dead_letters(worker_env, f"{uid}-audit-trail.dlq") == []
 

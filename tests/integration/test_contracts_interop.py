@@ -17,6 +17,7 @@ from app.publisher import EventPublisher
 from app.schemas import topic_schema_text
 from app.settings import Settings
 from app.topic_admin import ensure_topics
+from support.polling import wait_until
 
 
 def _settings(stack, uid: str) -> Settings:
@@ -32,14 +33,15 @@ def _consume_all(*, bootstrap: str, topic: str, count: int, timeout: float = 30.
     )
     consumer.subscribe([topic])
     messages = []
-    try:
-        import time
 
-        deadline = time.monotonic() + timeout
-        while len(messages) < count and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is not None and msg.error() is None:
-                messages.append(msg)
+    def received() -> bool:
+        msg = consumer.poll(1.0)
+        if msg is not None and msg.error() is None:
+            messages.append(msg)
+        return len(messages) >= count
+
+    try:
+        wait_until(received, timeout=timeout, interval=0, what=f"{count} messages of {topic}", fail=False)
     finally:
         consumer.close()
     return messages

@@ -31,6 +31,7 @@ from app.settings import Settings
 from app.validation import event_to_json
 
 from cdp import Chromium, Page
+from support.polling import wait_until_async
 
 #: getComputedStyle colours of the status classes (app/web/static/dashboard.css)
 COLOURS = {
@@ -370,7 +371,6 @@ async def test_the_main_jobs_own_demo_fills_every_panel_within_a_minute_or_two(w
     import signal
     import subprocess
     import sys
-    import time
 
     from app.settings import PROJECT_ROOT
 
@@ -383,10 +383,13 @@ async def test_the_main_jobs_own_demo_fills_every_panel_within_a_minute_or_two(w
         return "cosmic run output:\n" + log.read_text(errors="replace")[-4000:]
 
     try:
-        deadline = time.monotonic() + 240
-        while not (found := re.search(r"live dashboard\s+(http://\S+#token=\S+)", log.read_text(errors="replace"))):
-            assert proc.poll() is None and time.monotonic() < deadline, await run_log()
-            await asyncio.sleep(0.5)
+
+        async def printed() -> re.Match | None:
+            found = re.search(r"live dashboard\s+(http://\S+#token=\S+)", log.read_text(errors="replace"))
+            assert found or proc.poll() is None, await run_log()
+            return found
+
+        found = await wait_until_async(printed, timeout=240, what="the live dashboard URL", diagnostics=run_log)
         async with Chromium.launch(profile_dir=tmp_path / "chromium") as browser:
             page = await browser.open_page()
             await page.navigate(found.group(1))

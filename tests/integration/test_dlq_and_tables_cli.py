@@ -7,7 +7,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 
@@ -16,20 +15,12 @@ from aiokafka import AIOKafkaProducer
 from app.demo import lifecycle_events
 from app.publisher import EventPublisher
 from app.settings import PROJECT_ROOT, Settings
+from support.polling import wait_until
 
 
 def _cosmic(env: dict, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
-
-
-def _wait(predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_dead_letters_can_be_listed_shown_and_redriven_once(worker_factory, worker_env, uid):
@@ -49,7 +40,8 @@ async def test_dead_letters_can_be_listed_shown_and_redriven_once(worker_factory
         assert out.returncode == 0, out.stderr
         return {line.split()[0]: line for line in out.stdout.splitlines()}
 
-    await asyncio.to_thread(_wait, lambda: " 3 " in listed().get(f"{uid}-job-lifecycle.dlq", ""))
+    await asyncio.to_thread(wait_until, lambda: " 3 " in listed().get(f"{uid}-job-lifecycle.dlq", ""), timeout=60,
+                            what="3 dead letters listed")
     line = listed()[f"{uid}-job-lifecycle.dlq"]
     assert "unknown-job=1" in line and "undecodable:not-framed=1" in line and "undecodable:unknown-schema-id=1" in line
 
@@ -63,10 +55,12 @@ async def test_dead_letters_can_be_listed_shown_and_redriven_once(worker_factory
     # The submit arrives late; re-driving the unknown-job dead letter now applies it.
     async with EventPublisher(settings=settings) as publisher:
         await publisher.publish(events[0])
-    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[0] == 200)
+    await asyncio.to_thread(wait_until, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[0] == 200,
+                            timeout=60, what="the job known")
     redriven = json.loads(_cosmic(worker_env, "dlq", "redrive", "job-lifecycle", "--reason", "unknown-job").stdout)
     assert redriven["redriven"] == 1
-    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[1].get("status") == "QUEUED")
+    await asyncio.to_thread(wait_until, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[1].get("status") == "QUEUED",
+                            timeout=60, what="the job QUEUED")
     again = json.loads(_cosmic(worker_env, "dlq", "redrive", "job-lifecycle", "--reason", "unknown-job").stdout)
     assert again["redriven"] == 0, "a dead letter is re-driven once"
 
@@ -77,7 +71,8 @@ async def test_tables_online_need_an_operator_and_offline_read_the_files(worker_
     events = lifecycle_events(job_id=f"job-{uid}", user_id="hal", rng=random.Random(9), outcome="FAILED")
     async with EventPublisher(settings=settings) as publisher:
         await publisher.publish_many(events)
-    await asyncio.to_thread(_wait, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[1].get("status") == "FAILED")
+    await asyncio.to_thread(wait_until, lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True)[1].get("status") == "FAILED",
+                            timeout=60, what="the job FAILED")
 
     # Without a token, or with a non-operator token, table contents are refused.
     for headers, expected in (({}, 401), ({"Authorization": "Bearer nonsense"}, 401)):

@@ -7,12 +7,12 @@ import random
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from app.demo import lifecycle_events
 from app.publisher import EventPublisher
 from app.settings import PROJECT_ROOT, Settings
+from support.polling import wait_until
 
 
 async def _publish_lifecycles(*, env: dict[str, str], jobs: list[str]) -> dict[str, str]:
@@ -31,20 +31,23 @@ async def _publish_lifecycles(*, env: dict[str, str], jobs: list[str]) -> dict[s
 
 
 def _wait_for_states(worker, jobs: list[str], *, timeout: float = 90.0) -> dict[str, dict]:
-    deadline = time.monotonic() + timeout
     states: dict[str, dict] = {}
-    while time.monotonic() < deadline:
+
+    def completed() -> dict[str, dict] | None:
         for job_id in jobs:
             if states.get(job_id, {}).get("status") == "COMPLETED":
                 continue
             status, body = worker.get_json(f"/api/jobs/{job_id}", operator=True)
             if status == 200:
                 states[job_id] = body
-        if all(states.get(j, {}).get("status") == "COMPLETED" for j in jobs):
-            return states
-        time.sleep(0.5)
-    missing = [j for j in jobs if states.get(j, {}).get("status") != "COMPLETED"]
-    raise AssertionError(f"{len(missing)} jobs not COMPLETED in time, e.g. {missing[:3]}:\n{worker.log_tail()}")
+        return states if all(states.get(j, {}).get("status") == "COMPLETED" for j in jobs) else None
+
+    def missing(_last: object) -> str:
+        jobs_left = [j for j in jobs if states.get(j, {}).get("status") != "COMPLETED"]
+        return f"{len(jobs_left)} jobs not COMPLETED, e.g. {jobs_left[:3]}"
+
+    return wait_until(completed, timeout=timeout, what="every job COMPLETED", describe=missing,
+                      diagnostics=worker.log_tail)
 
 
 async def test_events_reach_the_table_and_survive_an_empty_data_dir(worker_factory, worker_env, uid):

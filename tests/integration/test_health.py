@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from app.codecs import Codecs
 from app.settings import Settings
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.polling import wait_until_async
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 DETECT_S = 15.0
 MAX_OUTAGE_S = 25.0
@@ -67,16 +68,6 @@ class AlertTail:
                     None)
 
 
-async def _wait_for(what: str, check, timeout: float, worker) -> object:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.25)
-    raise AssertionError(f"{what} not seen in {timeout:.0f} s\n{worker.log_tail()}")
-
-
 async def test_rabbitmq_outage_turns_ready_503_and_raises_then_resolves_an_alert(worker_factory, worker_env, vhost):  # noqa: F811
     worker = await asyncio.to_thread(
         worker_factory(COSMIC_RABBITMQ_URL=vhost.url, COSMIC_HEALTH_INTERVAL_SECONDS="1").start)
@@ -90,7 +81,7 @@ async def test_rabbitmq_outage_turns_ready_503_and_raises_then_resolves_an_alert
         return (status, body) if status == 200 else None
 
     # Ready once the first probes ran: each check says ok with a detail; no auth needed.
-    _, ready = await _wait_for("/ready 200", ready_ok, 120, worker)
+    _, ready = await wait_until_async(ready_ok, timeout=120, interval=0.25, what="/ready 200", diagnostics=worker.log_tail)
     assert set(ready["checks"]) == {"tables", "kafka", "schema_registry", "rabbitmq"}
     assert all(c["ok"] and c["detail"] and c["error"] is None for c in ready["checks"].values()), ready
     status, live = await get("/health")
@@ -99,7 +90,8 @@ async def test_rabbitmq_outage_turns_ready_503_and_raises_then_resolves_an_alert
     rabbit_alert = f"component_down:rabbitmq@{component}"
 
     async with AlertTail(settings) as tail:
-        await _wait_for("a health report on system-health", lambda: asyncio.sleep(0, tail.reports > 0), 60, worker)
+        await wait_until_async(lambda: tail.reports > 0, timeout=60, interval=0.25, what="a health report on system-health",
+                               diagnostics=worker.log_tail)
         issued = time.monotonic()
         stop = asyncio.create_task(asyncio.to_thread(vhost.node.stop))
         down_at = None
@@ -108,8 +100,13 @@ async def test_rabbitmq_outage_turns_ready_503_and_raises_then_resolves_an_alert
             try:
                 # Poll from the moment the stop is issued (the node closes connections early in
                 # its shutdown); the outage counts from when the node is down.
+                # 120 s for the stop, then MAX_OUTAGE_S from the node being down (at most both).
                 deadline = time.monotonic() + 120
-                while time.monotonic() < deadline and not (not_ready and fired):
+
+                async def observed() -> bool:
+                    nonlocal deadline, down_at, not_ready, fired
+                    if time.monotonic() >= deadline:
+                        return True  # not seen in time: the assertions below say which
                     if down_at is None and stop.done():
                         await stop
                         down_at = time.monotonic()
@@ -120,7 +117,10 @@ async def test_rabbitmq_outage_turns_ready_503_and_raises_then_resolves_an_alert
                             not_ready = (time.monotonic(), body)
                     if fired is None:
                         fired = tail.find(state="FIRING", rule="component_down", alert_id=rabbit_alert, after=issued)
-                    await asyncio.sleep(0.2)
+                    return bool(not_ready and fired)
+
+                await wait_until_async(observed, timeout=120 + MAX_OUTAGE_S, interval=0.2, fail=False,
+                                       what="/ready 503 and a FIRING alert")
                 status_during, live_during = await get("/health")
             finally:
                 try:
@@ -144,13 +144,15 @@ async def test_rabbitmq_outage_turns_ready_503_and_raises_then_resolves_an_alert
         assert (alert.component, alert.severity, alert.state) == ("rabbitmq", "CRITICAL", "FIRING")
 
         # RabbitMQ back: /ready 200 again and the same alert_id RESOLVED.
-        _, ready_again = await _wait_for("/ready 200 after the restart", ready_ok, 120, worker)
+        _, ready_again = await wait_until_async(ready_ok, timeout=120, interval=0.25, what="/ready 200 after the restart",
+                                                 diagnostics=worker.log_tail)
         ready_back_s = time.monotonic() - up_at
 
         async def resolved():
             return tail.find(state="RESOLVED", rule="component_down", alert_id=rabbit_alert, after=issued)
 
-        resolved_at, resolved_alert = await _wait_for("the RESOLVED alert", resolved, 60, worker)
+        resolved_at, resolved_alert = await wait_until_async(resolved, timeout=60, interval=0.25, what="the RESOLVED alert",
+                                                                diagnostics=worker.log_tail)
         print(f"\nRabbitMQ stop took {down_at - issued:.1f} s; from the stop command: /ready 503 after "
               f"{not_ready[0] - issued:.1f} s, FIRING alert after {fired[0] - issued:.1f} s; relative to the node "
               f"being down: {ready_s:+.1f} s / {alert_s:+.1f} s; stop to restarted {outage:.1f} s; "

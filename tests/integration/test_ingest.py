@@ -16,7 +16,7 @@ from app.publisher import EventPublisher
 from app.settings import PROJECT_ROOT, Settings
 from app.topic_reader import read_topic
 from app.validation import event_to_json
-from ws_support import token
+from support.ws import token
 
 
 def _valid_events(job_id: str) -> list[dict]:

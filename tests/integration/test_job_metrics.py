@@ -10,7 +10,6 @@ import asyncio
 import json
 import math
 import random
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -31,6 +30,7 @@ from app.publisher import EventPublisher
 from app.settings import Settings
 from app.topic_reader import read_topic
 from app.validation import format_timestamp
+from support.polling import wait_until_async
 
 NODES = ("c101-001", "c101-002", "c102-001", "c102-002")
 METRICS = ("cpu_pct", "gpu_pct", "memory_gb", "io_mb_s")
@@ -51,14 +51,7 @@ def _http(base: str, path: str, token: str | None) -> tuple[int, Any]:
 
 async def _until(what: str, check, *, deadline_s: float = DEADLINE_S):  # noqa: ANN001, ANN202
     """Poll ``check`` (sync, run in a thread) until it returns something truthy."""
-    end = time.monotonic() + deadline_s
-    last = None
-    while time.monotonic() < end:
-        last = await asyncio.to_thread(check)
-        if last:
-            return last
-        await asyncio.sleep(1.0)
-    pytest.fail(f"timed out waiting for {what}; last answer: {last!r}")
+    return await wait_until_async(lambda: asyncio.to_thread(check), timeout=deadline_s, interval=1.0, what=what)
 
 
 def _base(name: str, *, at: datetime, user: str) -> dict:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 import urllib.error
 import urllib.request
 
@@ -16,6 +15,7 @@ from app.auth import mint_token
 from app.demo import lifecycle_events
 from app.publisher import EventPublisher
 from app.settings import Settings
+from support.polling import wait_until
 
 
 def _get(worker, path: str, token: str | None) -> tuple[int, object]:  # noqa: ANN001
@@ -27,15 +27,6 @@ def _get(worker, path: str, token: str | None) -> tuple[int, object]:  # noqa: A
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
-
-
-def _wait(check, *, timeout: float = 120.0, what: str = "") -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_job_queries_and_stats(worker_factory, worker_env, uid):
@@ -58,9 +49,9 @@ async def test_job_queries_and_stats(worker_factory, worker_env, uid):
         await producer.stop()
 
     final = {"COMPLETED", "CANCELLED"}
-    await asyncio.to_thread(_wait, lambda: all(
+    await asyncio.to_thread(wait_until, lambda: all(
         (answer := _get(worker, f"/api/jobs/{job}", operator))[0] == 200 and answer[1]["status"] in final
-        for job in plan), what="every job final")
+        for job in plan), timeout=120, what="every job final")
 
     # one job: token required, owner or operator only (404 for someone else's)
     job_a = f"job-{uid}-a0"
@@ -109,7 +100,7 @@ async def test_job_queries_and_stats(worker_factory, worker_env, uid):
     def stats_ready() -> bool:
         code, answer = _get(worker, "/api/stats", operator)
         return code == 200 and answer["dlq"]["job-lifecycle.dlq"] >= 1
-    await asyncio.to_thread(_wait, stats_ready, what="the dead letter in /api/stats")
+    await asyncio.to_thread(wait_until, stats_ready, timeout=120, what="the dead letter in /api/stats")
     status, body = _get(worker, "/api/stats", operator)
     assert body["jobs"]["by_status"]["COMPLETED"] == 4 and body["jobs"]["by_status"]["CANCELLED"] == 1
     assert body["jobs"]["total"] == 5 and body["jobs"]["by_status"]["RUNNING"] == 0

@@ -27,7 +27,8 @@ from app.publisher import EventPublisher
 from app.rabbit_topology import RETRY_DELAYS
 from app.settings import Settings
 from app.webhook_signing import SIGNATURE_HEADER, verify
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.polling import wait_until_async
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 USERS = 50
 PER_USER = 10
@@ -109,17 +110,6 @@ def _sent(user: str, i: int) -> NotificationSent:
     )
 
 
-async def _eventually(check, *, timeout: float, what: str, worker) -> object:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout:.0f} s:\n{worker.log_tail() if worker else ''}")
-        await asyncio.sleep(0.5)
-
-
 async def test_dead_endpoints_delay_only_their_own_and_internal_addresses_stay_closed(  # noqa: PLR0915
         worker_factory, worker_env, vhost, uid):  # noqa: F811
     receivers, listener = Receivers(), await Listener().start("127.0.0.1", "::1")
@@ -153,8 +143,8 @@ async def test_dead_endpoints_delay_only_their_own_and_internal_addresses_stay_c
                         headers=_bearer(settings, user)) as response:
                     assert response.status == 202, await response.text()
                     secrets[user] = (await response.json())["webhook_secret"]
-            await _eventually(lambda: _all_applied(http, settings, users), timeout=60,
-                              what="50 users' preferences", worker=worker)
+            await wait_until_async(lambda: _all_applied(http, settings, users), timeout=60,
+                              what="50 users' preferences", interval=0.5, diagnostics=worker.log_tail)
 
             # 500 notifications at 100/s, one per user per round.
             sent_at: dict[str, float] = {}
@@ -172,7 +162,7 @@ async def test_dead_endpoints_delay_only_their_own_and_internal_addresses_stay_c
             async def good_arrived():  # noqa: ANN202
                 return good <= set(receivers.got)
 
-            await _eventually(good_arrived, timeout=60, what="the 480 good users' notifications", worker=worker)
+            await wait_until_async(good_arrived, timeout=60, what="the 480 good users' notifications", interval=0.5, diagnostics=worker.log_tail)
             latencies = sorted(receivers.got[nid][0]["at"] - sent_at[nid] for nid in good)
             within = sum(1 for s in latencies if s <= 2.0)
             print(f"\n480 notifications of 48 good users: p50 {latencies[len(latencies) // 2] * 1000:.0f} ms, "
@@ -206,8 +196,8 @@ async def test_dead_endpoints_delay_only_their_own_and_internal_addresses_stay_c
             walk_s = sum(RETRY_DELAYS) + len(RETRY_DELAYS) * TIMEOUT_S + 60
             for user, expected_reason in ((broken, "retries-exhausted (http-500)"),
                                           (slow, "retries-exhausted (timeout)")):
-                statuses = await _eventually(lambda u=user: _final_statuses(http, settings, u, theirs[u]),
-                                             timeout=walk_s, what=f"{user}'s dead letters", worker=worker)
+                statuses = await wait_until_async(lambda u=user: _final_statuses(http, settings, u, theirs[u]),
+                                             timeout=walk_s, what=f"{user}'s dead letters", interval=0.5, diagnostics=worker.log_tail)
                 for nid, delivery in statuses.items():
                     assert delivery["status"] == "failed" and delivery["reason"] == expected_reason, delivery
                     assert delivery["attempts"] == settings.rabbitmq_max_attempts, delivery
@@ -288,12 +278,12 @@ async def _internal_addresses_are_refused(*, http, settings, uid, port) -> None:
         async with http.get(f"/api/users/{sneaky}/notification-preferences", headers=_bearer(settings, sneaky)) as r:
             return (await r.json()).get("webhook_url") is not None
 
-    await _eventually(applied, timeout=60, what="the sneaky preferences", worker=None)
+    await wait_until_async(applied, timeout=60, what="the sneaky preferences", interval=0.5)
     event = _sent(sneaky, 0)
     async with EventPublisher(settings=settings) as publisher:
         await publisher.publish(event)
-    statuses = await _eventually(lambda: _final_statuses(http, settings, sneaky, {event.notification_id}),
-                                 timeout=60, what="the refusal at connect time", worker=None)
+    statuses = await wait_until_async(lambda: _final_statuses(http, settings, sneaky, {event.notification_id}),
+                                 timeout=60, what="the refusal at connect time", interval=0.5)
     assert statuses[event.notification_id]["reason"] == "forbidden-address", statuses
 
 
@@ -314,7 +304,7 @@ async def _rotation_changes_the_signature(*, http, settings, user, old, receiver
             async def arrived(nid=event.notification_id):  # noqa: ANN202
                 return receivers.got.get(nid)
 
-            [request] = await _eventually(arrived, timeout=30, what="a delivery after the rotation", worker=worker)
+            [request] = await wait_until_async(arrived, timeout=30, what="a delivery after the rotation", interval=0.5, diagnostics=worker.log_tail)
             header = request["headers"][SIGNATURE_HEADER]
             if verify(secret=new, body=request["raw"], header=header):
                 assert not verify(secret=old, body=request["raw"], header=header)

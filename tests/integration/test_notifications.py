@@ -27,6 +27,7 @@ from app.models import NotificationSent, utc_now
 from app.publisher import EventPublisher
 from app.settings import Settings
 from app.webhook_signing import SIGNATURE_HEADER, verify
+from support.polling import wait_until_async
 
 
 def _free_port() -> int:
@@ -92,17 +93,6 @@ async def _handled_by(*, base_url: str, agent: str) -> float:
             if sample.name == "cosmic_processing_seconds_count" and sample.labels.get("agent") == agent:
                 return sample.value
     return 0.0
-
-
-async def _eventually(check, *, timeout: float, what: str, worker) -> object:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout:.0f} s:\n{worker.log_tail()}")
-        await asyncio.sleep(0.3)
 
 
 async def test_preferences_route_lifecycle_notifications_to_webhook_and_email(worker_factory, worker_env, uid):
@@ -183,7 +173,7 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
             body = await response.json()
             return body if response.status == 200 and not body.get("default") else None
 
-    stored = await _eventually(applied, timeout=60, what="the preferences update", worker=worker)
+    stored = await wait_until_async(applied, timeout=60, what="the preferences update", interval=0.3, diagnostics=worker.log_tail)
     assert {k: stored[k] for k in wanted} == wanted and stored["user_id"] == user
     assert stored["signing_secret"] is True and secret not in json.dumps(stored)
     async with http.put(path, json=wanted) as response:  # a later PUT keeps the secret, unshown
@@ -215,7 +205,7 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
     async def all_delivered():  # noqa: ANN202
         return set(receiver.accepted_keys()) >= expected and len(sink.messages) >= 3
 
-    await _eventually(all_delivered, timeout=90, what="three webhook deliveries and three emails", worker=worker)
+    await wait_until_async(all_delivered, timeout=90, what="three webhook deliveries and three emails", interval=0.3, diagnostics=worker.log_tail)
     await asyncio.sleep(3)  # anything extra (a duplicate) would arrive now
 
     # Exactly one accepted POST per notification; the first POST got a 500 and was retried.
@@ -252,7 +242,7 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
                    == {"WEBSOCKET": "feed", "WEBHOOK": "delivered", "EMAIL": "delivered"} for e in entries)
         return entries if done else None
 
-    recent = await _eventually(all_recorded, timeout=30, what="the delivery outcomes", worker=worker)
+    recent = await wait_until_async(all_recorded, timeout=30, what="the delivery outcomes", interval=0.3, diagnostics=worker.log_tail)
     for entry in recent:
         assert entry["deliveries"]["WEBHOOK"]["http_status"] == 200, entry
     retried = next(n for n in recent if n["notification_id"] == receiver.requests[0]["headers"]["Idempotency-Key"])
@@ -262,7 +252,7 @@ async def _scenario(*, http, worker, env, uid, receiver, sink, hook_url) -> None
         async with http.get(f"/api/users/{bystander}/notifications", headers=_bearer(settings, bystander)) as response:
             return (await response.json())["notifications"] if response.status == 200 else None
 
-    [entry] = await _eventually(bystander_fed, timeout=30, what="the bystander's notification", worker=worker)
+    [entry] = await wait_until_async(bystander_fed, timeout=30, what="the bystander's notification", interval=0.3, diagnostics=worker.log_tail)
     assert entry["deliveries"]["WEBSOCKET"]["status"] == "feed" and set(entry["deliveries"]) == {"WEBSOCKET"}
     async with http.get(f"/api/users/{user}/notifications?limit=0") as response:
         assert response.status == 400
@@ -286,7 +276,7 @@ async def _replay(*, worker, worker_factory, smtp_env, env, receiver, sink, hook
         # every agent handled — the stall docs/observability.md describes; health reports it.)
         return await _handled_by(base_url=second.base_url, agent="deliver_notifications") >= records
 
-    await _eventually(replayed, timeout=90, what="the replay of notifications", worker=second)
+    await wait_until_async(replayed, timeout=90, what="the replay of notifications", interval=0.3, diagnostics=second.log_tail)
     await asyncio.sleep(2)
     assert len(receiver.requests) == posts and len(sink.messages) == emails, second.log_tail()
 
@@ -310,4 +300,4 @@ async def _check_preferences_and_reset(*, http, path, worker, hook_url) -> None:
         async with http.get(path) as response:
             return (await response.json()).get("default") is True
 
-    await _eventually(reset, timeout=60, what="the reset to defaults", worker=worker)
+    await wait_until_async(reset, timeout=60, what="the reset to defaults", interval=0.3, diagnostics=worker.log_tail)

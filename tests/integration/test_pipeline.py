@@ -11,7 +11,6 @@ import asyncio
 import shutil
 import subprocess
 import sys
-import time
 from collections import Counter
 
 from app.anomaly import RUNTIME_ANOMALY, RUNTIME_OVERRUN
@@ -21,7 +20,9 @@ from app.publisher import EventPublisher
 from app.topic_reader import read_topic
 from app.settings import PROJECT_ROOT, Settings
 from app.workload import Workload, build_workload
-from audit_support import poll_audit_chain
+from support.audit import poll_audit_chain
+from support.polling import wait_until_async
+from support.workers import wait_for_final_states
 
 JOBS = 1000
 
@@ -30,20 +31,6 @@ async def _publish(settings: Settings, workload: Workload) -> None:
     async with EventPublisher(settings=settings) as publisher:
         for i in range(0, len(workload.deliveries), 500):
             await publisher.publish_many(workload.deliveries[i:i + 500])
-
-
-def _wait_for_final_states(worker, workload: Workload, *, timeout: float = 240.0) -> dict:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    states: dict = {}
-    while time.monotonic() < deadline:
-        states = worker.table("job_state")
-        done = sum(1 for job, status in workload.final_status.items() if states.get(job, {}).get("status") == status)
-        if done == len(workload.final_status):
-            return states
-        time.sleep(1.0)
-    wrong = {j: states.get(j, {}).get("status") for j, s in workload.final_status.items()
-             if states.get(j, {}).get("status") != s}
-    raise AssertionError(f"{len(wrong)} jobs not in their final state, e.g. {list(wrong.items())[:5]}\n{worker.log_tail()}")
 
 
 async def _decoded(settings: Settings, topic: str) -> list:
@@ -103,7 +90,7 @@ async def test_thousand_jobs_with_duplicates_and_swaps(worker_factory, worker_en
     assert workload.duplicates > 0.05 * len(workload.deliveries) and workload.swaps > 100
     worker = await asyncio.to_thread(worker_factory().start)
     await _publish(settings, workload)
-    states = await asyncio.to_thread(_wait_for_final_states, worker, workload)
+    states = await asyncio.to_thread(wait_for_final_states, worker=worker, workload=workload, timeout=240)
     _check_states(states, workload)
     counts = Counter()
     for value in (await asyncio.to_thread(worker.table, "job_counts")).values():
@@ -132,14 +119,18 @@ async def _settled_tables(worker, names: tuple[str, ...], *, quiet_s: float = 2.
     async def read() -> dict[str, dict]:
         return {name: await asyncio.to_thread(worker.table, name) for name in names}
 
-    deadline = time.monotonic() + timeout_s
     current = await read()
-    while True:
+
+    async def quiet() -> tuple[bool, dict[str, dict]]:
+        nonlocal current
         await asyncio.sleep(quiet_s)
         latest = await read()
-        if latest == current or time.monotonic() > deadline:
-            return latest
-        current = latest
+        same, current = latest == current, latest
+        return same, latest
+
+    _, latest = await wait_until_async(quiet, timeout=timeout_s, interval=0, what=f"tables {names} quiet",
+                                       accept=lambda answer: answer[0], fail=False)
+    return latest
 
 
 async def test_sigkill_mid_stream_gives_identical_results(worker_factory, worker_env, uid):
@@ -148,17 +139,17 @@ async def test_sigkill_mid_stream_gives_identical_results(worker_factory, worker
     first = await asyncio.to_thread(worker_factory().start)
     await _publish(settings, workload)
     # Kill it once it is part-way through.
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        done = sum(1 for v in (await asyncio.to_thread(first.table, "job_state")).values()
+
+    async def finished() -> int:
+        return sum(1 for v in (await asyncio.to_thread(first.table, "job_state")).values()
                    if v["status"] in ("COMPLETED", "FAILED", "CANCELLED"))
-        if done >= JOBS // 4:
-            break
-        await asyncio.sleep(0.2)
+
+    done = await wait_until_async(finished, timeout=120, interval=0.2, what=f"{JOBS // 4} jobs finished",
+                                  accept=lambda n: n >= JOBS // 4, fail=False)
     assert done < JOBS, "the worker finished before it could be killed; the test proves nothing"
     first.kill()
     second = await asyncio.to_thread(worker_factory().start)
-    states = await asyncio.to_thread(_wait_for_final_states, second, workload)
+    states = await asyncio.to_thread(wait_for_final_states, worker=second, workload=workload, timeout=240)
     _check_states(states, workload)
     figures = await _check_effects(settings, workload, exact_messages=False)
     chain = await asyncio.to_thread(_audit_chain_entries, worker_env, workload.transitions)

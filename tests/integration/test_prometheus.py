@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.demo import lifecycle_events
 from app.validation import event_to_json
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
+from support.polling import wait_until_async
 
 FAMILIES = (
     "cosmic_events_consumed", "cosmic_events_produced", "cosmic_processing_seconds", "cosmic_publish_seconds",
@@ -72,12 +73,9 @@ async def test_metrics_has_every_family_and_json_logs_carry_the_event(worker_fac
                 and _value(families, "cosmic_rabbitmq_confirms_total", exchange="job.events") >= len(events)
                 and _value(families, "cosmic_consumer_lag") == 0 and bool(families["cosmic_consumer_lag"].samples))
 
-    deadline = time.monotonic() + 120
-    while True:
-        content_type, families = await asyncio.to_thread(_scrape, worker.base_url)
-        if settled(families) or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1)
+    content_type, families = await wait_until_async(lambda: asyncio.to_thread(_scrape, worker.base_url), timeout=120,
+                                                    interval=1.0, what="settled /metrics",
+                                                    accept=lambda scraped: settled(scraped[1]), fail=False)
     assert content_type.startswith("text/plain")
     missing = [name for name in FAMILIES if name not in families]
     assert not missing, f"families missing from /metrics: {missing}"

@@ -18,7 +18,8 @@ from app.models import JobMetricsSample, NotificationRead, NotificationSent, utc
 from app.publisher import EventPublisher
 from app.rabbit_topology import RETRY_DELAYS
 from app.settings import Settings
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
+from support.polling import wait_until_async
 
 EXPECTED_KEY = {
     "JobSubmitted": "job.submitted", "JobCompleted": "job.completed", "JobFailed": "job.failed",
@@ -43,15 +44,20 @@ async def drain(url: str, queue: str, *, want: set[str], timeout: float) -> dict
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=500)
         q = await channel.get_queue(queue)
-        deadline = time.monotonic() + timeout
         async with q.iterator() as it:
-            while time.monotonic() < deadline and not want <= set(got):
+
+            async def received() -> bool:
                 try:
                     message = await asyncio.wait_for(it.__anext__(), timeout=1)
                 except asyncio.TimeoutError:
-                    continue
+                    return want <= set(got)
                 got.setdefault(message.message_id, []).append(message)
                 await message.ack()
+                return want <= set(got)
+
+            if not want <= set(got):
+                await wait_until_async(received, timeout=timeout, interval=0, what=f"{len(want)} messages of {queue}",
+                                       fail=False)
     finally:
         await connection.close()
     return got
@@ -170,9 +176,7 @@ async def test_queue_with_other_arguments_stops_startup_and_nothing_is_deleted(w
     except AssertionError:
         pass
     # ... but the worker then stops on its own, naming the queue and the argument.
-    deadline = time.monotonic() + 60
-    while worker.proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    await wait_until_async(lambda: worker.proc.poll() is not None, timeout=60, what="the worker to exit", fail=False)
     assert worker.proc.poll() is not None, "the worker kept running despite the mismatched queue"
     assert worker.proc.returncode != 0
     log = worker.log_path.read_text(errors="replace")
@@ -199,12 +203,9 @@ async def test_unreachable_rabbitmq_at_startup_is_logged_without_password_and_re
     status, _ = await asyncio.to_thread(lambda: worker.get_json(f"/api/jobs/job-{uid}", operator=True))
     assert status == 404
     # Its readiness shows RabbitMQ down (and only RabbitMQ), while it keeps serving.
-    deadline = time.monotonic() + 60
-    while True:
-        status, ready = await asyncio.to_thread(lambda: worker.get_json("/ready"))
-        if status == 503 and ready.get("failing") == ["rabbitmq"] or time.monotonic() > deadline:
-            break
-        await asyncio.sleep(1)
+    status, ready = await wait_until_async(lambda: asyncio.to_thread(worker.get_json, "/ready"), timeout=60,
+                                           interval=1.0, what="/ready failing on rabbitmq only", fail=False,
+                                           accept=lambda answer: answer[0] == 503 and answer[1].get("failing") == ["rabbitmq"])
     assert status == 503 and ready["failing"] == ["rabbitmq"], ready
     assert f"s3cret-{uid}" not in json.dumps(ready)
     log = worker.log_path.read_text(errors="replace")
@@ -235,9 +236,8 @@ async def test_metrics_nobody_subscribes_to_are_counted_unroutable_and_never_blo
                      if x.startswith('cosmic_rabbitmq_unroutable_total{exchange="metrics"}')), None)
         return float(line.split()[-1]) if line else 0.0
 
-    deadline = time.monotonic() + 60
-    while unroutable() < len(samples) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
+    await wait_until_async(lambda: unroutable() >= len(samples), timeout=60, what=f"{len(samples)} unroutable",
+                           fail=False)
     assert unroutable() == len(samples), worker.log_tail()
     assert "no queue is bound for them" in worker.log_tail(400)
     assert "RabbitMQ did not ack" not in worker.log_tail(400)  # never retried as a failure

@@ -17,7 +17,8 @@ from app.errors import RetriableError
 from app.rabbit_consumer import consume
 from app.rabbit_topology import DLQ, declare_topology
 from app.settings import PROJECT_ROOT, Settings
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
+from support.polling import wait_until_async
 
 
 async def _setup(url: str) -> aio_pika.abc.AbstractConnection:
@@ -41,13 +42,16 @@ async def _dlq_messages(connection, *, expect: int, timeout: float = 30) -> list
     channel = await connection.channel()
     queue = await channel.get_queue(DLQ)
     out = []
-    deadline = time.monotonic() + timeout
-    while len(out) < expect and time.monotonic() < deadline:
-        message = await queue.get(no_ack=True, fail=False)
-        if message is None:
-            await asyncio.sleep(0.2)
-            continue
-        out.append(message)
+
+    async def taken() -> bool:
+        while len(out) < expect:
+            message = await queue.get(no_ack=True, fail=False)
+            if message is None:
+                return False
+            out.append(message)
+        return True
+
+    await wait_until_async(taken, timeout=timeout, interval=0.2, what=f"{expect} dead letters", fail=False)
     await channel.close()
     return out
 
@@ -55,11 +59,15 @@ async def _dlq_messages(connection, *, expect: int, timeout: float = 30) -> list
 async def _run_consumer(settings: Settings, handler, until, timeout: float) -> None:  # noqa: ANN001
     stop = asyncio.Event()
     task = asyncio.create_task(consume(queue="job-events-audit", handler=handler, settings=settings, stop=stop))
-    deadline = time.monotonic() + timeout
-    while not until() and time.monotonic() < deadline:
+
+    def done() -> bool:
+        if until():
+            return True
         if task.done():
-            task.result()
-        await asyncio.sleep(0.05)
+            task.result()  # the consumer failed: raise its error
+        return False
+
+    await wait_until_async(done, timeout=timeout, interval=0.05, what="the consumer's work", fail=False)
     stop.set()
     await asyncio.wait_for(task, timeout=10)
 

@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +17,7 @@ from typing import AsyncIterator, Iterator
 import fastavro
 import httpx
 import pytest
-
-pytestmark = pytest.mark.integration
+from support.polling import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("COSMIC_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
@@ -59,16 +57,15 @@ class Registry:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def serving() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"registry exited with {self.proc.returncode}:\n{self.log_path.read_text()}")
-            try:
-                if httpx.get(self.url + "/", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+            return httpx.get(self.url + "/", timeout=1.0).status_code == 200
+
+        if wait_until(serving, timeout=timeout, interval=0.2, what="the registry serving", ignore=(httpx.HTTPError,),
+                      fail=False):
+            return self
         self.stop()
         raise RuntimeError(f"registry did not come up:\n{self.log_path.read_text()}")
 

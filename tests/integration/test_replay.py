@@ -26,6 +26,7 @@ from app.demo import lifecycle_events
 from app.publisher import EventPublisher
 from app.replay import format_ms
 from app.settings import PROJECT_ROOT, Settings
+from support.polling import wait_until_async
 
 JOBS = 30
 STEP = timedelta(seconds=10)
@@ -256,14 +257,14 @@ async def test_an_event_posted_after_newer_ones_is_in_the_replay_of_its_own_minu
                                      timestamp_ms=int(stray.timestamp.timestamp() * 1000))
     finally:
         await producer.stop()
-    deadline = time.monotonic() + 90
-    while True:
-        dead = await read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + "job-lifecycle.dlq")
-        reasons = {dict(r.headers).get("dlq.reason", b"").decode() for r in dead}
-        if "late-event" in reasons:
-            break
-        assert time.monotonic() < deadline, f"not dead-lettered: {reasons}\n{worker.log_tail()}"
-        await asyncio.sleep(1)
+
+    def reasons_of(records: list) -> set[str]:
+        return {dict(r.headers).get("dlq.reason", b"").decode() for r in records}
+
+    dead = await wait_until_async(
+        lambda: read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + "job-lifecycle.dlq"),
+        timeout=90, interval=1.0, what="the late event dead-lettered", accept=lambda d: "late-event" in reasons_of(d),
+        describe=lambda d: f"not dead-lettered: {reasons_of(d or [])}", diagnostics=worker.log_tail)
     message = next(dict(r.headers)["dlq.error_message"].decode() for r in dead
                    if dict(r.headers).get("dlq.reason") == b"late-event")
     assert "COSMIC_MAX_EVENT_LATENESS" in message, message

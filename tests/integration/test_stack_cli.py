@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.settings import PROJECT_ROOT
 from app.stack.process import find_marked_pids, port_is_free
+from support.polling import wait_until
 
 
 def _cosmic(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
@@ -159,17 +160,19 @@ def test_the_main_job_stops_on_ctrl_c_with_every_process_of_its_group(worker_env
         proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=worker_env, cwd=PROJECT_ROOT,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
-        while log.read_text(errors="replace").count(" published (") < 1:  # the demo is publishing
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
-            time.sleep(0.5)
+        def publishing() -> bool:  # the demo is publishing
+            started = log.read_text(errors="replace").count(" published (") >= 1
+            assert started or proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            return started
+
+        wait_until(publishing, timeout=240, what="the demo publishing",
+                   diagnostics=lambda: log.read_text(errors="replace")[-3000:])
         members = _group_members(proc.pid)
         assert len(members) >= 2, members  # cosmic run and its worker
         os.killpg(proc.pid, sig)
         assert proc.wait(timeout=30) == 0, log.read_text(errors="replace")[-3000:]
-        stopped_at = time.monotonic()
-        while _group_members(proc.pid) and time.monotonic() - stopped_at < 5:
-            time.sleep(0.2)
+        wait_until(lambda: not _group_members(proc.pid), timeout=5, interval=0.2, what="the process group gone",
+                   fail=False)
         assert _group_members(proc.pid) == [], "processes of the main job outlived it"
         printed = log.read_text(errors="replace")
         published = printed.count(" published (")

@@ -6,6 +6,7 @@ disconnect (all 500 missed events in order, then live, no duplicate; retention â
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import secrets
@@ -19,7 +20,7 @@ import pytest
 import websockets
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-from ws_support import (
+from support.ws import (
     WS_ENV,
     Client,
     alive,
@@ -33,6 +34,7 @@ from ws_support import (
 from app.demo import lifecycle_events
 from app.publisher import EventPublisher
 from app.settings import PROJECT_ROOT, Settings
+from support.polling import wait_until_async
 
 
 async def _expect_http_refusal(session: aiohttp.ClientSession, url: str, status: int, **kwargs) -> None:  # noqa: ANN003
@@ -240,15 +242,19 @@ async def test_reconnect_recovers_missed_events_in_order(worker_factory, worker_
             sys.executable, "-m", "app.cli", "watch", channel, "--url", ws_url(base), "--count", "2",
             env={**env, "COSMIC_TOKEN": alice_token}, cwd=PROJECT_ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        deadline, n = time.monotonic() + 90, 1000
+        sent = itertools.count(1000)
+
+        async def watcher_done() -> bool:
+            await publisher.publish(metric_sample(job, next(sent)))  # until the watcher has subscribed and printed 2
+            try:
+                await asyncio.wait_for(watch.wait(), 1)
+            except asyncio.TimeoutError:
+                pass
+            return watch.returncode is not None
+
         try:
-            while watch.returncode is None and time.monotonic() < deadline:
-                await publisher.publish(metric_sample(job, n))  # until the watcher has subscribed and printed 2
-                n += 1
-                try:
-                    await asyncio.wait_for(watch.wait(), 1)
-                except asyncio.TimeoutError:
-                    pass
+            await wait_until_async(watcher_done, timeout=90, interval=0, what="cosmic watch to print 2 events",
+                                   fail=False)
         finally:
             if watch.returncode is None:
                 watch.kill()

@@ -9,7 +9,7 @@ import json
 import time
 
 import aiohttp
-from ws_support import WS_ENV, Client, notification, system_alert, token
+from support.ws import WS_ENV, Client, notification, system_alert, token
 
 from app.publisher import EventPublisher
 from app.settings import Settings

@@ -5,8 +5,8 @@
   and hostile JSON values.
 * One valid JSON example per event type (the input format of ``POST /api/events``).
 * Tokens of every kind (valid, forged, expired, wrong audience, ``alg=none``, missing claims).
-* The live side: a worker environment of its own (uuid prefix and app id, random JWT secret),
-  HTTP and websocket clients, and a scan of logs for secrets.
+* The live side: a worker (environment from ``support.workers``), HTTP clients, and a scan
+  of logs for secrets (websocket clients: ``support.ws``).
 
 Nothing here does I/O on import.
 """
@@ -18,7 +18,6 @@ import base64
 import copy
 import json
 import logging
-import os
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -30,7 +29,9 @@ from hypothesis import strategies as st
 
 from app.models import EVENT_CLASSES, TOPIC_EVENTS, EventBase, MetricsSummary, ResourceRequest
 from app.schemas import topic_schema
-from event_examples import EVENT_ID, EXAMPLES, NOW, MemoryRegistryClient  # noqa: F401 - re-exported
+from support.polling import wait_until
+from support.ws import Client
+from support.event_examples import EVENT_ID, EXAMPLES, NOW, MemoryRegistryClient  # noqa: F401 - re-exported
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
@@ -280,23 +281,6 @@ def bad_tokens(*, secret: str, audience: str, sub: str, role: str | None = None)
 
 
 # -- the live side -------------------------------------------------------------------------------
-def worker_environment(*, stack: Any, uid: str, data_dir: Path, web_port: int, **overrides: str) -> dict[str, str]:
-    """The environment of an isolated worker (like tests/conftest.py's ``worker_env``)."""
-    env = dict(os.environ)
-    env.update({
-        "COSMIC_APP_ID": f"cosmic-test-{uid}",
-        "COSMIC_TOPIC_PREFIX": f"{uid}-",
-        "COSMIC_DATA_DIR": str(data_dir),
-        "COSMIC_STACK_HOME": str(stack.settings.stack_dir),
-        "COSMIC_WEB_PORT": str(web_port),
-        "COSMIC_STORE": "rocksdb://",
-        "COSMIC_KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
-        "COSMIC_JWT_SECRET": f"rel-{uuid.uuid4().hex}{uuid.uuid4().hex}",
-    })
-    env.update(overrides)
-    return env
-
-
 class LogCollector(logging.Handler):
     """Every log record of this (test) process while installed, formatted with its arguments."""
 
@@ -407,98 +391,14 @@ def http(base_url: str, method: str, path: str, *, token: str | None = None, hea
 def http_settled(base_url: str, method: str, path: str, *, deadline_s: float = 90.0,
                  **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
     """Like :func:`http`, but a 503 (worker recovering or rebalancing) is retried until the deadline."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        status, headers, raw = http(base_url, method, path, **kwargs)
-        if status != 503 or time.monotonic() > deadline:
-            return status, headers, raw
-        time.sleep(0.5)
+    return wait_until(lambda: http(base_url, method, path, **kwargs), timeout=deadline_s, what=f"{method} {path}",
+                      accept=lambda answer: answer[0] != 503, fail=False)
 
 
-class WsClient:
-    """One websocket connection whose frames are collected in the background."""
+class WsClient(Client):
+    """``support.ws.Client`` with this suite's 60 s waits."""
 
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.frames: list[dict[str, Any]] = []
-        self.raw: list[Any] = []
-        self.closed = asyncio.Event()
-        self._reader = asyncio.ensure_future(self._read())
-
-    @classmethod
-    async def connect(cls, session: Any, url: str, *, bearer: str | None = None, auth_frame: str | None = None,
-                      headers: dict[str, str] | None = None) -> "WsClient":
-        import aiohttp
-
-        all_headers = dict(headers or {})
-        if bearer:
-            all_headers["Authorization"] = f"Bearer {bearer}"
-        ws = await session.ws_connect(url, headers=all_headers, max_msg_size=0, autoping=True,
-                                      timeout=aiohttp.ClientWSTimeout(ws_close=10))
-        client = cls(ws)
-        if auth_frame is not None:
-            await client.send({"type": "auth", "token": auth_frame})
-        return client
-
-    async def _read(self) -> None:
-        import aiohttp
-
-        try:
-            async for msg in self.ws:
-                self.raw.append(msg.type)
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    self.frames.append(json.loads(msg.data))
-        finally:
-            self.closed.set()
-
-    async def send(self, frame: Any) -> None:
-        await self.ws.send_str(json.dumps(frame))
-
-    async def wait_for(self, predicate: Any, *, start: int = 0, timeout: float = 60.0,
-                       what: str = "a frame") -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for frame in self.frames[start:]:
-                if predicate(frame):
-                    return frame
-            if time.monotonic() > deadline or self.closed.is_set():
-                for frame in self.frames[start:]:
-                    if predicate(frame):
-                        return frame
-                raise AssertionError(f"no {what} within {timeout:.0f} s (close code {self.ws.close_code}); "
-                                     f"last frames: {self.frames[-5:]}")
-            await asyncio.sleep(0.05)
-
-    async def welcome(self) -> dict[str, Any]:
-        return await self.wait_for(lambda f: f.get("type") == "welcome", what="welcome")
-
-    async def subscribe(self, channel: str, *, resume: Any = None) -> dict[str, Any]:
-        """Subscribe; the answer (``subscribed`` or an ``error`` naming the channel)."""
-        seen = len(self.frames)
-        frame: dict[str, Any] = {"type": "subscribe", "channel": channel}
-        if resume is not None:
-            frame["resume"] = resume
-        await self.send(frame)
-        return await self.wait_for(lambda f: f.get("channel") == channel and f.get("type") in ("subscribed", "error"),
-                                   start=seen, what=f"an answer to subscribe {channel}")
-
-    async def ping(self) -> list[dict[str, Any]]:
-        """Ping and wait for the pong; the frames received in between (pong excluded)."""
-        seen = len(self.frames)
-        ping_id = uuid.uuid4().hex
-        await self.send({"type": "ping", "id": ping_id})
-        pong = await self.wait_for(lambda f: f.get("type") == "pong" and f.get("id") == ping_id, start=seen,
-                                   what="pong")
-        return [f for f in self.frames[seen:] if f is not pong]
-
-    async def closed_with(self, *, timeout: float = 60.0) -> int | None:
-        """Wait until the server closed the connection; its close code."""
-        await asyncio.wait_for(self.closed.wait(), timeout)
-        return self.ws.close_code
-
-    async def close(self) -> None:
-        await self.ws.close()
-        self._reader.cancel()
+    timeout = 60.0
 
 
 class LoopThread:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from topic_cleanup import delete_topics_of
+from support.topic_cleanup import delete_topics_of
 
 _ROWS: list["ScenarioReport"] = []
 
@@ -101,8 +101,9 @@ def live_worker(request: pytest.FixtureRequest, stack, tmp_path_factory):  # noq
     import logging
     import uuid
 
-    from access_support import LiveWorker, worker_environment
-    from topic_cleanup import delete_topics_of
+    from access_support import LiveWorker
+    from support.workers import worker_environment
+    from support.topic_cleanup import delete_topics_of
 
     from app.worker_process import free_port
 

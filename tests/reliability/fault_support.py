@@ -17,6 +17,7 @@ from app.publisher import EventPublisher, PublishError
 from app.settings import Settings
 from app.topic_reader import read_topic
 from app.workload import Workload
+from support.polling import wait_until_async
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -55,27 +56,6 @@ async def decoded(*, settings: Settings, topic: str) -> list:
     codec = Codecs(settings=settings).for_topic(topic)
     records = await read_topic(bootstrap=settings.kafka_bootstrap, topic=settings.topic_prefix + topic)
     return [codec.decode(r.value) for r in records]
-
-
-def wait_for_final_states(*, worker, workload: Workload, timeout: float = 300.0) -> dict:  # noqa: ANN001
-    """Poll the worker's job_state table until every job is in its expected final status."""
-    deadline = time.monotonic() + timeout
-    states: dict = {}
-    while time.monotonic() < deadline:
-        try:
-            states = worker.table("job_state")
-        except OSError:  # the worker is rebalancing or restarting: ask again
-            time.sleep(1.0)
-            continue
-        done = sum(1 for job, status in workload.final_status.items()
-                   if states.get(job, {}).get("status") == status)
-        if done == len(workload.final_status):
-            return states
-        time.sleep(1.0)
-    wrong = {j: states.get(j, {}).get("status") for j, s in workload.final_status.items()
-             if states.get(j, {}).get("status") != s}
-    raise AssertionError(f"{len(wrong)} jobs not in their final state, e.g. "
-                         f"{list(wrong.items())[:5]}\n{worker.log_tail()}")
 
 
 def account_job_states(*, row, workload: Workload, states: dict) -> None:  # noqa: ANN001
@@ -139,9 +119,9 @@ class QueueDrain:
             await asyncio.wait_for(self._task, timeout=30)
 
     async def wait_for(self, *, ids: set[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ids <= set(self.seen) and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+        """Wait until every one of ``ids`` was consumed, at most ``timeout`` s (the caller accounts)."""
+        await wait_until_async(lambda: ids <= set(self.seen), timeout=timeout, what=f"{len(ids)} messages",
+                               fail=False)
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -223,17 +203,20 @@ class WebhookSink:
                 async with http.put(f"/api/users/{user}/notification-preferences", headers=bearer(user),
                                     json={"channels": ["WEBSOCKET", "WEBHOOK"], "webhook_url": self.url}) as response:
                     assert response.status == 202, await response.text()
-            deadline = time.monotonic() + timeout
             pending = list(users)
-            while pending:
-                async with http.get(f"/api/users/{pending[0]}/notification-preferences",
-                                    headers=bearer(pending[0])) as response:
-                    body = await response.json() if response.status == 200 else {}
-                if body.get("webhook_url") == self.url:
+
+            async def applied() -> bool:
+                while pending:
+                    async with http.get(f"/api/users/{pending[0]}/notification-preferences",
+                                        headers=bearer(pending[0])) as response:
+                        body = await response.json() if response.status == 200 else {}
+                    if body.get("webhook_url") != self.url:
+                        return False
                     pending.pop(0)
-                    continue
-                assert time.monotonic() < deadline, f"preferences of {pending[0]} not applied in {timeout:.0f} s"
-                await asyncio.sleep(0.3)
+                return True
+
+            await wait_until_async(applied, timeout=timeout, interval=0.3, what="the webhook preferences applied",
+                                   describe=lambda _last: f"preferences of {pending[0]} not applied")
 
     def split(self, *, expected: set[str]) -> tuple[list[str], set[str]]:
         """The POSTs of ``expected`` notifications (one key per POST), and the keys of the
@@ -246,6 +229,6 @@ class WebhookSink:
         return [key for key in self.seen.elements() if key in expected], others
 
     async def wait_for(self, *, ids: set[str], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ids <= set(self.seen) and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+        """Wait until every one of ``ids`` was POSTed, at most ``timeout`` s (the caller accounts)."""
+        await wait_until_async(lambda: ids <= set(self.seen), timeout=timeout, what=f"{len(ids)} webhook POSTs",
+                               fail=False)

@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
@@ -28,6 +27,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from access_support import WsClient, example, http, http_settled
+from support.polling import wait_until
 
 from app.web.openapi import documented_operations, router_operations
 
@@ -72,13 +72,9 @@ def people(live_worker):  # noqa: ANN001, ANN201
 
 
 def _wait_status(live, path: str, expected: int, *, token: str, deadline_s: float = 120.0) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + deadline_s
-    while True:
-        status, _, raw = http(live.base_url, "GET", path, token=token)
-        if status == expected:
-            return
-        assert time.monotonic() < deadline, f"{path}: {status} {raw[:300]!r}\n{live.process.log_tail()}"
-        time.sleep(0.5)
+    wait_until(lambda: http(live.base_url, "GET", path, token=token), timeout=deadline_s, what=f"{path}: {expected}",
+               accept=lambda answer: answer[0] == expected,
+               describe=lambda answer: f"{path}: {answer[0]} {answer[2][:300]!r}", diagnostics=live.process.log_tail)
 
 
 def _routes(live) -> tuple[set[tuple[str, str]], dict]:  # noqa: ANN001

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import timedelta
 
 import aiohttp
@@ -38,6 +37,7 @@ from access_support import (
     run_async,
 )
 from hypothesis import HealthCheck, Phase, assume, given, settings
+from support.polling import wait_until
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
@@ -276,10 +276,8 @@ async def _closed_after(client: WsClient, *, text: str | None = None, raw: bytes
 
 def test_the_worker_survived_and_logged_no_secret(live_worker) -> None:  # noqa: ANN001
     live = live_worker
-    deadline = time.monotonic() + 60
-    while http(live.base_url, "GET", "/health")[0] != 200:
-        assert time.monotonic() < deadline, live.process.log_tail()
-        time.sleep(0.5)
+    wait_until(lambda: http(live.base_url, "GET", "/health")[0] == 200, timeout=60, what="GET /health 200",
+               diagnostics=live.process.log_tail)
     assert live.process.proc is not None and live.process.proc.poll() is None
     log = live.log_path.read_text(errors="replace")
     # aiohttp logs an exception that escaped a view (a 500, or a websocket handler that crashed)

@@ -29,7 +29,9 @@ from app.topic_admin import ensure_topics
 from app.topic_reader import read_topic
 from app.topic_specs import all_topic_specs
 from app.workload import build_workload
-from fault_support import account_job_states, publish_paced, wait_for_final_states
+from fault_support import account_job_states, publish_paced
+from support.polling import wait_until_async
+from support.workers import wait_for_final_states
 
 JOBS = 300
 RATE = 1_000.0
@@ -56,8 +58,8 @@ async def test_single_broker_killed_and_restarted_mid_stream(stack, worker_facto
                 publisher=publisher, events=workload.deliveries, rate=RATE / 4, acked=acked,
                 retry_until=time.monotonic() + 240,
             ))
-            while len(acked) < len(workload.deliveries) // 3 and not stream.done():
-                await asyncio.sleep(0.05)
+            await wait_until_async(lambda: len(acked) >= len(workload.deliveries) // 3 or stream.done(),
+                                   timeout=600, interval=0.05, what="a third of the stream acknowledged", fail=False)
             assert not stream.done(), "the stream ended before the fault; the test proves nothing"
             killed_at = time.monotonic()
             await asyncio.to_thread(kafka.kill_node, node_id=1)
@@ -157,8 +159,8 @@ async def test_three_brokers_leader_killed_mid_stream(three_brokers, worker_fact
             publisher=publisher, events=workload.deliveries, rate=RATE / 4, acked=acked,
             retry_until=time.monotonic() + 240,
         ))
-        while len(acked) < len(workload.deliveries) // 3 and not stream.done():
-            await asyncio.sleep(0.05)
+        await wait_until_async(lambda: len(acked) >= len(workload.deliveries) // 3 or stream.done(),
+                               timeout=600, interval=0.05, what="a third of the stream acknowledged", fail=False)
         assert not stream.done(), "the stream ended before the fault; the test proves nothing"
         partition, leader = await _busiest_partition_leader(bootstrap=cluster.bootstrap, topic=topic)
         acked_before_kill = len(acked)

@@ -20,7 +20,8 @@ from app.ids import derived_id
 from app.publisher import EventPublisher
 from app.settings import Settings
 from fault_support import QueueDrain, WebhookSink
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.polling import wait_until_async
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 EVENTS = 5_000
 OUTAGE_S = 10.0
@@ -53,9 +54,8 @@ async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_e
 
             producer = asyncio.create_task(produce())
             # Stop RabbitMQ once the stream is flowing through the bridge.
-            deadline = time.monotonic() + 120
-            while len(seen) < 1000 and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            await wait_until_async(lambda: len(seen) >= 1000, timeout=120, interval=0.1,
+                                   what="1000 messages through the bridge", fail=False)
             assert len(seen) >= 1000, f"the bridge is not flowing:\n{worker.log_tail()}"
             before = len(seen)
             try:
@@ -68,8 +68,7 @@ async def test_rabbitmq_outage_mid_stream_loses_nothing(worker_factory, worker_e
             await producer
 
         deadline = time.monotonic() + 150
-        while not want <= set(seen) and time.monotonic() < deadline:
-            await asyncio.sleep(0.5)
+        await wait_until_async(lambda: want <= set(seen), timeout=150, what="every message consumed", fail=False)
         await hooks.wait_for(ids=notified, timeout=max(deadline - time.monotonic(), 30))
     finally:
         await drain.stop()

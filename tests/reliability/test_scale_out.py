@@ -17,7 +17,9 @@ from app.publisher import EventPublisher
 from app.settings import Settings
 from app.worker_process import free_port
 from app.workload import build_workload
-from fault_support import account_job_states, publish_paced, wait_for_final_states
+from fault_support import account_job_states, publish_paced
+from support.polling import wait_until_async
+from support.workers import wait_for_final_states
 
 JOBS = 300
 SESSION_TIMEOUT_S = 10
@@ -56,13 +58,13 @@ async def test_two_workers_one_killed_partitions_move_tables_survive(worker_fact
     async with EventPublisher(settings=settings) as publisher:
         await publish_paced(publisher=publisher, events=head, rate=1_000.0)
         # Both workers own some of the jobs once the first events are applied.
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            mine, theirs = await asyncio.gather(asyncio.to_thread(_job_states, survivor),
-                                                asyncio.to_thread(_job_states, victim))
-            if set(mine) | set(theirs) >= set(workload.final_status) and mine and theirs:
-                break
-            await asyncio.sleep(1.0)
+        def both_own_jobs(owned: tuple[dict, dict]) -> bool:
+            mine, theirs = owned
+            return bool(set(mine) | set(theirs) >= set(workload.final_status) and mine and theirs)
+
+        mine, theirs = await wait_until_async(
+            lambda: asyncio.gather(asyncio.to_thread(_job_states, survivor), asyncio.to_thread(_job_states, victim)),
+            timeout=240, interval=1.0, what="both workers owning jobs", accept=both_own_jobs, fail=False)
         assert mine and theirs, f"one worker owns no partition: {len(mine)} / {len(theirs)} jobs"
         assert set(mine) | set(theirs) >= set(workload.final_status)
         moved = {job: value["status"] for job, value in theirs.items() if job not in mine}
@@ -71,14 +73,15 @@ async def test_two_workers_one_killed_partitions_move_tables_survive(worker_fact
         await asyncio.to_thread(victim.kill)
         killed_at = time.monotonic()
         stream = asyncio.create_task(publish_paced(publisher=publisher, events=tail, rate=1_000.0))
-        stall = None
-        deadline = time.monotonic() + 300
-        while stall is None and time.monotonic() < deadline:
+
+        async def moved_on() -> float | None:
             now = await asyncio.to_thread(_job_states, survivor)
             if any(now.get(job, {}).get("status") not in (None, before) for job, before in moved.items()):
-                stall = time.monotonic() - killed_at
-            else:
-                await asyncio.sleep(0.25)
+                return time.monotonic() - killed_at
+            return None
+
+        stall = await wait_until_async(moved_on, timeout=300, interval=0.25, what="the survivor taking over",
+                                       accept=lambda s: s is not None, fail=False)
         await stream
     assert stall is not None, f"the survivor never took over the victim's partitions\n{survivor.log_tail()}"
 

@@ -26,7 +26,7 @@ import pytest
 from app.publisher import EventPublisher
 from app.settings import Settings
 from app.workload import build_workload
-from audit_support import poll_audit_chain
+from support.audit import poll_audit_chain
 from fault_support import (
     QueueDrain,
     WebhookSink,
@@ -34,9 +34,9 @@ from fault_support import (
     account_kafka_effects,
     expected_notification_ids,
     publish_paced,
-    wait_for_final_states,
 )
-from rabbit_support import vhost  # noqa: F401 - fixture
+from support.rabbit import vhost  # noqa: F401 - fixture
+from support.workers import wait_for_final_states
 
 JOBS = 600
 CYCLES = 10

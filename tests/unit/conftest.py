@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 
-from event_examples import MemoryRegistryClient  # noqa: E402 - shared with the reliability tests
+from support.event_examples import MemoryRegistryClient  # noqa: E402 - shared with the reliability tests
 
 
 @pytest.fixture
@@ -25,6 +25,27 @@ def memory_registry(monkeypatch):
         monkeypatch.setattr(codec, "_writer_id", None)
         monkeypatch.setattr(codec, "_writer_plans", {})
     return client
+
+
+@pytest.fixture
+def memory_app_patches() -> None:
+    """What a test module changes for its ``memory_app`` tests (override it in the module, e.g.
+    to monkeypatch a grace period or a backoff): nothing here."""
+
+
+@pytest.fixture
+def memory_app(memory_registry, captured, memory_app_patches):  # noqa: ANN001
+    """The Faust app in-process on the memory store, its agents' emits and dead letters captured
+    (the ``captured`` dict is returned). The memory store lives as long as the process: every
+    table of the app is emptied first, so a test never sees another one's rows."""
+    from app.main import app
+
+    assert app.conf.store.scheme == "memory"
+    app.finalize()
+    app.flow_control.resume()
+    for table in app.tables.values():
+        table.data.clear()
+    return captured
 
 
 @pytest.fixture

@@ -17,18 +17,12 @@ from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
 from tables.audit_index import audit_by_actor, audit_by_resource
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
-TABLES = (audit_chain, audit_chain_heads, audit_processed, audit_by_resource, audit_by_actor)
 
 
 @pytest.fixture
-def memory_app(memory_registry, captured):
-    assert app.conf.store.scheme == "memory"
-    app.finalize()
-    app.flow_control.resume()
-    for table in TABLES:  # the memory store lives as long as the process: start each test empty
-        getattr(table, "table", table).data.clear()
+def memory_app_patches():
+    """The agent's hit counters start at zero."""
     AUDIT_HITS.clear()
-    return captured
 
 
 def _audit(resource_id: str, *, actor: str = "alice", step: int = 0, action: str = "job.transition") -> AuditRecord:

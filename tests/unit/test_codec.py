@@ -119,7 +119,7 @@ def test_an_event_of_another_topic_is_refused(codecs):
 
 # -- decode_json: the replay's fast path ---------------------------------------------------
 def _example_events():
-    from tests.event_examples import EXAMPLES, NOW
+    from support.event_examples import EXAMPLES, NOW
     from app.validation import parse_event
 
     events = [parse_event(data=example, now=NOW) for example in EXAMPLES.values()]

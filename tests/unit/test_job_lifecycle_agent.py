@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 
-import pytest
 from aiokafka.errors import KafkaConnectionError
 
 import agents.job_lifecycle
@@ -15,25 +14,9 @@ from app.ids import derived_id
 from app.streams import DUPLICATES_DROPPED
 from app.demo import lifecycle_events
 from app.main import app, codecs
-from tables.active_jobs import active_jobs
-from tables.agent_cursors import cursors
 from tables.job_counts import job_counts
 from tables.job_state import job_state
 from tables.known_jobs import known_jobs
-from tables.runtime_stats import runtime_stats
-
-#: What the agent writes (both of its sides), emptied before each test.
-TABLES = (job_state, job_counts, active_jobs, known_jobs, runtime_stats, cursors["job-lifecycle"])
-
-
-@pytest.fixture
-def memory_app(memory_registry, captured):
-    assert app.conf.store.scheme == "memory"
-    app.finalize()
-    app.flow_control.resume()
-    for table in TABLES:  # the memory store lives as long as the process: start each test empty
-        table.data.clear()
-    return captured
 
 
 def _encode(event) -> bytes:  # noqa: ANN001

@@ -19,28 +19,17 @@ from app.streams import DUPLICATES_DROPPED
 from app.main import app, codecs, settings
 from app.metrics_math import WINDOWS, merge_rollups, summarize, window_key, window_start
 from app.models import JobCompleted, JobMetricsSample, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest
-from tables.active_jobs import active_jobs
-from tables.agent_cursors import cursors
-from tables.job_counts import job_counts
 from tables.job_metrics import gpu_latest, job_metric_rollups, metric_windows, slow_jobs
 from tables.job_state import job_state
 from tables.known_jobs import known_jobs
-from tables.runtime_stats import runtime_stats
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
-#: What the lifecycle agent writes (both of its sides), emptied before each test.
-LIFECYCLE_TABLES = (job_state, job_counts, active_jobs, known_jobs, runtime_stats, cursors["job-lifecycle"])
 
 
 @pytest.fixture
-def memory_app(memory_registry, captured, monkeypatch):
-    assert app.conf.store.scheme == "memory"
-    app.finalize()
-    app.flow_control.resume()
-    for table in LIFECYCLE_TABLES:  # the memory store lives as long as the process: start each test empty
-        table.data.clear()
+def memory_app_patches(monkeypatch):
+    """Samples of a job not known yet are dead-lettered at once (no grace period)."""
     monkeypatch.setattr(agents.job_metrics, "UNKNOWN_JOB_GRACE_S", 0.0)
-    return captured
 
 
 def _base(name: str, *, at: datetime, user: str = "ann") -> dict:

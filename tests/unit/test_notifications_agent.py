@@ -38,13 +38,10 @@ from tables.notification_preferences import notification_preferences, parse_pref
 
 # -- fixtures ----------------------------------------------------------------------------------
 @pytest.fixture
-def memory_app(memory_registry, captured, monkeypatch):
-    assert app.conf.store.scheme == "memory"
-    app.finalize()
-    app.flow_control.resume()
+def memory_app_patches(monkeypatch):
+    """Retries back off 10 ms; no SMTP server configured."""
     monkeypatch.setattr(streams, "backoff_delay", lambda attempt: 0.01)
     monkeypatch.setattr(notifications, "settings", dataclasses.replace(notifications.settings, smtp_url=""))
-    return captured
 
 
 class RecordingBridge:

@@ -28,7 +28,7 @@ from app.validation import (
     topic_of,
 )
 
-from event_examples import EVENT_ID, EXAMPLES, NOW  # noqa: E402
+from support.event_examples import EVENT_ID, EXAMPLES, NOW  # noqa: E402
 
 
 def example(kind: str, /, **changes: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from app.main import codecs
 from app.models import JobMetricsSample, SystemAlert, SystemHealthReport, utc_now
 from app.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
 from app.settings import Settings
+from support.polling import wait_until_async
 from app.websocket_hub import (
     CLOSE_SLOW,
     ChannelError,
@@ -70,11 +71,11 @@ def connect(hub: WebsocketHub, *, user: str = "alice", operator: bool = False, q
 
 
 async def settle(predicate=lambda: True, *, timeout: float = 5.0) -> None:  # noqa: ANN001
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def after_a_tick() -> bool:
         await asyncio.sleep(0.01)
-        if predicate() or asyncio.get_running_loop().time() > deadline:
-            return
+        return predicate()
+
+    await wait_until_async(after_a_tick, timeout=timeout, interval=0, what="the hub settled", fail=False)
 
 
 def lifecycle(job_id: str, user_id: str) -> list:

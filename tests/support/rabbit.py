@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import urllib.request
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -14,6 +13,7 @@ import pytest
 
 from app.stack.manager import StackManager
 from app.stack.rabbitmq import RabbitNode
+from support.polling import wait_until
 
 
 @dataclass
@@ -43,13 +43,9 @@ class Vhost:
         raise KeyError(queue)
 
     def wait_for_queues(self, names: set[str], timeout: float = 60.0) -> dict[str, dict]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            queues = self.queues()
-            if names <= set(queues):
-                return queues
-            time.sleep(0.5)
-        raise AssertionError(f"queues {names - set(self.queues())} not declared in {timeout} s")
+        return wait_until(self.queues, timeout=timeout, what=f"queues {sorted(names)} declared",
+                          accept=lambda queues: names <= set(queues),
+                          describe=lambda queues: f"missing {names - set(queues or {})}")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Helpers of the websocket integration tests: clients, tokens and events to publish."""
+"""Websocket helpers of the integration and reliability tests: the client, tokens and events to publish."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import jwt
 from app.auth import mint_token
 from app.models import JobMetricsSample, NotificationSent, SystemAlert, utc_now
 from app.settings import Settings
+from support.polling import wait_until_async
 
 #: Worker settings of the websocket tests: no RabbitMQ copies (not under test; less load),
 #: short auth timeout, small frame limit, one allowed foreign origin.
@@ -44,21 +45,29 @@ def ws_url(base_url: str) -> str:
 
 
 class Client:
-    """One websocket connection whose frames are collected in the background."""
+    """One websocket connection whose frames are collected in the background (``frames``: the
+    decoded text frames, ``raw``: the type of every message received)."""
+
+    #: Default of every wait (the reliability suite's clients use 60 s: ``access_support.WsClient``).
+    timeout: float = DEADLINE
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         self.ws = ws
         self.frames: list[dict[str, Any]] = []
+        self.raw: list[Any] = []
         self.closed = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def connect(cls, session: aiohttp.ClientSession, base_url: str, *, bearer: str | None = None,
+    async def connect(cls, session: aiohttp.ClientSession, url: str, *, bearer: str | None = None,
                       auth_frame: str | None = None, headers: dict[str, str] | None = None) -> "Client":
+        """Connect to ``url``: the worker's ``/ws`` URL, or its base ``http://`` URL."""
         all_headers = dict(headers or {})
         if bearer:
             all_headers["Authorization"] = f"Bearer {bearer}"
-        ws = await session.ws_connect(ws_url(base_url), headers=all_headers, max_msg_size=0, autoping=True,
+        if not url.startswith(("ws://", "wss://")):
+            url = ws_url(url)
+        ws = await session.ws_connect(url, headers=all_headers, max_msg_size=0, autoping=True,
                                       timeout=aiohttp.ClientWSTimeout(ws_close=10))
         client = cls(ws)
         if auth_frame is not None:
@@ -68,66 +77,77 @@ class Client:
     async def _read(self) -> None:
         try:
             async for msg in self.ws:
+                self.raw.append(msg.type)
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     self.frames.append(json.loads(msg.data))
         finally:
             self.closed.set()
 
-    async def send(self, frame: dict[str, Any]) -> None:
+    async def send(self, frame: Any) -> None:
         await self.ws.send_str(json.dumps(frame))
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], *, timeout: float = DEADLINE,
-                       what: str = "a frame") -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            for frame in self.frames:
-                if predicate(frame):
-                    return frame
-            if time.monotonic() > deadline or (self.closed.is_set() and not any(map(predicate, self.frames))):
-                raise AssertionError(f"no {what} within {timeout:.0f} s (close code {self.ws.close_code}); "
-                                     f"last frames: {self.frames[-5:]}")
-            await asyncio.sleep(0.05)
+    def _last_frames(self) -> str:
+        return f"close code {self.ws.close_code}; last frames: {self.frames[-5:]}"
+
+    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], *, start: int = 0,
+                       timeout: float | None = None, what: str = "a frame") -> dict[str, Any]:
+        """The first frame from index ``start`` on that ``predicate`` accepts; fails at once when
+        the connection closed without one."""
+        timeout = self.timeout if timeout is None else timeout
+
+        def found() -> dict[str, Any] | None:
+            closed = self.closed.is_set()  # every frame is in ``frames`` once this is set
+            frame = next((f for f in self.frames[start:] if predicate(f)), None)
+            if frame is None and closed:
+                raise AssertionError(f"no {what}: the connection closed ({self._last_frames()})")
+            return frame
+
+        return await wait_until_async(found, timeout=timeout, interval=0.05, what=what,
+                                      describe=lambda _last: self._last_frames())
 
     async def welcome(self) -> dict[str, Any]:
-        return await self.wait_for(lambda f: f["type"] == "welcome", what="welcome")
+        return await self.wait_for(lambda f: f.get("type") == "welcome", what="welcome")
 
     async def subscribe(self, channel: str, *, resume: list[dict[str, Any]] | None = None,
-                        timeout: float = DEADLINE) -> dict[str, Any]:
+                        timeout: float | None = None) -> dict[str, Any]:
         """Subscribe and return the answer (``subscribed`` or an ``error`` naming the channel)."""
         seen = len(self.frames)
         frame: dict[str, Any] = {"type": "subscribe", "channel": channel}
         if resume is not None:
             frame["resume"] = resume
         await self.send(frame)
+        return await self.wait_for(lambda f: f.get("channel") == channel and f.get("type") in ("subscribed", "error"),
+                                   start=seen, timeout=timeout, what=f"an answer to subscribe {channel}")
 
-        def answer(f: dict[str, Any]) -> bool:
-            return f.get("channel") == channel and f["type"] in ("subscribed", "error")
-
-        deadline = time.monotonic() + timeout
-        while True:
-            for f in self.frames[seen:]:
-                if answer(f):
-                    return f
-            if time.monotonic() > deadline or self.closed.is_set():
-                raise AssertionError(f"no answer to subscribe {channel}: {self.frames[-5:]}")
-            await asyncio.sleep(0.05)
-
-    async def subscribe_when_known(self, channel: str, *, timeout: float = DEADLINE) -> None:
+    async def subscribe_when_known(self, channel: str, *, timeout: float | None = None) -> None:
         """Subscribe to a job channel, retrying while the worker does not know the job yet."""
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = await self.subscribe(channel)
-            if answer["type"] == "subscribed":
-                return
-            assert answer["code"] == "forbidden", answer
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{channel} still refused: {answer}")
-            await asyncio.sleep(1)
+
+        async def answer() -> dict[str, Any]:
+            got = await self.subscribe(channel)
+            assert got["type"] == "subscribed" or got["code"] == "forbidden", got
+            return got
+
+        await wait_until_async(answer, timeout=self.timeout if timeout is None else timeout, interval=1.0,
+                               what=f"{channel} accepted", accept=lambda got: got["type"] == "subscribed")
+
+    async def ping(self) -> list[dict[str, Any]]:
+        """Ping and wait for the pong; the frames received in between (pong excluded)."""
+        seen = len(self.frames)
+        ping_id = uuid.uuid4().hex
+        await self.send({"type": "ping", "id": ping_id})
+        pong = await self.wait_for(lambda f: f.get("type") == "pong" and f.get("id") == ping_id, start=seen,
+                                   what="pong")
+        return [f for f in self.frames[seen:] if f is not pong]
+
+    async def closed_with(self, *, timeout: float | None = None) -> int | None:
+        """Wait until the server closed the connection; its close code."""
+        await asyncio.wait_for(self.closed.wait(), self.timeout if timeout is None else timeout)
+        return self.ws.close_code
 
     def events(self, channel: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == "event" and f["channel"] == channel]
 
-    async def wait_events(self, channel: str, count: int, *, timeout: float = DEADLINE) -> list[dict[str, Any]]:
+    async def wait_events(self, channel: str, count: int, *, timeout: float | None = None) -> list[dict[str, Any]]:
         await self.wait_for(lambda _f: len(self.events(channel)) >= count, timeout=timeout,
                             what=f"{count} events of {channel} (have {len(self.events(channel))})")
         return self.events(channel)
@@ -139,9 +159,7 @@ class Client:
 
 async def alive(client: Client) -> None:
     """The connection still answers (ping → pong)."""
-    ping_id = uuid.uuid4().hex
-    await client.send({"type": "ping", "id": ping_id})
-    await client.wait_for(lambda f: f["type"] == "pong" and f.get("id") == ping_id, what="pong")
+    await client.ping()
 
 
 def metric_sample(job_id: str, n: int, *, user_id: str | None = None) -> JobMetricsSample:
