@@ -37,13 +37,14 @@ from typing import Any
 
 import app.streams as streams
 from agents.runtime_anomaly import handle_lifecycle_event as handle_anomalies
+from app import streams
 from app.ids import derived_id
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app, codecs, settings
 from app.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
 from app.state_machine import ACTIVE_STATUSES, Transition, decide
-from app.streams import Origin, dead_letter, emit, process_events
+from app.streams import Origin, process_events
 from app.timeutil import from_epoch_ms, utc_ms
 from app.topic_specs import JOB_LIFECYCLE
 from app.topics import job_lifecycle_topic
@@ -152,10 +153,10 @@ async def handle_job_event(event: JobEvent, origin: Origin) -> None:
         if notification is not None:
             effects.append(notification)
     if effects:
-        await emit(*effects)
+        await streams.emit(*effects)
     for entry, reason, message in rejected:
         if entry["offset"] != offset:  # parked earlier, rejected now
-            await dead_letter(origin=_origin_of(entry), reason=reason,
+            await streams.dead_letter(origin=_origin_of(entry), reason=reason,
                               error=RejectedEvent(message, reason=reason), attempts=1)
     if own_rejection is not None:
         reason, message = own_rejection

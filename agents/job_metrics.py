@@ -32,8 +32,8 @@ import logging
 from collections import Counter, OrderedDict
 from typing import Any
 
-import app.streams as streams
 from agents.runtime_anomaly import anomaly_from_data, overrun_data, overrun_effects, overrun_of
+from app import streams
 from app.errors import DuplicateEvent, RejectedEvent
 from app.main import app
 from app.metrics_math import (

@@ -32,7 +32,7 @@ import math
 from collections import Counter
 from typing import Any, Mapping
 
-import app.streams as streams
+from app import streams
 from app.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
 from app.ids import derived_id
 from app.main import settings

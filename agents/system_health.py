@@ -24,11 +24,12 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
+from app import streams
 from app.alert_rules import RULE_DOWN, AlertChange, Thresholds, alert_id, evaluate, silence
 from app.faust_internals.state import trust_unknown_changelog
 from app.main import app, settings
 from app.models import EventBase, SystemAlert, SystemHealthReport
-from app.streams import Origin, emit, process_events
+from app.streams import Origin, process_events
 from app.topic_specs import SYSTEM_HEALTH
 from app.topics import system_health_topic
 from tables.component_health import component_health
@@ -80,7 +81,7 @@ async def handle_health_event(event: EventBase, origin: Origin) -> None:
     if state is not None and state.get("offset", -1) >= origin.offset:
         component_health[component] = state  # replay: re-assert (see agents/job_lifecycle.py)
         if state.get("offset") == origin.offset and state.get("last_alerts"):
-            await emit(*[_from_json(a) for a in state["last_alerts"]])
+            await streams.emit(*[_from_json(a) for a in state["last_alerts"]])
         return
     at = event.timestamp.timestamp()
     before = dict((state or {}).get("firing") or {})
@@ -104,7 +105,7 @@ async def handle_health_event(event: EventBase, origin: Origin) -> None:
         "last_alerts": [_to_json(a) for a in alerts],
     }
     if alerts:
-        await emit(*alerts)
+        await streams.emit(*alerts)
 
 
 def _to_json(alert: SystemAlert) -> dict[str, Any]:
@@ -159,4 +160,4 @@ async def detect_silent_components() -> None:
                                    correlation_id=str(uuid.uuid5(ID_NAMESPACE, f"{source}:{change.alert.alert_id}"))))
         logger.warning("alert FIRING %s: %s", change.alert.alert_id, change.alert.message)
     if alerts:
-        await emit(*alerts)
+        await streams.emit(*alerts)

@@ -63,8 +63,4 @@ def captured(monkeypatch):
 
     monkeypatch.setattr(app.streams, "emit", fake_emit)
     monkeypatch.setattr(app.streams, "dead_letter", fake_dead_letter)
-    import agents.job_lifecycle
-
-    monkeypatch.setattr(agents.job_lifecycle, "emit", fake_emit)
-    monkeypatch.setattr(agents.job_lifecycle, "dead_letter", fake_dead_letter)
     return sent

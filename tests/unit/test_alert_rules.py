@@ -145,7 +145,7 @@ async def test_the_agent_keeps_the_latest_report_and_emits_firing_then_resolved(
     from app.main import app, codecs
     from tables.component_health import component_health
 
-    monkeypatch.setattr(system_health, "emit", captured_emit := _Capture())
+    monkeypatch.setattr("app.streams.emit", captured_emit := _Capture())
     app.finalize()
     app.flow_control.resume()
     codec = codecs.for_topic("system-health")
