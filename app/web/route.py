@@ -14,9 +14,9 @@ A class view: ``@page(path)`` on the class and ``@endpoint(...)`` on each of its
 
 Every request goes through the same checks, in this order:
 
-1. readiness (``ready=True``; implied by nothing): ``503 {"error": "not ready", "reason"}`` with
-   ``Retry-After`` while tables recover or the group rebalances — before the token, so a
-   probe without one tells a ready worker by its 401;
+1. readiness (``ready=True``, for routes that read the worker's tables): ``503 {"error":
+   "not ready", "reason"}`` with ``Retry-After`` while tables recover or the group
+   rebalances — before the token, so a probe without one tells a ready worker by its 401;
 2. access: :func:`public` (no token; only with a reason, listed by :func:`public_routes`),
    :data:`USER` (any valid JWT), :data:`PUBLISHER`, :data:`OPERATOR`, or
    :func:`self_or_operator` on a path parameter: ``401 {"error"}`` without a valid token,
