@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.audit_chain import GENESIS_HASH, entry_key, make_entry
-from app.errors import DuplicateEvent, EventDecodeError, RejectedEvent
+from app.errors import DuplicateEvent, EventDecodeError
 from app.main import app, codecs
 from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.models import AuditRecord

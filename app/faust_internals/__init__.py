@@ -15,6 +15,8 @@ written against that version's code.
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
   ``take_events`` stops filling and waits its whole window again after every batch).
 * :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
+* :mod:`.topic_metadata` — owner routing makes the producer's metadata list a table's changelog
+  topic before Faust hashes a key with it (aiokafka fetches only topics it was asked about).
 * :mod:`.records` — Faust records read and built without Faust's per-field machinery, for
   the Avro codec (``app/codecs.py``).
 * :mod:`.state` — reads of Faust state with no public API: the consumer's last committed

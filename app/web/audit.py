@@ -14,36 +14,20 @@ records are table contents naming users and their actions) and answer 503 with
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Awaitable, Callable
-
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, require_operator
-from app.main import app, settings
-from app.web.routing import not_ready, owner_routed, worker_ready
+from app.auth import Principal
+from app.web.route import OPERATOR, Owner, endpoint, page
 from tables.audit_chain import AUDIT_PARTITIONS
 from tables.audit_index import audit_by_resource
 
-
-def operator_only(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """401 without a valid token, 403 without the operator role."""
-
-    @functools.wraps(handler)
-    async def view(web: View, request: Request, **kwargs: Any) -> Response:
-        try:
-            require_operator(headers=request.headers, query=request.query, settings=settings)
-        except AuthError as exc:
-            return web.json({"error": str(exc)}, status=exc.status)
-        return await handler(web, request, **kwargs)
-
-    return view
+_RESPONSES = {200: "{..., \"count\", \"records\"}", 404: "no audit records"}
 
 
-@app.page("/api/audit/resources/{resource_id}")
-@operator_only
-@owner_routed(table=audit_by_resource, match_info="resource_id")
-async def get_resource_audit(web: View, request: Request, resource_id: str) -> Response:
+@page("/api/audit/resources/{resource_id}")
+@endpoint(access=OPERATOR, ready=True, owner=Owner(table=audit_by_resource, key="resource_id"), tags=["audit"],
+          summary="A resource's audit records, oldest first", responses=_RESPONSES)
+async def get_resource_audit(web: View, request: Request, *, principal: Principal, resource_id: str) -> Response:
     indexed = audit_by_resource.get(resource_id)
     if not indexed or not indexed.get("records"):
         return web.json({"error": "no audit records for this resource", "resource_id": resource_id}, status=404)
@@ -51,13 +35,11 @@ async def get_resource_audit(web: View, request: Request, resource_id: str) -> R
     return web.json({"resource_id": resource_id, "count": len(records), "records": records})
 
 
-@app.page("/api/audit/actors/{actor}")
+@page("/api/audit/actors/{actor}")
 class ActorAuditView(View):
-    @operator_only
-    async def get(self, request: Request, actor: str) -> Response:
-        ready, reason = worker_ready()
-        if not ready:
-            return not_ready(self, reason)
+    @endpoint(access=OPERATOR, ready=True, tags=["audit"], summary="An actor's audit records, by time",
+              responses=_RESPONSES)
+    async def get(self, request: Request, *, principal: Principal, actor: str) -> Response:
         from agents.audit import actor_records
 
         records: list[dict] = []

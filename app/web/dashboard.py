@@ -15,7 +15,7 @@ from pathlib import Path
 
 from faust.web import Request, Response, View
 
-from app.main import app
+from app.web.route import endpoint, page, public
 
 STATIC_DIR = Path(__file__).with_name("static")
 PAGE = "dashboard.html"
@@ -55,13 +55,20 @@ def _file_response(web: View, *, name: str) -> Response:
     return web.text(text, content_type=CONTENT_TYPES[Path(name).suffix], headers=dict(SECURITY_HEADERS))
 
 
-@app.page("/", name="dashboard_page")
+@page("/", name="dashboard_page")
+@endpoint(access=public(reason="the dashboard page: static HTML without data (the operator JWT stays in the URL "
+                               "fragment)"),
+          tags=["dashboard"], summary="The live operations dashboard page (public; holds no data)",
+          content_type="text/html")
 async def dashboard_page(web: View, request: Request) -> Response:
     """The dashboard page itself (public: it contains no data)."""
     return _file_response(web, name=PAGE)
 
 
-@app.page("/static/{name}", name="dashboard_asset")
+@page("/static/{name}", name="dashboard_asset")
+@endpoint(access=public(reason="the dashboard's script and stylesheet: static files"), tags=["dashboard"],
+          summary="The dashboard's script and stylesheet", content_type="text/plain",
+          responses={200: "the file", 404: "no such asset"})
 async def dashboard_asset(web: View, request: Request, name: str) -> Response:
     """``dashboard.js`` / ``dashboard.css`` (and any other .js/.css file of app/web/static/)."""
     if not _ASSET_NAME.fullmatch(name):

@@ -15,24 +15,34 @@ from faust.web import Request, Response, View
 
 from app import observability
 from app.health import liveness, readiness
-from app.main import app
+from app.web.route import endpoint, page, public
 
 
-@app.page("/health")
+@page("/health")
 class HealthView(View):
+    @endpoint(access=public(reason="liveness for orchestrators: the worker's own state only"),
+              tags=["operations"], summary="Liveness: 200 while the process works",
+              responses={200: "alive", 503: "crashed or health loop stuck"})
     async def get(self, request: Request) -> Response:
         alive, body = liveness()
         return self.json(body, status=200 if alive else 503)
 
 
-@app.page("/ready")
+@page("/ready")
 class ReadyView(View):
+    @endpoint(access=public(reason="readiness for load balancers: which dependencies answer (URLs without "
+                                   "passwords)"),
+              tags=["operations"], summary="Readiness: tables recovered, Kafka, registry (and RabbitMQ) reachable",
+              responses={200: "ready, with each check", 503: "not ready, naming the failing checks"})
     async def get(self, request: Request) -> Response:
         ready, body = readiness()
         return self.json(body, status=200 if ready else 503, headers=None if ready else {"Retry-After": "5"})
 
 
-@app.page("/metrics")
+@page("/metrics")
 class MetricsView(View):
+    @endpoint(access=public(reason="Prometheus scraping: counters labelled by topic, agent and reason only; no "
+                                   "ids, no events"),
+              tags=["operations"], summary="Prometheus metrics (text exposition format)", content_type="text/plain")
     async def get(self, request: Request) -> Response:
         return self.bytes(observability.render(), content_type=observability.CONTENT_TYPE)

@@ -17,12 +17,14 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, require_publisher
+from app.auth import Principal
 from app.errors import EventEncodeError, EventValidationError
 from app.main import app, codecs, settings
 from app.publisher import prepare_record
 from app.timeutil import utc_now
 from app.validation import EventTimeBounds, parse_events
+from app.web.openapi import header_param
+from app.web.route import PUBLISHER, endpoint, page
 
 CORRELATION_HEADER = "X-Correlation-ID"
 
@@ -53,15 +55,23 @@ def _with_correlation(data: Any, correlation_id: str | None) -> Any:
     return data
 
 
-@app.page("/api/events")
+@page("/api/events")
 class EventsView(View):
     """Ingest endpoint of the platform's API."""
 
-    async def post(self, request: Request) -> Response:
-        try:
-            require_publisher(headers=request.headers, query=request.query, settings=settings)
-        except AuthError as exc:
-            return self.json({"error": str(exc)}, status=exc.status)
+    @endpoint(
+        access=PUBLISHER, tags=["events"], summary="Ingest one JSON event or a JSON array (≤ 1,000) of events",
+        description="Needs a JWT with the publisher role (COSMIC_JWT_PUBLISHER_ROLE) or the operator role. "
+                    "Validated, Avro-encoded and produced to Kafka; all-or-nothing. "
+                    "202 once Kafka acknowledged every event.",
+        parameters=[header_param(CORRELATION_HEADER, "fills correlation_id of events that carry none")],
+        request_body="an event object or an array of events (fields of docs/events.md)",
+        responses={202: '{"accepted", "event_ids", "correlation_ids"}',
+                   400: '{"error", "field", "reason", "index"}: the bad field',
+                   413: "body over COSMIC_INGEST_MAX_BYTES",
+                   503: "Kafka did not acknowledge (or the codec could not encode)"},
+    )
+    async def post(self, request: Request, *, principal: Principal) -> Response:
         raw = await read_limited(request, limit=settings.ingest_max_bytes)
         if raw is None:
             return self.json(

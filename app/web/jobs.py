@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, Principal, authenticate
-from app.main import app, codecs, settings
+from app.auth import Principal
+from app.main import codecs, settings
 from app.models import JOB_STATUSES
 from app.replay import ReplayError, ReplayQuery, ReplayUnavailable, open_replay
 from app.timeutil import now_ms
 from app.topic_specs import JOB_LIFECYCLE
-from app.web.openapi import document, query_param
-from app.web.routing import not_ready, owner_routed, worker_ready
+from app.web.openapi import query_param
+from app.web.route import USER, Owner, endpoint, page
 from tables.job_state import job_state
 
 DEFAULT_PAGE = 100
@@ -43,32 +42,12 @@ MAX_PAGE = 1000
 MAX_HISTORY = 10_000
 #: Internal fields of a job_state value that the list leaves out.
 _INTERNAL = ("history", "parked", "offset")
-
-Handler = Callable[..., Awaitable[Response]]
-
-
-def authenticated(handler: Handler) -> Handler:
-    """503 while not ready, then 401 without a valid token; the caller is ``request["principal"]``."""
-
-    @functools.wraps(handler)
-    async def view(web: View, request: Request, **kwargs: Any) -> Response:
-        ready, reason = worker_ready()
-        if not ready:
-            return not_ready(web, reason)
-        try:
-            principal = authenticate(headers=request.headers, query=request.query, settings=settings)
-        except AuthError as exc:
-            return web.json({"error": str(exc)}, status=exc.status)
-        request["principal"] = principal
-        return await handler(web, request, **kwargs)
-
-    return view
+_JOB_RESPONSES = {404: "unknown job (or another user's)"}
 
 
-def visible_state(request: Request, job_id: str) -> dict[str, Any] | None:
+def visible_state(*, principal: Principal, job_id: str) -> dict[str, Any] | None:
     """The job's state if it exists and the caller may see it (operator or its user)."""
     state = job_state.get(job_id)
-    principal: Principal = request["principal"]
     if state is None or (not principal.operator and state.get("user_id") != principal.user_id):
         return None
     return state
@@ -78,21 +57,26 @@ def _not_found(web: View, job_id: str) -> Response:
     return web.json({"error": "job not found", "job_id": job_id}, status=404)
 
 
-@app.page("/api/jobs/{job_id}")
-@authenticated
-@owner_routed(table=job_state, match_info="job_id")
-async def get_job(web: View, request: Request, job_id: str) -> Response:
-    state = visible_state(request, job_id)
+@page("/api/jobs/{job_id}")
+@endpoint(access=USER, ready=True, owner=Owner(table=job_state, key="job_id"), tags=["jobs"],
+          summary="A job's current state (from job_state, on the owning worker)",
+          responses={200: "the job_state value", **_JOB_RESPONSES})
+async def get_job(web: View, request: Request, *, principal: Principal, job_id: str) -> Response:
+    state = visible_state(principal=principal, job_id=job_id)
     if state is None:
         return _not_found(web, job_id)
     return web.json(state)
 
 
-@app.page("/api/jobs/{job_id}/events")
-@authenticated
-@owner_routed(table=job_state, match_info="job_id")
-async def get_job_events(web: View, request: Request, job_id: str) -> Response:
-    if visible_state(request, job_id) is None:
+@page("/api/jobs/{job_id}/events")
+@endpoint(access=USER, ready=True, owner=Owner(table=job_state, key="job_id"), tags=["jobs"],
+          summary="A job's event history, read from job-lifecycle",
+          parameters=[query_param("limit", f"at most this many events (1..{MAX_HISTORY}, default {MAX_HISTORY})",
+                                  kind="integer")],
+          responses={200: '{"job_id", "count", "truncated", "events": [{"topic", "partition", "offset", '
+                          '"timestamp", "event"}], "errors"}', 400: "bad limit", **_JOB_RESPONSES})
+async def get_job_events(web: View, request: Request, *, principal: Principal, job_id: str) -> Response:
+    if visible_state(principal=principal, job_id=job_id) is None:
         return _not_found(web, job_id)
     raw_limit = request.query.get("limit", str(MAX_HISTORY))
     limit = int(raw_limit) if raw_limit.isdigit() else 0
@@ -142,11 +126,17 @@ def decode_page_cursor(*, cursor: str, status: str | None, user_id: str | None) 
     return after
 
 
-@app.page("/api/jobs")
+@page("/api/jobs")
 class JobListView(View):
-    @authenticated
-    async def get(self, request: Request) -> Response:
-        principal: Principal = request["principal"]
+    @endpoint(access=USER, ready=True, tags=["jobs"], summary="List jobs by status and user (paged by job_id)",
+              description="Plain users get only their own jobs (user_id forced to the token's sub).",
+              parameters=[query_param("status", ", ".join(JOB_STATUSES)),
+                          query_param("user_id", "only this user's jobs"),
+                          query_param("limit", f"page size 1..{MAX_PAGE} (default {DEFAULT_PAGE})", kind="integer"),
+                          query_param("cursor", "next_cursor of the previous page")],
+              responses={200: '{"jobs": [...], "count", "next_cursor", "filters"}',
+                         400: "bad status, limit or cursor", 403: "a plain user asking for another user's jobs"})
+    async def get(self, request: Request, *, principal: Principal) -> Response:
         status = request.query.get("status") or None
         if status is not None and status not in JOB_STATUSES:
             return self.json({"error": "invalid status", "field": "status",
@@ -180,20 +170,3 @@ class JobListView(View):
         return self.json({"jobs": jobs, "count": len(jobs), "next_cursor": next_cursor,
                           "filters": {"status": status, "user_id": user_id}})
 
-
-_JOB_RESPONSES = {404: "unknown job (or another user's)", 503: "worker recovering or rebalancing (Retry-After)"}
-document("/api/jobs/{job_id}", "GET", summary="A job's current state (from job_state, on the owning worker)",
-         auth="user", tags=["jobs"], responses={200: "the job_state value", **_JOB_RESPONSES})
-document("/api/jobs/{job_id}/events", "GET", summary="A job's event history, read from job-lifecycle",
-         auth="user", tags=["jobs"],
-         parameters=[query_param("limit", f"at most this many events (1..{MAX_HISTORY}, default {MAX_HISTORY})",
-                                 kind="integer")],
-         responses={200: '{"job_id", "count", "truncated", "events": [{"topic", "partition", "offset", '
-                         '"timestamp", "event"}], "errors"}', 400: "bad limit", **_JOB_RESPONSES})
-document("/api/jobs", "GET", summary="List jobs by status and user (paged by job_id)", auth="user", tags=["jobs"],
-         description="Plain users get only their own jobs (user_id forced to the token's sub).",
-         parameters=[query_param("status", ", ".join(JOB_STATUSES)), query_param("user_id", "only this user's jobs"),
-                     query_param("limit", f"page size 1..{MAX_PAGE} (default {DEFAULT_PAGE})", kind="integer"),
-                     query_param("cursor", "next_cursor of the previous page")],
-         responses={200: '{"jobs": [...], "count", "next_cursor", "filters"}', 400: "bad status, limit or cursor",
-                    403: "a plain user asking for another user's jobs", 503: "worker not ready"})

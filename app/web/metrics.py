@@ -17,21 +17,21 @@ a single worker; see docs/metrics.md for several workers). 503 while recovering.
 
 from __future__ import annotations
 
-import functools
 from collections import defaultdict
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from faust.web import Request, Response, View
 
 from app.anomaly import type_distribution
-from app.auth import AuthError, Principal, authenticate
+from app.auth import Principal
 from app.main import app, settings
 from app.metrics_math import (
     RUNTIME_BUCKETS, WINDOWS, bucket_label, merge_rollups, parse_window_key, summarize, top_n, welford_std,
 )
 from app.timeutil import format_epoch_ms as _iso
 from app.topic_specs import JOB_METRICS
-from app.web.routing import not_ready, owner_routed, worker_ready
+from app.web.openapi import query_param
+from app.web.route import USER, Owner, endpoint, page
 from tables.job_metrics import SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, slow_jobs
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats
@@ -39,28 +39,9 @@ from tables.runtime_stats import runtime_stats
 DEFAULT_WINDOWS, MAX_WINDOWS = 10, 500
 DEFAULT_SLOW, MAX_SLOW = 10, SLOW_JOBS_KEPT
 
-Handler = Callable[..., Awaitable[Response]]
-
 
 def _bad(web: View, *, field: str, reason: str) -> Response:
     return web.json({"error": "bad request", "field": field, "reason": reason}, status=400)
-
-
-def authenticated(handler: Handler) -> Handler:
-    """401 without a valid token; 503 while the worker cannot read its tables."""
-
-    @functools.wraps(handler)
-    async def view(web: View, request: Request, **kwargs: Any) -> Response:
-        try:
-            principal = authenticate(headers=request.headers, query=request.query, settings=settings)
-        except AuthError as exc:
-            return web.json({"error": str(exc)}, status=exc.status)
-        ready, reason = worker_ready()
-        if not ready:
-            return not_ready(web, reason)
-        return await handler(web, request, principal=principal, **kwargs)
-
-    return view
 
 
 def _int_param(request: Request, name: str, *, default: int, low: int, high: int) -> int | str:
@@ -94,8 +75,16 @@ def _summary(rollup: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- per job -------------------------------------------------------------------------------------
-async def _job_view(web: View, request: Request, *, job_id: str) -> Response:
-    known = known_jobs.get(job_id) or {}
+@page("/api/metrics/jobs/{job_id}")
+@endpoint(access=USER, ready=True, owner=Owner(table=job_metric_rollups, key="job_id"), tags=["metrics"],
+          summary="A job's metrics rollup (its owner or an operator)",
+          responses={200: "the rollup", 403: "another user's job (not an operator)", 404: "no metrics for this job"})
+async def get_job_metrics(web: View, request: Request, *, principal: Principal, job_id: str) -> Response:
+    known = known_jobs.get(job_id)
+    if known is None:
+        return web.json({"error": "job not found", "job_id": job_id}, status=404)
+    if not principal.operator and principal.user_id != known.get("user_id"):
+        return web.json({"error": f"user {principal.user_id} may not read the metrics of job {job_id}"}, status=403)
     rollup = job_metric_rollups.get(job_id)
     body: dict[str, Any] = {
         "job_id": job_id, "user_id": known.get("user_id"), "job_type": known.get("job_type"),
@@ -115,22 +104,6 @@ async def _job_view(web: View, request: Request, *, job_id: str) -> Response:
         "overrun_alert": None if not overrun else {"event_id": overrun["event_id"], **overrun["anomaly"]},
     })
     return web.json(body)
-
-
-_routed_job_view = owner_routed(table=job_metric_rollups, match_info="job_id")(
-    lambda web, request, job_id: _job_view(web, request, job_id=job_id)
-)
-
-
-@app.page("/api/metrics/jobs/{job_id}")
-@authenticated
-async def get_job_metrics(web: View, request: Request, *, principal: Principal, job_id: str) -> Response:
-    known = known_jobs.get(job_id)
-    if known is None:
-        return web.json({"error": "job not found", "job_id": job_id}, status=404)
-    if not principal.operator and principal.user_id != known.get("user_id"):
-        return web.json({"error": f"user {principal.user_id} may not read the metrics of job {job_id}"}, status=403)
-    return await _routed_job_view(web, request, job_id=job_id)
 
 
 # -- cluster windows -----------------------------------------------------------------------------
@@ -153,8 +126,10 @@ def cluster_windows(*, window: str, limit: int) -> list[dict[str, Any]]:
     return result
 
 
-@app.page("/api/metrics/cluster")
-@authenticated
+@page("/api/metrics/cluster")
+@endpoint(access=USER, ready=True, tags=["metrics"], summary="Newest cluster/node rollup windows",
+          parameters=[query_param("window", "1m, 1h or 1d"), query_param("limit", "1..500, default 10", kind="integer")],
+          responses={200: "windows", 400: "bad window or limit"})
 async def get_cluster_metrics(web: View, request: Request, *, principal: Principal) -> Response:
     window = request.query.get("window", "1m")
     if window not in WINDOWS:
@@ -179,15 +154,18 @@ def latest_gpus() -> list[dict[str, Any]]:
              "timestamp": _iso(v["at_ms"])} for _, v in sorted(newest.items())]
 
 
-@app.page("/api/metrics/gpus")
-@authenticated
+@page("/api/metrics/gpus")
+@endpoint(access=USER, ready=True, tags=["metrics"], summary="Latest GPU utilisation per node and GPU",
+          responses={200: "per node and GPU"})
 async def get_gpu_metrics(web: View, request: Request, *, principal: Principal) -> Response:
     return web.json({"gpus": latest_gpus(), "partitions": _local_partitions()})
 
 
 # -- slow jobs -----------------------------------------------------------------------------------
-@app.page("/api/metrics/slow")
-@authenticated
+@page("/api/metrics/slow")
+@endpoint(access=USER, ready=True, tags=["metrics"], summary="Jobs with the largest execution time",
+          parameters=[query_param("limit", "1..100, default 10", kind="integer")],
+          responses={200: "jobs", 400: "bad limit"})
 async def get_slow_jobs(web: View, request: Request, *, principal: Principal) -> Response:
     limit = _int_param(request, "limit", default=DEFAULT_SLOW, low=1, high=MAX_SLOW)
     if isinstance(limit, str):
@@ -197,8 +175,9 @@ async def get_slow_jobs(web: View, request: Request, *, principal: Principal) ->
 
 
 # -- runtime distribution ------------------------------------------------------------------------
-@app.page("/api/metrics/runtimes")
-@authenticated
+@page("/api/metrics/runtimes")
+@endpoint(access=USER, ready=True, tags=["metrics"], summary="Runtime statistics per job type",
+          responses={200: "per job type: mean, σ, min, max, histogram"})
 async def get_runtime_distribution(web: View, request: Request, *, principal: Principal) -> Response:
     states: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for key, value in runtime_stats.items():

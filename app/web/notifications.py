@@ -28,21 +28,22 @@ preferences name where notifications go, so nobody may redirect someone else's.
 
 from __future__ import annotations
 
-import functools
 import json
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, authenticate
+from app.auth import Principal
 from app.errors import ConfigError, InvalidPreferences
 from app.main import app, settings
 from app.net_guard import ForbiddenAddress, UnresolvableHost, check_url
 from app.timeutil import now_ms
 from app.topic_specs import NOTIFICATION_PREFERENCES
 from app.web.ingest import read_limited
-from app.web.routing import fetch_from_owner, not_ready, owner_routed
+from app.web.openapi import query_param
+from app.web.route import Owner, endpoint, page, self_or_operator
+from app.web.routing import fetch_from_owner, not_ready
 from app.webhook_signing import master_key, new_salt, user_secret
 from tables.notification_deliveries import RECENT_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import (
@@ -57,23 +58,8 @@ MAX_BODY_BYTES = 16 * 1024
 DEFAULT_LIMIT = 20
 
 
-def self_or_operator(
-    handler: Callable[..., Awaitable[Response]],
-) -> Callable[..., Awaitable[Response]]:
-    """Let the request through only with a token of ``user_id`` itself or of an operator."""
-
-    @functools.wraps(handler)
-    async def view(web: View, request: Request, **kwargs: Any) -> Response:
-        try:
-            principal = authenticate(headers=request.headers, query=request.query, settings=settings)
-        except AuthError as exc:
-            return web.json({"error": str(exc)}, status=exc.status)
-        if principal.user_id != kwargs["user_id"] and not principal.operator:
-            return web.json({"error": f"user {principal.user_id} may not access {kwargs['user_id']}'s notifications"},
-                            status=403)
-        return await handler(web, request, **kwargs)
-
-    return view
+#: That user (``sub`` = the path's user_id) or an operator.
+SELF_OR_OPERATOR = self_or_operator(param="user_id", what="notifications")
 
 
 async def _produce(web: View, *, user_id: str, value: bytes | None) -> Response | None:
@@ -87,15 +73,21 @@ async def _produce(web: View, *, user_id: str, value: bytes | None) -> Response 
     return None
 
 
-@app.page("/api/users/{user_id}/notification-preferences")
+@page("/api/users/{user_id}/notification-preferences")
 class NotificationPreferencesView(View):
-    @self_or_operator
-    @owner_routed(table=notification_preferences, match_info="user_id")
-    async def get(self, request: Request, user_id: str) -> Response:
+    @endpoint(access=SELF_OR_OPERATOR, ready=True, owner=Owner(table=notification_preferences, key="user_id"),
+              tags=["notifications"], summary="A user's notification preferences (or the defaults)",
+              responses={200: '{"user_id", "channels", ...}'})
+    async def get(self, request: Request, *, principal: Principal, user_id: str) -> Response:
         return self.json({"user_id": user_id, **public_preferences(preferences_of(user_id))})
 
-    @self_or_operator
-    async def put(self, request: Request, user_id: str) -> Response:
+    @endpoint(access=SELF_OR_OPERATOR, tags=["notifications"], summary="Set a user's notification preferences",
+              request_body='{"channels": [WEBSOCKET|WEBHOOK|EMAIL], "webhook_url", "email"}',
+              responses={202: '{"user_id", "preferences", "webhook_secret" (the first time only)}',
+                         400: '{"error", "field", "reason"} (webhook_url: an internal address, or does not resolve)',
+                         413: "body too large",
+                         503: "Kafka did not acknowledge, or the owner worker is not known yet"})
+    async def put(self, request: Request, *, principal: Principal, user_id: str) -> Response:
         raw = await read_limited(request, limit=MAX_BODY_BYTES)
         if raw is None:
             return self.json({"error": "body too large", "limit_bytes": MAX_BODY_BYTES}, status=413)
@@ -131,8 +123,10 @@ class NotificationPreferencesView(View):
             reply["webhook_secret"] = secret
         return self.json(reply, status=202)
 
-    @self_or_operator
-    async def delete(self, request: Request, user_id: str) -> Response:
+    @endpoint(access=SELF_OR_OPERATOR, tags=["notifications"],
+              summary="Reset a user's notification preferences to the defaults",
+              responses={202: '{"user_id", "preferences": null}', 400: "bad user_id", 503: "Kafka did not acknowledge"})
+    async def delete(self, request: Request, *, principal: Principal, user_id: str) -> Response:
         try:
             check_user_id(user_id)
         except InvalidPreferences as exc:
@@ -143,10 +137,13 @@ class NotificationPreferencesView(View):
         return self.json({"user_id": user_id, "preferences": None}, status=202)
 
 
-@app.page("/api/users/{user_id}/notification-preferences/secret")
+@page("/api/users/{user_id}/notification-preferences/secret")
 class WebhookSecretView(View):
-    @self_or_operator
-    async def post(self, request: Request, user_id: str) -> Response:
+    @endpoint(access=SELF_OR_OPERATOR, tags=["notifications"],
+              summary="Rotate the user's webhook signing secret (returned once)",
+              responses={202: '{"user_id", "webhook_secret"}',
+                         503: "Kafka did not acknowledge, or webhook signing is not configured"})
+    async def post(self, request: Request, *, principal: Principal, user_id: str) -> Response:
         """Rotate the user's webhook signing secret; the new one is in the answer, once."""
         try:
             check_user_id(user_id)
@@ -200,10 +197,12 @@ async def _has_secret(request: Request, user_id: str) -> bool | None:
     return None if stored is None else bool(stored.get("signing_secret"))
 
 
-@app.page("/api/users/{user_id}/notifications")
-@self_or_operator
-@owner_routed(table=notification_status, match_info="user_id")
-async def recent_notifications(web: View, request: Request, user_id: str) -> Response:
+@page("/api/users/{user_id}/notifications")
+@endpoint(access=SELF_OR_OPERATOR, ready=True, owner=Owner(table=notification_status, key="user_id"),
+          tags=["notifications"], summary="A user's recent notifications, newest first",
+          parameters=[query_param("limit", "1..50, default 20", kind="integer")],
+          responses={200: '{"user_id", "notifications": [...]}', 400: "bad limit"})
+async def recent_notifications(web: View, request: Request, *, principal: Principal, user_id: str) -> Response:
     raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
     try:
         limit = int(raw_limit)

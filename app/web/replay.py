@@ -21,10 +21,11 @@ import logging
 from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, authenticate
-from app.main import app, codecs, settings
+from app.auth import Principal
+from app.main import codecs, settings
 from app.replay import MAX_LIMIT, ReplayError, ReplayUnavailable, format_ms, open_replay, parse_query
-from app.web.openapi import document, query_param
+from app.web.openapi import query_param
+from app.web.route import USER, endpoint, page
 
 logger = logging.getLogger(__name__)
 
@@ -33,13 +34,35 @@ EARLIEST_HEADER = "X-Replay-Earliest-Available"
 CHUNK_BYTES = 64 * 1024
 
 
-@app.page("/api/events/replay")
+@page("/api/events/replay")
 class ReplayView(View):
-    async def get(self, request: Request) -> Response:
-        try:
-            principal = authenticate(headers=request.headers, query=request.query, settings=settings)
-        except AuthError as exc:
-            return self.json({"error": str(exc)}, status=exc.status)
+    @endpoint(
+        access=USER, tags=["events"], content_type="application/x-ndjson",
+        summary="Replay a topic's events between two timestamps, in timestamp order (NDJSON stream)",
+        description=(
+            "Lines: {\"type\":\"event\",\"topic\",\"partition\",\"offset\",\"timestamp\",\"event\"}, "
+            "{\"type\":\"error\",...,\"reason\"} for an undecodable record, and last either "
+            "{\"type\":\"end\",\"events\"} or {\"type\":\"cursor\",\"events\",\"cursor\"} when `limit` events were "
+            "sent and more remain (send `cursor` back with the same topic, window and filters). The window is "
+            "[start, end). Plain users only get events whose user_id is theirs. When start is before the oldest "
+            f"retained record, header {EARLIEST_HEADER} and the trailer's earliest_available give its time."
+        ),
+        parameters=[
+            query_param("topic", "job-lifecycle, job-metrics, audit-trail, notifications or system-health",
+                        required=True),
+            query_param("start", "ISO 8601 date-time (inclusive)", required=True),
+            query_param("end", "ISO 8601 date-time (exclusive), not before start", required=True),
+            query_param("job_id", "only this job's events"),
+            query_param("event_type", "only this event type (e.g. JobCompleted)"),
+            query_param("user_id", "only this user's events (plain users: their own only)"),
+            query_param("limit", f"at most this many events (1..{MAX_LIMIT:,}); the trailer carries a cursor",
+                        kind="integer"),
+            query_param("cursor", "the cursor of a previous trailer line, to resume"),
+        ],
+        responses={200: "NDJSON stream", 400: '{"error", "field", "reason"}', 403: "another user's events",
+                   503: "Kafka could not be read"},
+    )
+    async def get(self, request: Request, *, principal: Principal) -> Response:
         try:
             query = parse_query(params=request.query, topic_prefix=settings.topic_prefix)
         except ReplayError as exc:
@@ -83,29 +106,3 @@ class ReplayView(View):
         finally:
             await replay.close()
 
-
-document(
-    "/api/events/replay", "GET", auth="user", tags=["events"], content_type="application/x-ndjson",
-    summary="Replay a topic's events between two timestamps, in timestamp order (NDJSON stream)",
-    description=(
-        "Lines: {\"type\":\"event\",\"topic\",\"partition\",\"offset\",\"timestamp\",\"event\"}, "
-        "{\"type\":\"error\",...,\"reason\"} for an undecodable record, and last either "
-        "{\"type\":\"end\",\"events\"} or {\"type\":\"cursor\",\"events\",\"cursor\"} when `limit` events were sent "
-        "and more remain (send `cursor` back with the same topic, window and filters). The window is "
-        "[start, end). Plain users only get events whose user_id is theirs. When start is before the oldest "
-        f"retained record, header {EARLIEST_HEADER} and the trailer's earliest_available give its time."
-    ),
-    parameters=[
-        query_param("topic", "job-lifecycle, job-metrics, audit-trail, notifications or system-health", required=True),
-        query_param("start", "ISO 8601 date-time (inclusive)", required=True),
-        query_param("end", "ISO 8601 date-time (exclusive), not before start", required=True),
-        query_param("job_id", "only this job's events"),
-        query_param("event_type", "only this event type (e.g. JobCompleted)"),
-        query_param("user_id", "only this user's events (plain users: their own only)"),
-        query_param("limit", f"at most this many events (1..{MAX_LIMIT:,}); the trailer carries a cursor",
-                    kind="integer"),
-        query_param("cursor", "the cursor of a previous trailer line, to resume"),
-    ],
-    responses={200: "NDJSON stream", 400: '{"error", "field", "reason"}', 403: "another user's events",
-               503: "Kafka could not be read"},
-)

@@ -15,15 +15,14 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, require_operator
+from app.auth import Principal
 from app.dlq import dlq_topics
 from app.errors import CosmicError
-from app.main import app, settings
+from app.main import settings
 from app.models import JOB_STATUSES
 from app.settings import Settings
 from app.topic_specs import spec_by_name, unprefixed
-from app.web.openapi import document
-from app.web.routing import not_ready, worker_ready
+from app.web.route import OPERATOR, endpoint, page
 from tables.job_counts import job_counts
 
 
@@ -69,16 +68,12 @@ def job_status_counts() -> tuple[dict[str, int], list[int]]:
     return totals, sorted(partitions)
 
 
-@app.page("/api/stats")
+@page("/api/stats")
 class StatsView(View):
-    async def get(self, request: Request) -> Response:
-        ready, reason = worker_ready()
-        if not ready:
-            return not_ready(self, reason)
-        try:
-            require_operator(headers=request.headers, query=request.query, settings=settings)
-        except AuthError as exc:
-            return self.json({"error": str(exc)}, status=exc.status)
+    @endpoint(access=OPERATOR, ready=True, tags=["stats"], summary="Job counts by status and dead-letter topic sizes",
+              responses={200: '{"jobs": {"by_status", "total", "partitions"}, "dlq": {topic: records}, "dlq_total"}',
+                         503: "worker not ready, or Kafka could not be read"})
+    async def get(self, request: Request, *, principal: Principal) -> Response:
         by_status, partitions = job_status_counts()
         try:
             dlq = await dlq_sizes(settings=settings)
@@ -90,8 +85,3 @@ class StatsView(View):
             "dlq_total": sum(dlq.values()),
         })
 
-
-document("/api/stats", "GET", summary="Job counts by status and dead-letter topic sizes", auth="operator",
-         tags=["stats"],
-         responses={200: '{"jobs": {"by_status", "total", "partitions"}, "dlq": {topic: records}, "dlq_total"}',
-                    503: "worker not ready, or Kafka could not be read"})

@@ -12,19 +12,13 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, require_operator
-from app.main import app, settings
+from app.auth import Principal
+from app.main import app
 from app.table_store import key_text
+from app.web.openapi import query_param
+from app.web.route import OPERATOR, endpoint, page
 
 MAX_DUMP = 100_000
-
-
-def _operator(view: View, request: Request) -> Response | None:
-    try:
-        require_operator(headers=request.headers, query=request.query, settings=settings)
-    except AuthError as exc:
-        return view.json({"error": str(exc)}, status=exc.status)
-    return None
 
 
 def _table(name: str) -> Any:
@@ -36,11 +30,11 @@ def _items(table: Any):  # noqa: ANN202
         yield key, value
 
 
-@app.page("/api/tables")
+@page("/api/tables")
 class TablesView(View):
-    async def get(self, request: Request) -> Response:
-        if (refused := _operator(self, request)) is not None:
-            return refused
+    @endpoint(access=OPERATOR, tags=["tables"],
+              summary="The app's tables: name, keys held here, partitions, changelog")
+    async def get(self, request: Request, *, principal: Principal) -> Response:
         return self.json(
             {
                 "tables": [
@@ -52,11 +46,14 @@ class TablesView(View):
         )
 
 
-@app.page("/api/tables/{name}")
+@page("/api/tables/{name}")
 class TableDumpView(View):
-    async def get(self, request: Request, name: str) -> Response:
-        if (refused := _operator(self, request)) is not None:
-            return refused
+    @endpoint(access=OPERATOR, tags=["tables"], summary="Dump a table as NDJSON of {key, value}",
+              content_type="application/x-ndjson",
+              parameters=[query_param("prefix", "only keys starting with this"),
+                          query_param("limit", "at most this many lines (≤ 100,000)", kind="integer")],
+              responses={200: "NDJSON lines", 400: "bad limit", 404: "unknown table"})
+    async def get(self, request: Request, *, principal: Principal, name: str) -> Response:
         table = _table(name)
         if table is None:
             return self.json({"error": f"unknown table {name!r}"}, status=404)
@@ -74,11 +71,11 @@ class TableDumpView(View):
         return self.bytes("\n".join(lines).encode() + (b"\n" if lines else b""), content_type="application/x-ndjson")
 
 
-@app.page("/api/tables/{name}/keys/{key}")
+@page("/api/tables/{name}/keys/{key}")
 class TableKeyView(View):
-    async def get(self, request: Request, name: str, key: str) -> Response:
-        if (refused := _operator(self, request)) is not None:
-            return refused
+    @endpoint(access=OPERATOR, tags=["tables"], summary="One table value",
+              responses={200: '{"key", "value"}', 404: "unknown table or key"})
+    async def get(self, request: Request, *, principal: Principal, name: str, key: str) -> Response:
         table = _table(name)
         if table is None:
             return self.json({"error": f"unknown table {name!r}"}, status=404)

@@ -23,8 +23,9 @@ from aiohttp import WSMsgType, web
 from faust.web import View
 
 from app.auth import AuthError, Principal, verify_token
-from app.main import app, settings
+from app.main import settings
 from app.settings import Settings
+from app.web.route import endpoint, page, public
 from app.websocket_hub import (
     CLOSE_AUTH,
     Connection,
@@ -103,7 +104,14 @@ async def _running_hub() -> WebsocketHub | None:
     return WebsocketHub.current
 
 
-@app.page("/ws")
+@page("/ws")
+@endpoint(access=public(reason="the websocket upgrade: the token comes in the upgrade's Authorization header or "
+                               "the first frame (checked by the view itself)"),
+          tags=["websocket"], summary="Websocket feed of job events and alerts (protocol: docs/websocket.md)",
+          description="JWT in the Authorization header or an auth frame first; tokens in the query string are refused.",
+          responses={101: "switching protocols", 400: "not a websocket upgrade request",
+                     401: "token in the query string or invalid header token",
+                     403: "Origin not allowed", 503: "feed not running yet"})
 async def websocket_feed(view: View, request: web.Request) -> web.StreamResponse:
     """Upgrade to the websocket feed (see the module docstring)."""
     if any(name in request.query for name in QUERY_TOKEN_NAMES):
