@@ -1,8 +1,8 @@
 """``record_audit_trail``: chain every audit record once, per partition, and index it.
 
-Each record of ``audit-trail`` partition *p* (decoded by :func:`app.streams.process_events`;
+Each record of ``audit-trail`` partition *p* (decoded by :func:`app.worker.streams.process_events`;
 undecodable ones are dead-lettered there) becomes the next entry of *p*'s hash chain
-(:mod:`app.audit_chain`): entry ``n`` in ``audit_chain["p:n"]``, chained to entry ``n - 1``.
+(:mod:`app.core.audit_chain`): entry ``n`` in ``audit_chain["p:n"]``, chained to entry ``n - 1``.
 It is also appended to the resource index and the actor index (:mod:`tables.audit_index`).
 A record whose event_id was already chained at another offset — the lifecycle agent
 re-emits its audit records with the same ids after a crash — is a duplicate: dead-lettered
@@ -47,15 +47,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from app.audit_chain import GENESIS_HASH, entry_key, make_entry
-from app.errors import DuplicateEvent, EventDecodeError
-from app.main import app, codecs
-from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
-from app.models import AuditRecord
-from app.streams import Origin, process_events
-from app.topic_specs import AUDIT_TRAIL
-from app.topics import audit_trail_topic
-from app.validation import event_to_json
+from app.core.audit_chain import GENESIS_HASH, entry_key, make_entry
+from app.core.errors import DuplicateEvent, EventDecodeError
+from app.worker.main import app, codecs
+from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
+from app.core.models import AuditRecord
+from app.worker.streams import Origin, process_events
+from app.core.topic_specs import AUDIT_TRAIL
+from app.worker.topics import audit_trail_topic
+from app.core.validation import event_to_json
 from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
 from tables.audit_index import ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, audit_by_actor, audit_by_resource
 

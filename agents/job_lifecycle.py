@@ -1,7 +1,7 @@
 """``track_job_lifecycle``: dedupe, validate and apply each job-lifecycle event, and run
 the runtime-anomaly side on it (the topic's one state-changing reader).
 
-Per event (see :mod:`app.state_machine` for the transition and out-of-order rules):
+Per event (see :mod:`app.core.state_machine` for the transition and out-of-order rules):
 
 1. The lifecycle (:func:`handle_job_event`): dedupe by event_id (the ids the job's own row
    has applied; an exact duplicate is dropped and counted), decide (apply / park / reject),
@@ -15,7 +15,7 @@ Per event (see :mod:`app.state_machine` for the transition and out-of-order rule
    ``runtime_stats`` and runtime alerts, for every decodable event whatever step 1
    decided (see :func:`handle_event` for the order and the failures).
 
-Emitted events get deterministic ids (:func:`app.ids.derived_id`, uuid5 of the source
+Emitted events get deterministic ids (:func:`app.core.ids.derived_id`, uuid5 of the source
 event id), so a replay after a crash re-emits the same ids and downstream consumers apply
 them once.
 
@@ -35,19 +35,19 @@ import logging
 from collections import Counter
 from typing import Any
 
-import app.streams as streams
+import app.worker.streams as streams
 from agents.runtime_anomaly import handle_lifecycle_event as handle_anomalies
-from app import streams
-from app.ids import derived_id
-from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
-from app.errors import DuplicateEvent, RejectedEvent
-from app.main import app, codecs, settings
-from app.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
-from app.state_machine import ACTIVE_STATUSES, Transition, decide
-from app.streams import Origin, process_events
-from app.timeutil import from_epoch_ms, utc_ms
-from app.topic_specs import JOB_LIFECYCLE
-from app.topics import job_lifecycle_topic
+from app.worker import streams
+from app.core.ids import derived_id
+from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
+from app.core.errors import DuplicateEvent, RejectedEvent
+from app.worker.main import app, codecs, settings
+from app.core.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
+from app.core.state_machine import ACTIVE_STATUSES, Transition, decide
+from app.worker.streams import Origin, process_events
+from app.core.timeutil import from_epoch_ms, utc_ms
+from app.core.topic_specs import JOB_LIFECYCLE
+from app.worker.topics import job_lifecycle_topic
 from tables.active_jobs import active_jobs
 from tables.job_counts import job_counts
 from tables.job_state import job_state
@@ -251,7 +251,7 @@ async def handle_event(event: JobEvent, origin: Origin) -> None:
     Order: the two share no table (job_state, job_counts, active_jobs here; known_jobs,
     runtime_stats there) and neither reads what the other writes, so the tables end the
     same either way; the order decides what is emitted first and whose exception reaches
-    :func:`app.streams.process_events`. Lifecycle first: a completion's audit record and
+    :func:`app.worker.streams.process_events`. Lifecycle first: a completion's audit record and
     "completed" notification precede an alert about its runtime (both notifications go to
     the owner's partition of ``notifications``, in that order), and the lifecycle's outcome
     is the event's outcome.
@@ -264,7 +264,7 @@ async def handle_event(event: JobEvent, origin: Origin) -> None:
     sides again, each fenced by offset as on a replay after a restart).
 
     The anomaly side's own failures are settled apart, by the same per-event policy
-    (:func:`app.streams.handle_decoded`: a bug is dead-lettered as ``error`` and consuming
+    (:func:`app.worker.streams.handle_decoded`: a bug is dead-lettered as ``error`` and consuming
     goes on; Kafka being down is waited out), and never reach process_events. Reaching it,
     one would replace the lifecycle's outcome (a rejection's reason, a duplicate's count)
     with ``error``, or, as a Kafka error, run the lifecycle side again; process_events does

@@ -3,9 +3,9 @@ latest utilisation of every GPU, and the slowest jobs, from ``job-metrics`` samp
 
 Per sample (all tables in :mod:`tables.job_metrics`; the design is in docs/metrics.md):
 
-1. Check the values (:func:`app.metrics_math.sample_problem`: NaN/infinite, utilisation
+1. Check the values (:func:`app.core.metrics_math.sample_problem`: NaN/infinite, utilisation
    outside 0..100, negative memory/I/O/time) → dead letter ``invalid-sample``. Producers
-   other than our ingest write to Kafka, so this guard does not trust app/validation.py.
+   other than our ingest write to Kafka, so this guard does not trust app/core/validation.py.
 2. The job must be in ``known_jobs`` (written from ``job-lifecycle`` by the anomaly side of
    ``track_job_lifecycle``) → else dead letter ``unknown-job``. As the two topics are
    consumed independently, a sample may overtake its job's JobSubmitted: the agent waits up
@@ -19,7 +19,7 @@ Per sample (all tables in :mod:`tables.job_metrics`; the design is in docs/metri
    value (newer event time wins); the partition's slow-job list. Every aggregate keyed by
    partition keeps the offset that last changed it, so replays never add twice.
 5. The ``runtime_overrun`` rule (agents/runtime_anomaly.py), once per job.
-6. Windows past their retention (:data:`app.metrics_math.RETENTION`, relative to the
+6. Windows past their retention (:data:`app.core.metrics_math.RETENTION`, relative to the
    partition's newest event time) are deleted when the partition enters a new minute.
 
 Bad samples never touch a table: every check runs before the first write.
@@ -33,17 +33,17 @@ from collections import Counter, OrderedDict
 from typing import Any
 
 from agents.runtime_anomaly import anomaly_from_data, overrun_data, overrun_effects, overrun_of
-from app import streams
-from app.errors import DuplicateEvent, RejectedEvent
-from app.main import app
-from app.metrics_math import (
+from app.worker import streams
+from app.core.errors import DuplicateEvent, RejectedEvent
+from app.worker.main import app
+from app.core.metrics_math import (
     METRICS, WINDOWS, add_sample, expired, parse_window_key, sample_problem, update_top, window_key, window_start,
 )
-from app.models import EventBase, JobMetricsSample
-from app.streams import Origin, process_events
-from app.timeutil import utc_ms
-from app.topic_specs import JOB_METRICS
-from app.topics import job_metrics_topic
+from app.core.models import EventBase, JobMetricsSample
+from app.worker.streams import Origin, process_events
+from app.core.timeutil import utc_ms
+from app.core.topic_specs import JOB_METRICS
+from app.worker.topics import job_metrics_topic
 from tables.job_metrics import (
     SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, processed_samples, slow_jobs,
 )

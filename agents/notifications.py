@@ -8,14 +8,14 @@ logged, counted in ``PREFERENCE_UPDATES["invalid"]`` and skipped — the topic h
 dead-letter topic, and a bad update never replaces good preferences.
 
 ``deliver_notifications`` consumes ``notifications`` (key user_id) through
-:func:`app.streams.process_events` and decides; it sends nothing itself. For a
+:func:`app.worker.streams.process_events` and decides; it sends nothing itself. For a
 NotificationSent, for each channel the user prefers (the event's own ``channel`` field is not
 used for routing), unless ``notification_deliveries`` already holds
 ``"<notification_id>:<channel>"``:
 
 * WEBSOCKET: the websocket feed reads the ``notifications`` topic itself; recorded as ``feed``.
 * WEBHOOK, EMAIL: one delivery message is published to the RabbitMQ queue
-  ``notification-delivery`` (:mod:`app.notification_delivery`), confirmed within the bridge's
+  ``notification-delivery`` (:mod:`app.worker.notification_delivery`), confirmed within the bridge's
   window before the batch is acked; recorded as ``pending``. EMAIL without ``COSMIC_SMTP_URL``
   is recorded as ``disabled``.
 
@@ -40,18 +40,18 @@ import logging
 from collections import Counter
 from typing import Any
 
-from app import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the RabbitMQ service (deliveries need it)
-from app.batching import active_batch
-from app.errors import InvalidPreferences, RejectedEvent
-from app.main import app, settings
-from app.notification_delivery import OUTCOMES_TOPIC, NotificationDelivery, delivery_message
-from app.rabbit_topology import NOTIFICATION_DELIVERY
-from app.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
-from app.models import EventBase, NotificationEvent, NotificationRead, NotificationSent
-from app.streams import Origin, process_events, raw_topic
-from app.timeutil import now_ms, utc_ms
-from app.topic_specs import NOTIFICATIONS, NOTIFICATION_PREFERENCES, spec_by_name
-from app.topics import notifications_topic
+from app.worker import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the RabbitMQ service (deliveries need it)
+from app.worker.batching import active_batch
+from app.core.errors import InvalidPreferences, RejectedEvent
+from app.worker.main import app, settings
+from app.worker.notification_delivery import OUTCOMES_TOPIC, NotificationDelivery, delivery_message
+from app.worker.rabbit_topology import NOTIFICATION_DELIVERY
+from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
+from app.core.models import EventBase, NotificationEvent, NotificationRead, NotificationSent
+from app.worker.streams import Origin, process_events, raw_topic
+from app.core.timeutil import now_ms, utc_ms
+from app.core.topic_specs import NOTIFICATIONS, NOTIFICATION_PREFERENCES, spec_by_name
+from app.worker.topics import notifications_topic
 from tables.notification_deliveries import (
     OUTCOMES_PER_USER,
     RECENT_PER_USER,
@@ -176,7 +176,7 @@ _queued = _Queued()
 
 async def _queue_delivery(event: NotificationSent, channel: str, preferences: dict[str, Any]) -> None:
     """Publish the delivery message, confirmed before the batch is acked."""
-    from app.rabbit_bridge import wait_for_bridge
+    from app.worker.rabbit_bridge import wait_for_bridge
 
     message = delivery_message(event=event, channel=channel, preferences=preferences)
     bridge = await wait_for_bridge()

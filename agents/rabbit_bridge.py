@@ -1,7 +1,7 @@
 """``bridge_to_rabbitmq`` (and its notifications / job-metrics siblings): ephemeral copies of
-Kafka events on RabbitMQ, published through :class:`app.rabbit_bridge.RabbitBridge`.
+Kafka events on RabbitMQ, published through :class:`app.worker.rabbit_bridge.RabbitBridge`.
 
-Each agent has concurrency 1 and takes events in batches (:mod:`app.batching`): a batch's
+Each agent has concurrency 1 and takes events in batches (:mod:`app.worker.batching`): a batch's
 messages are published with up to ``COSMIC_RABBITMQ_CONFIRM_WINDOW`` publisher confirms
 outstanding, and the batch ends only when RabbitMQ confirmed every one of them, so Faust acks
 (and later commits) an event only after RabbitMQ holds it. While
@@ -16,18 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.batching import active_batch
-from app.errors import RejectedEvent
-from app.main import app, settings
-from app.models import EventBase
-from app.streams import Origin, process_events
-from app.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS
-from app.topics import job_lifecycle_topic, job_metrics_topic, notifications_topic
+from app.worker.batching import active_batch
+from app.core.errors import RejectedEvent
+from app.worker.main import app, settings
+from app.core.models import EventBase
+from app.worker.streams import Origin, process_events
+from app.core.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS
+from app.worker.topics import job_lifecycle_topic, job_metrics_topic, notifications_topic
 
 
 async def publish_event(event: EventBase, origin: Origin) -> None:
-    from app.rabbit_bridge import wait_for_bridge
-    from app.rabbit_topology import route_for
+    from app.worker.rabbit_bridge import wait_for_bridge
+    from app.worker.rabbit_topology import route_for
 
     try:
         route_for(event)
@@ -57,7 +57,7 @@ def declare_bridge(*, topic: Any, topic_name: str, name: str, owner: str) -> Any
 
 
 if settings.rabbitmq_bridge_enabled:
-    from app import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the service
+    from app.worker import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the service
 
     bridge_to_rabbitmq = declare_bridge(topic=job_lifecycle_topic, topic_name=JOB_LIFECYCLE,
                                         name="bridge_to_rabbitmq", owner="track_job_lifecycle")

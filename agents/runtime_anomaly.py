@@ -8,16 +8,16 @@ delivery and batch as its own handling and whatever that decided. Per event:
   started running) — what the metrics side needs for the unknown-job check, the cluster
   windows and the overrun rule;
 * on a JobCompleted (the first of its job), judges ``metrics_summary.execution_time_s``
-  against the type's runtimes so far (:func:`app.anomaly.check_completed` on the merge of
+  against the type's runtimes so far (:func:`app.core.anomaly.check_completed` on the merge of
   every partition's Welford state in ``runtime_stats``), then adds it to this partition's
-  state (unless :func:`app.anomaly.learns` keeps a gross outlier out). An anomaly emits a
+  state (unless :func:`app.core.anomaly.learns` keeps a gross outlier out). An anomaly emits a
   ``SystemAlert`` (rule ``runtime_anomaly``) to ``system-health`` and a ``NotificationSent``
   to the job's owner on ``notifications``.
 
 ``overrun_effects`` is the ``runtime_overrun`` rule for running jobs; ``track_job_metrics``
 calls it with each sample's ``execution_time_s`` (the elapsed running time).
 
-Idempotency: emitted ids derive from the triggering event id (:func:`app.ids.derived_id`),
+Idempotency: emitted ids derive from the triggering event id (:func:`app.core.ids.derived_id`),
 so a replay re-emits the same ids. Every write is fenced by the source offset (the job's
 entry and the partition's state keep the offset that last changed them); a replayed event
 re-asserts what it wrote (see agents/job_lifecycle.py for why) and re-emits its effects;
@@ -32,15 +32,15 @@ import math
 from collections import Counter
 from typing import Any, Mapping
 
-from app import streams
-from app.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
-from app.ids import derived_id
-from app.main import settings
-from app.metrics_math import RUNTIME_BUCKETS, bucket_of, welford_add, welford_merge
-from app.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, JobStatusChanged, JobSubmitted, NotificationSent, SystemAlert
-from app.streams import Origin
-from app.timeutil import from_epoch_ms, utc_ms
-from app.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.worker import streams
+from app.core.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
+from app.core.ids import derived_id
+from app.worker.main import settings
+from app.core.metrics_math import RUNTIME_BUCKETS, bucket_of, welford_add, welford_merge
+from app.core.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, JobStatusChanged, JobSubmitted, NotificationSent, SystemAlert
+from app.worker.streams import Origin
+from app.core.timeutil import from_epoch_ms, utc_ms
+from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats
 

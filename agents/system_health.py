@@ -1,8 +1,8 @@
 """``watch_system_health``: keep each component's latest health report and raise alerts.
 
-Per :class:`~app.models.SystemHealthReport` on ``system-health`` (key = component): apply the
-rules of :mod:`app.alert_rules` to the component's state in ``component_health`` and emit a
-:class:`~app.models.SystemAlert` to ``system-health`` for every change — ``FIRING`` when a
+Per :class:`~app.core.models.SystemHealthReport` on ``system-health`` (key = component): apply the
+rules of :mod:`app.core.alert_rules` to the component's state in ``component_health`` and emit a
+:class:`~app.core.models.SystemAlert` to ``system-health`` for every change — ``FIRING`` when a
 condition starts, ``RESOLVED`` with the same ``alert_id`` and ``correlation_id`` when it ends.
 The agent reads its own alerts back and skips them, except a silence alert (below), which it
 records as firing.
@@ -24,14 +24,14 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from app import streams
-from app.alert_rules import RULE_DOWN, AlertChange, Thresholds, alert_id, evaluate, silence
-from app.faust_internals.state import trust_unknown_changelog
-from app.main import app, settings
-from app.models import EventBase, SystemAlert, SystemHealthReport
-from app.streams import Origin, process_events
-from app.topic_specs import SYSTEM_HEALTH
-from app.topics import system_health_topic
+from app.worker import streams
+from app.core.alert_rules import RULE_DOWN, AlertChange, Thresholds, alert_id, evaluate, silence
+from app.worker.faust_internals.state import trust_unknown_changelog
+from app.worker.main import app, settings
+from app.core.models import EventBase, SystemAlert, SystemHealthReport
+from app.worker.streams import Origin, process_events
+from app.core.topic_specs import SYSTEM_HEALTH
+from app.worker.topics import system_health_topic
 from tables.component_health import component_health
 
 logger = logging.getLogger(__name__)

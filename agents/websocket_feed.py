@@ -1,4 +1,4 @@
-"""Attach the websocket hub (:mod:`app.websocket_hub`) to the app: it starts with the worker
+"""Attach the websocket hub (:mod:`app.worker.websocket_hub`) to the app: it starts with the worker
 (after table recovery, like every ``app.service``) and serves ``/ws`` (``app/web/ws.py``).
 
 Job owners the hub has not seen on job-lifecycle are asked from this worker's own
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.main import app, codecs, settings
-from app.websocket_hub import WebsocketHub, http_owner_lookup
+from app.worker.main import app, codecs, settings
+from app.worker.websocket_hub import WebsocketHub, http_owner_lookup
 
 
 def _own_base_url() -> str:

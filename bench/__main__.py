@@ -23,8 +23,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from app.errors import CosmicError
-from app.settings import PROJECT_ROOT, Settings
+from app.core.errors import CosmicError
+from app.core.settings import PROJECT_ROOT, Settings
 from bench import SECTIONS, environment, report
 from bench.context import BenchContext, BenchError
 

@@ -1,7 +1,7 @@
 """Anomaly: precision, recall and accuracy of the runtime anomaly detector on labelled data.
 
-Pure CPU, no broker: :func:`app.anomaly.evaluate` runs the detector exactly as the agent
-applies it (online, per job type, judge then learn) over :func:`app.anomaly.labelled_runtimes`
+Pure CPU, no broker: :func:`app.core.anomaly.evaluate` runs the detector exactly as the agent
+applies it (online, per job type, judge then learn) over :func:`app.core.anomaly.labelled_runtimes`
 with the service's settings (``anomaly_min_samples``, ``anomaly_sigma``), for several seeds,
 on the bounded-noise set (the target: > 95 % accuracy) and on a Gaussian-noise set (where a
 2σ rule flags ~4.6 % of normal jobs by construction).
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.anomaly import evaluate, labelled_runtimes
+from app.core.anomaly import evaluate, labelled_runtimes
 from bench.context import BenchContext, figure
 
 TITLE = "Anomaly: runtime anomaly detector on labelled synthetic data"
@@ -57,7 +57,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     p, f, c = result["params"], result["figures"], result["counts"]
     lines = [
-        f"The detector of `app/anomaly.py` run online (judge each completed job against its type's "
+        f"The detector of `app/core/anomaly.py` run online (judge each completed job against its type's "
         f"runtimes so far, then learn it) over {p['jobs_per_set']:,} labelled completed jobs of three "
         f"types, 3 % of them anomalous (× 1.5–4 slow or × 0.2–0.6 early exit), per seed "
         f"{', '.join(map(str, p['seeds']))}; settings `anomaly_min_samples` = {p['min_samples']}, "

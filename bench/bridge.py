@@ -2,7 +2,7 @@
 
 Everything runs in a fresh uuid vhost (created through the management API — AMQP port +
 10000, the AMQP URL's credentials — with full permissions for that user, deleted at the
-end) on the run's RabbitMQ, its topology declared with :func:`app.rabbit_topology.declare_topology`.
+end) on the run's RabbitMQ, its topology declared with :func:`app.worker.rabbit_topology.declare_topology`.
 
 1. Publish throughput with confirms, the same job-lifecycle events through two paths to the
    ``job.events`` exchange (routed to ``job-events-api`` and ``job-events-audit``, persistent),
@@ -11,13 +11,13 @@ end) on the run's RabbitMQ, its topology declared with :func:`app.rabbit_topolog
 
    a. bare aio-pika: a confirm channel publishing pre-built messages (the very bodies and
       properties of ``event_message``) with their routing keys: the reference;
-   b. the project's bridge: a started :class:`app.rabbit_bridge.RabbitBridge` service,
+   b. the project's bridge: a started :class:`app.worker.rabbit_bridge.RabbitBridge` service,
       ``publish(event)`` per event (``route_for`` + ``event_message`` + bounded publish on
       its confirm channel + ack check).
 
    Repetitions alternate which path goes first; both work queues are purged before each.
 
-2. End-to-end latency at a fixed rate: a real worker (``python -m app.cli worker``, its own
+2. End-to-end latency at a fixed rate: a real worker (``python -m app.ops.cli worker``, its own
    app id and topic prefix, ``COSMIC_RABBITMQ_URL`` = the vhost) bridges ``job-lifecycle``;
    the bench publishes job-lifecycle events to Kafka with :class:`EventPublisher` at
    1,000 events/s for 5 s (``--quick``: 1 s) — a batch of 10 every 10 ms, each batch's
@@ -43,8 +43,8 @@ import uuid
 from typing import Any, Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from app.rabbit_topology import JOB_EVENTS, JOB_EVENTS_API, JOB_EVENTS_AUDIT
-from app.topic_specs import JOB_LIFECYCLE
+from app.worker.rabbit_topology import JOB_EVENTS, JOB_EVENTS_API, JOB_EVENTS_AUDIT
+from app.core.topic_specs import JOB_LIFECYCLE
 from bench.context import (BenchContext, BenchError, bridged_worker, event_mix, figure, fmt, make_events,
                            publish_paced, ratio)
 
@@ -139,8 +139,8 @@ async def _purge(channel: Any) -> None:
 async def _throughput(ctx: BenchContext, *, vhost_url: str, n: int, reps: int) -> dict[str, Any]:
     import aio_pika
 
-    from app.rabbit_bridge import RabbitBridge, event_message
-    from app.rabbit_topology import declare_topology, route_for
+    from app.worker.rabbit_bridge import RabbitBridge, event_message
+    from app.worker.rabbit_topology import declare_topology, route_for
 
     runs: dict[str, list[float]] = {"bare": [], "bridge": []}
     mix: dict[str, int] = {}
@@ -249,7 +249,7 @@ class _Tap:
 async def _latency(ctx: BenchContext, *, vhost_url: str, seconds: float) -> dict[str, Any]:
     import aio_pika
 
-    from app.publisher import EventPublisher
+    from app.worker.publisher import EventPublisher
 
     settings, codecs, worker = await bridged_worker(ctx, name="bridge", vhost_url=vhost_url)
     tap = _Tap()

@@ -3,7 +3,7 @@ a busy event loop: ``python -m bench.bridge_window [--events N] [--batch N]``.
 
 A fresh vhost on ``COSMIC_RABBITMQ_URL`` with the project's topology; job-lifecycle events are
 published in batches (default 25, what a bridge agent's batch held under the pipeline bench),
-all of a batch at once with up to 256 confirms outstanding, as :meth:`app.batching.Batch.finish`
+all of a batch at once with up to 256 confirms outstanding, as :meth:`app.worker.batching.Batch.finish`
 runs a batch's deferred publishes. "Busy" adds a task that holds the loop 5 ms out of every
 6, as the worker's other agents do while they handle their batches: how many event-loop
 turns one batch of publishes needs is what separates the two figures.
@@ -18,8 +18,8 @@ import uuid
 
 
 async def _run(*, events: int, batch: int, window: int = 256) -> dict[str, float]:
-    from app.rabbit_bridge import RabbitBridge
-    from app.settings import Settings
+    from app.worker.rabbit_bridge import RabbitBridge
+    from app.core.settings import Settings
     from bench.bridge import _Management
     from bench.context import make_events
 

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from app.codecs import Codecs
-from app.demo import lifecycle_events
-from app.models import JobEvent
-from app.settings import Settings
+from app.core.codecs import Codecs
+from app.ops.demo import lifecycle_events
+from app.core.models import JobEvent
+from app.core.settings import Settings
 
 T = TypeVar("T")
 
@@ -161,7 +161,7 @@ async def bridged_worker(ctx: BenchContext, *, name: str, vhost_url: str, **over
     ``overrides`` are further settings (also passed to the worker's environment)."""
     import dataclasses
 
-    from app.topic_admin import ensure_topics
+    from app.ops.topic_admin import ensure_topics
     from bench.worker import BenchWorker
 
     settings = dataclasses.replace(ctx.settings, topic_prefix=f"{ctx.topic_prefix}{name}-",
@@ -219,7 +219,7 @@ async def publish_paced(*, publisher: Any, events: Sequence[Any], rate: float, t
 
 def workload_start(*, jobs: int) -> datetime:
     """Where a workload of ``jobs`` lifecycles starts so that none of its event times is in the
-    future: ``app.workload`` starts job *n* ``n`` seconds after its start, and Kafka refuses
+    future: ``app.ops.workload`` starts job *n* ``n`` seconds after its start, and Kafka refuses
     records stamped more than ``log.message.timestamp.after.max.ms`` (1 h) ahead of the broker
     (``InvalidTimestampError`` from about 3,600 jobs on)."""
     return datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=jobs + 60)

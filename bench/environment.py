@@ -8,7 +8,7 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
-from app.settings import PROJECT_ROOT, Settings
+from app.core.settings import PROJECT_ROOT, Settings
 
 PACKAGES = ("faust-streaming", "aiokafka", "fastavro", "aiohttp", "python-schema-registry-client", "rocksdict")
 
@@ -92,8 +92,8 @@ def load_average() -> float | None:
 
 def _stack_versions(settings: Settings) -> dict[str, str]:
     """Kafka and RabbitMQ versions as ``cosmic stack status`` reports them (local stack)."""
-    from app.stack.kafka import KAFKA_VERSION
-    from app.stack.manager import StackManager
+    from app.ops.stack.kafka import KAFKA_VERSION
+    from app.ops.stack.manager import StackManager
 
     out = {"kafka": KAFKA_VERSION, "kafka_detail": "local stack status unknown", "rabbitmq": "unknown"}
     try:
@@ -121,7 +121,7 @@ def versions(settings: Settings) -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[name] = "not installed"
     found.update(_stack_versions(settings))
-    found["schema_registry"] = f"cosmic (app/registry) at {settings.schema_registry_url}"
+    found["schema_registry"] = f"cosmic (app/ops/registry) at {settings.schema_registry_url}"
     return found
 
 

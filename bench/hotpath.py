@@ -1,9 +1,9 @@
 """CPU per lifecycle event of the pipeline's own handling, in one process, without a broker:
 ``python -m bench.hotpath [--jobs N] [--profile FILE]``.
 
-The bench workload (``app.workload``: whole job lifecycles with duplicates and swapped
+The bench workload (``app.ops.workload``: whole job lifecycles with duplicates and swapped
 pairs) is encoded, then run through the real handlers in batches of 500, exactly as
-:func:`app.streams.process_events` runs them — ``track_job_lifecycle`` (lifecycle and
+:func:`app.worker.streams.process_events` runs them — ``track_job_lifecycle`` (lifecycle and
 anomaly side), then ``record_audit_trail`` on the audit records it emitted, then
 ``deliver_notifications`` on its notifications — on Faust's memory store, with a producer
 that acknowledges at once. What is left out is Faust's consumer and producer (fetching,
@@ -27,7 +27,7 @@ import zlib
 from types import SimpleNamespace
 from typing import Any
 
-from app.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, NOTIFICATIONS
+from app.core.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, NOTIFICATIONS
 
 BATCH = 500
 
@@ -56,7 +56,7 @@ def _events(topic: str, records: list[tuple[bytes, bytes]]) -> list[Any]:
     from faust.events import Event
     from faust.types import TP
 
-    from app.main import app
+    from app.worker.main import app
 
     events = []
     for offset, (key, value) in enumerate(records):
@@ -73,12 +73,12 @@ async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
     import agents.audit as audit
     import agents.job_lifecycle as lifecycle
     import agents.notifications as notifications
-    import app.streams as streams
-    from app.batching import Batch
-    from app.faust_internals import set_current_event
-    from app.main import app, codecs
-    from app.validation import key_of
-    from app.workload import build_workload
+    import app.worker.streams as streams
+    from app.worker.batching import Batch
+    from app.worker.faust_internals import set_current_event
+    from app.worker.main import app, codecs
+    from app.core.validation import key_of
+    from app.ops.workload import build_workload
 
     app.finalize()
     app.flow_control.resume()
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2000, help="job lifecycles (about 5 events each)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the handling to FILE")
     args = parser.parse_args(argv)
-    os.environ["COSMIC_STORE"] = "memory://"  # before app.main is imported
+    os.environ["COSMIC_STORE"] = "memory://"  # before app.worker.main is imported
     import logging
 
     logging.getLogger("agents").setLevel(logging.ERROR)  # the anomaly side logs every alert

@@ -28,10 +28,10 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.publisher import EventPublisher, OutgoingRecord, prepare_record
-from app.topic_admin import ensure_topics
-from app.topic_specs import JOB_LIFECYCLE
-from app.validation import event_to_json
+from app.worker.publisher import EventPublisher, OutgoingRecord, prepare_record
+from app.ops.topic_admin import ensure_topics
+from app.core.topic_specs import JOB_LIFECYCLE
+from app.core.validation import event_to_json
 from bench.context import BenchContext, BenchError, chunks, event_mix, figure, fmt, make_events, ratio
 from bench.worker import BenchWorker
 
@@ -55,7 +55,7 @@ def cpu_seconds(pid: int) -> float | None:
 def broker_pids(ctx: BenchContext) -> list[int]:
     """The local stack's Kafka broker pids (empty for another cluster); only read, never signalled."""
     try:
-        from app.stack.manager import StackManager
+        from app.ops.stack.manager import StackManager
 
         manager = StackManager(settings=ctx.settings, echo=lambda _line: None)
         pids = manager.kafka(brokers=manager.running_brokers() or 1).running_pids()  # node id → pid
@@ -309,7 +309,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"| c / a: HTTP vs bare aiokafka | {fmt(f['http_vs_bare']['value'], 'ratio')} |",
         "",
         f"HTTP: {p['http_concurrency']} requests in flight, each a JSON array of {p['batch_size']} events, "
-        "against one `python -m app.cli worker` (RocksDB store) whose `track_job_lifecycle` agent "
+        "against one `python -m app.ops.cli worker` (RocksDB store) whose `track_job_lifecycle` agent "
         "consumes and applies the same events while they arrive (as a production worker would). "
         f"The worker was ready {p['worker_ready_s']} s after start (not timed); repetitions run "
         "back to back.",

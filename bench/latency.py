@@ -1,6 +1,6 @@
 """Latency at a fixed rate: publish → table updated, → message in ``job-events-api``, → websocket.
 
-One real worker (``python -m app.cli worker``, its own app id and topic prefix, the RabbitMQ
+One real worker (``python -m app.ops.cli worker``, its own app id and topic prefix, the RabbitMQ
 bridge on, ``COSMIC_RABBITMQ_URL`` = a fresh uuid vhost created through the management API and
 deleted at the end, see :class:`bench.bridge._Management`). The bench publishes whole job
 lifecycles (:func:`bench.context.make_events`) to ``job-lifecycle`` with :class:`EventPublisher`
@@ -55,8 +55,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from app.rabbit_topology import JOB_EVENTS_API
-from app.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.worker.rabbit_topology import JOB_EVENTS_API
+from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from bench.context import BenchContext, BenchError, bridged_worker, figure, fmt, make_events, publish_paced
 
 TITLE = "Latency at a fixed rate"
@@ -304,9 +304,9 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
                        seconds: float) -> dict[str, Any]:
     import aio_pika
 
-    from app.auth import mint_token
-    from app.publisher import EventPublisher
-    from app.rabbit_topology import declare_topology
+    from app.core.auth import mint_token
+    from app.worker.publisher import EventPublisher
+    from app.worker.rabbit_topology import declare_topology
 
     secret = f"bench-{uuid.uuid4().hex}{uuid.uuid4().hex}"
     settings, codecs, worker = await bridged_worker(ctx, name="latency", vhost_url=vhost_url, jwt_secret=secret)

@@ -4,7 +4,7 @@ bare aiokafka consume→produce loop over the same records on the same broker �
 Faust's own floor on this machine, so the gap can be split between Faust and our agents.
 
 The section's own topics (prefix ``<run prefix>pipeline-``) get a workload of whole job
-lifecycles (``app.workload``: submitted → … → completed / failed / cancelled / retried, 10 %
+lifecycles (``app.ops.workload``: submitted → … → completed / failed / cancelled / retried, 10 %
 sent twice, some pairs swapped) published with ``EventPublisher``. Then, one at a time and
 each from the beginning of the topic:
 
@@ -16,7 +16,7 @@ f. **Faust floor** (``bench/faust_floor.py``): a minimal Faust app configured li
    topic of its own — with 0 and with :data:`FLOOR_WRITES` table writes per record (a Faust
    table with a changelog, which is what each of the worker's state writes costs). Rate:
    the sink topic's end offsets, polled every 0.25 s, from the first poll that saw a record;
-b. **worker, bridge off**: a real ``python -m app.cli worker`` (own app id, RocksDB) — all its
+b. **worker, bridge off**: a real ``python -m app.ops.cli worker`` (own app id, RocksDB) — all its
    agents run, so the audit and notification agents consume what the lifecycle agent emits;
 c. **worker, bridge on**: the same with the RabbitMQ bridge publishing every event (a fresh
    vhost; publisher confirms awaited before the events are acked).
@@ -52,10 +52,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.publisher import EventPublisher
-from app.topic_admin import ensure_topics
-from app.topic_specs import JOB_LIFECYCLE, spec_by_name
-from app.workload import build_workload
+from app.worker.publisher import EventPublisher
+from app.ops.topic_admin import ensure_topics
+from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.ops.workload import build_workload
 from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase,
                            workload_start)
 from bench.ingest import cpu_seconds

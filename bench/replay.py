@@ -1,4 +1,4 @@
-"""Replay throughput: :class:`app.replay.Replay` over a window of 1,000,000 events.
+"""Replay throughput: :class:`app.ops.replay.Replay` over a window of 1,000,000 events.
 
 A ``job-lifecycle`` topic of the section's own (prefix ``<run prefix>replay-``) gets the
 window's events plus 10 % before and 10 % after it (record timestamps 1 ms apart, produced
@@ -36,13 +36,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from app.timeutil import utc_ms, utc_now
-from app.validation import event_to_json
-from app.publisher import prepare_record
-from app.replay import ReplayQuery, open_replay
-from app.settings import Settings
-from app.topic_admin import ensure_topics
-from app.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.core.timeutil import utc_ms, utc_now
+from app.core.validation import event_to_json
+from app.worker.publisher import prepare_record
+from app.ops.replay import ReplayQuery, open_replay
+from app.core.settings import Settings
+from app.ops.topic_admin import ensure_topics
+from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from bench.context import BenchContext, BenchError, figure, fmt, make_events, ratio
 
 TITLE = "Replay throughput"
@@ -243,7 +243,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"the *read + decode* row, and the replay reaches the share of it shown."
         )
     return "\n".join([
-        f"`app.replay.Replay` (the core of `GET /api/events/replay` and `cosmic replay`) over a window of "
+        f"`app.ops.replay.Replay` (the core of `GET /api/events/replay` and `cosmic replay`) over a window of "
         f"{params['window_events']:,} job-lifecycle events in a topic of {params['records_in_topic']:,} "
         f"records on {params['partitions']} partitions: offsets_for_times seek, heap merge in timestamp "
         "order, Avro decode and JSON conversion of every event; median of "
@@ -252,7 +252,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"up to its end plus the lateness bound ({params.get('lateness_bound_s', 3900):g} s: COSMIC_MAX_EVENT_LATENESS "
         f"+ COSMIC_MAX_CLOCK_SKEW), {params.get('read_per_window_event', 1.0):.2f} records read per window event; "
         "the replay reads them twice (an in-order reader, and a scanner ahead of it that finds records "
-        "posted late, `app/replay.py`), which the floors do not.",
+        "posted late, `app/ops/replay.py`), which the floors do not.",
         "",
         "| measurement | value | range |",
         "| --- | --- | --- |",

@@ -5,7 +5,7 @@ scaling (the topic's partitions shared out across the group).
 Two scenarios, one after the other, each on topics of its own (prefix ``<run prefix>scale-1w-``
 / ``scale-2w-``) and with an app id (consumer group) of its own, over the same workload:
 
-1. one real ``python -m app.cli worker`` (:class:`bench.worker.BenchWorker`, RocksDB);
+1. one real ``python -m app.ops.cli worker`` (:class:`bench.worker.BenchWorker`, RocksDB);
 2. two such workers with the **same** app id — one group — each with its own data dir and web
    port, started together (a thread each).
 
@@ -24,9 +24,9 @@ In what order, and why:
   (the ``cosmic_consumer_lag`` gauges of ``/metrics``) is not used: it is refreshed only every
   health interval (5 s) and keeps the old partitions when a probe fails. The group is
   described again after the drain; a changed assignment is reported next to the figure.
-* **Publish the backlog**: ``ctx.events / 5`` whole job lifecycles (``app.workload``: 10 % sent
+* **Publish the backlog**: ``ctx.events / 5`` whole job lifecycles (``app.ops.workload``: 10 % sent
   twice, some pairs swapped; ``--quick``: 500 events). The records are encoded beforehand with
-  ``app.publisher.prepare_record`` (what ``EventPublisher`` sends) and sent with an acks=all
+  ``app.worker.publisher.prepare_record`` (what ``EventPublisher`` sends) and sent with an acks=all
   idempotent producer like ``EventPublisher``'s, so publishing takes a small fraction of the
   drain; the workers already consume meanwhile.
 * **The measured window** starts at the first poll after the last ack — no publisher competing
@@ -68,12 +68,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
-from app.codecs import Codecs
-from app.publisher import OutgoingRecord, prepare_record
-from app.settings import Settings
-from app.topic_admin import ensure_topics
-from app.topic_specs import JOB_LIFECYCLE, spec_by_name
-from app.workload import build_workload
+from app.core.codecs import Codecs
+from app.worker.publisher import OutgoingRecord, prepare_record
+from app.core.settings import Settings
+from app.ops.topic_admin import ensure_topics
+from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.ops.workload import build_workload
 from bench import environment
 from bench.context import (BenchContext, BenchError, figure, fmt, handled_by_agent, ratio, workload_phrase,
                            workload_start)

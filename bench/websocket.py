@@ -158,9 +158,9 @@ async def _measure(*, ctx: Any, worker: Any, publisher: Any, clients: int, rate:
                    secret: str) -> dict[str, Any]:
     import psutil
 
-    from app.auth import mint_token
-    from app.models import NotificationSent
-    from app.timeutil import utc_now
+    from app.core.auth import mint_token
+    from app.core.models import NotificationSent
+    from app.core.timeutil import utc_now
     from bench.context import BenchError
 
     settings = ctx.settings
@@ -232,8 +232,8 @@ async def _measure(*, ctx: Any, worker: Any, publisher: Any, clients: int, rate:
 
 
 async def run(*, ctx: Any) -> dict[str, Any]:
-    from app.publisher import EventPublisher
-    from app.topic_admin import ensure_topics
+    from app.worker.publisher import EventPublisher
+    from app.ops.topic_admin import ensure_topics
     from bench.context import figure
     from bench.worker import BenchWorker
 
@@ -302,7 +302,7 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"- Target ({whose}) {clients:,} clients, P99 < {limit:.0f} ms: {run['p99']:.1f} ms, {verdict}.")
     lines += [
         "",
-        "The worker runs with its garbage-collector policy on (`COSMIC_GC_TUNING`, `app/gc_policy.py`). "
+        "The worker runs with its garbage-collector policy on (`COSMIC_GC_TUNING`, `app/worker/gc_policy.py`). "
         "Without it, 10,000 connections make the worker's heap over a million tracked objects and a "
         "full collection stops the event loop for 0.7–1.1 s (logged with a `gc.callbacks` probe in the "
         "worker); one such pause during the 10 s of publishing put P99 at 1.0–1.4 s (three runs on this "

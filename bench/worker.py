@@ -1,4 +1,4 @@
-"""A real ``python -m app.cli worker`` subprocess with the run's isolated settings.
+"""A real ``python -m app.ops.cli worker`` subprocess with the run's isolated settings.
 
 Started the way the integration tests start workers (tests/conftest.py ``WorkerProcess``):
 own app id, topic prefix, data dir and web port, RocksDB store; ready once its web server
@@ -11,13 +11,13 @@ import os
 import time
 from pathlib import Path
 
-from app.settings import Settings
-from app.worker_process import WorkerProcess, WorkerProcessError, free_port
+from app.core.settings import Settings
+from app.ops.worker_process import WorkerProcess, WorkerProcessError, free_port
 from bench.context import BenchError
 
 
 class BenchWorker:
-    """The run's worker: a :class:`app.worker_process.WorkerProcess` with isolated settings."""
+    """The run's worker: a :class:`app.ops.worker_process.WorkerProcess` with isolated settings."""
 
     def __init__(self, *, settings: Settings, workdir: Path) -> None:
         self.port = free_port()

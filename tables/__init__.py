@@ -10,10 +10,10 @@ T = TypeVar("T")
 def copartitioned_table(*, declare: Callable[..., T], name: str, topic: str, help: str, default: Any = None,
                         **options: Any) -> T:
     """Declare the str-keyed table ``name`` on the service's app with ``declare``
-    (:func:`app.table_fencing.fenced_table` or :func:`app.batching.coalescing_table`),
+    (:func:`app.worker.table_fencing.fenced_table` or :func:`app.worker.batching.coalescing_table`),
     partitioned like ``topic`` (unprefixed), so a key's row lives with its source events."""
-    from app.main import app
-    from app.topic_specs import spec_by_name
+    from app.worker.main import app
+    from app.core.topic_specs import spec_by_name
 
     return declare(app, name, default=default, key_type=str, partitions=spec_by_name(topic).partitions,
                    help=help, **options)

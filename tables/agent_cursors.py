@@ -4,8 +4,8 @@
 Why: Faust has been seen to commit a consumer offset past records an agent never handled
 (after repeated SIGKILLs, a run of about twenty records per partition was committed and
 never processed: ``tests/reliability/test_worker_crash_cycles.py``). With the cursor,
-:func:`app.streams.process_events` notices a jump in offsets and reads the records in
-between from Kafka before going on (:mod:`app.offset_gaps`). Offset-fenced like the other
+:func:`app.worker.streams.process_events` notices a jump in offsets and reads the records in
+between from Kafka before going on (:mod:`app.worker.offset_gaps`). Offset-fenced like the other
 tables, so recovery never moves a cursor back.
 
 Each agent reads and writes only its own key, and nothing else (health, readiness, web
@@ -16,9 +16,9 @@ read again and stays as it was, harmless.
 
 from __future__ import annotations
 
-from app.main import app
-from app.table_fencing import fenced_table
-from app.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
+from app.worker.main import app
+from app.worker.table_fencing import fenced_table
+from app.core.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
 
 CURSOR_TOPICS = (JOB_LIFECYCLE, AUDIT_TRAIL, NOTIFICATIONS, JOB_METRICS, SYSTEM_HEALTH)
 

@@ -3,7 +3,7 @@ partition *p*, and keyed by *p*, so each key's changelog partition is *p*):
 
 * ``audit_chain``: ``"p:nnnnnnnnnnnn"`` → chain entry *n* of partition *p*:
   {"seq", "event_id", "record" (the audit event's JSON), "prev_hash", "hash",
-  "source_offset"} (see :mod:`app.audit_chain`). The chain itself: ``cosmic audit verify``
+  "source_offset"} (see :mod:`app.core.audit_chain`). The chain itself: ``cosmic audit verify``
   reads this table's changelog topic.
 * ``audit_chain_heads``: ``"p"`` → {"offset", "seq", "hash"} of the newest entry of *p*:
   a pointer that saves looking for the end of the chain. The entries are the truth: the
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.audit_chain import CHAIN_TABLE
-from app.batching import coalescing_table
-from app.main import settings
-from app.table_fencing import fenced_table
-from app.topic_specs import AUDIT_TRAIL, spec_by_name
+from app.core.audit_chain import CHAIN_TABLE
+from app.worker.batching import coalescing_table
+from app.worker.main import settings
+from app.worker.table_fencing import fenced_table
+from app.core.topic_specs import AUDIT_TRAIL, spec_by_name
 from tables import copartitioned_table
 
 AUDIT_PARTITIONS = spec_by_name(AUDIT_TRAIL).partitions

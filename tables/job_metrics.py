@@ -2,7 +2,7 @@
 an event of ``job-metrics`` (20 partitions, key job_id), so each has 20 partitions and Faust
 writes every change to the changelog partition of the sample being handled.
 
-* ``job_metric_rollups``: job_id → the job's rollup (:mod:`app.metrics_math`) plus
+* ``job_metric_rollups``: job_id → the job's rollup (:mod:`app.core.metrics_math`) plus
   ``offset`` (fence of the last applied sample), first/last sample times, the largest
   ``execution_time_s``, its nodes, and the overrun alert it raised, if any. Keyed like the
   topic, so ``GET /api/metrics/jobs/{job_id}`` is routed to the owner of the key.
@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from app.batching import coalescing_table
-from app.main import settings
-from app.table_fencing import fenced_table
-from app.topic_specs import JOB_METRICS, spec_by_name
+from app.worker.batching import coalescing_table
+from app.worker.main import settings
+from app.worker.table_fencing import fenced_table
+from app.core.topic_specs import JOB_METRICS, spec_by_name
 from tables import copartitioned_table
 
 #: Jobs kept per partition in ``slow_jobs`` (the most ``GET /api/metrics/slow`` can list).

@@ -21,9 +21,9 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from app.errors import InvalidPreferences
-from app.batching import coalescing_table
-from app.topic_specs import NOTIFICATION_PREFERENCES
+from app.core.errors import InvalidPreferences
+from app.worker.batching import coalescing_table
+from app.core.topic_specs import NOTIFICATION_PREFERENCES
 from tables import copartitioned_table
 
 CHANNELS = ("WEBSOCKET", "WEBHOOK", "EMAIL")

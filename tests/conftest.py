@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 # Unit tests run the Faust app in-process on the memory store; this must be set before
-# app.main is imported. Worker subprocesses get COSMIC_STORE=rocksdb:// explicitly.
+# app.worker.main is imported. Worker subprocesses get COSMIC_STORE=rocksdb:// explicitly.
 os.environ.setdefault("COSMIC_STORE", "memory://")
 
-from app.settings import Settings  # noqa: E402
-from app.worker_process import WorkerProcess, free_port  # noqa: E402,F401 - re-exported for tests
+from app.core.settings import Settings  # noqa: E402
+from app.ops.worker_process import WorkerProcess, free_port  # noqa: E402,F401 - re-exported for tests
 from support.workers import worker_environment  # noqa: E402
 
 _STACK_SUMMARY: list[str] = []
@@ -36,8 +36,8 @@ def stack() -> Stack:
 
     If it cannot start, every test using it fails with the servers' log tail — never skips.
     """
-    from app.errors import CosmicError
-    from app.stack.manager import StackManager
+    from app.core.errors import CosmicError
+    from app.ops.stack.manager import StackManager
 
     settings = Settings.from_env()
     manager = StackManager(settings=settings, echo=lambda line: print(f"[stack] {line}", flush=True))

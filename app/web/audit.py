@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from faust.web import Request, Response, View
 
-from app.auth import Principal
+from app.core.auth import Principal
 from app.web.route import OPERATOR, Owner, endpoint, page
 from tables.audit_chain import AUDIT_PARTITIONS
 from tables.audit_index import audit_by_resource

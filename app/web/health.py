@@ -6,15 +6,15 @@ own state and counters):
 * ``GET /ready`` — readiness: 200 when tables are recovered, Kafka and the schema registry are
   reachable and (bridge on) RabbitMQ is connected; else 503 naming the failing checks. Each
   check is ``{"ok", "detail", "error", "checked_at", "age_seconds"}``.
-* ``GET /metrics`` — Prometheus text format of :mod:`app.observability`.
+* ``GET /metrics`` — Prometheus text format of :mod:`app.worker.observability`.
 """
 
 from __future__ import annotations
 
 from faust.web import Request, Response, View
 
-from app import observability
-from app.health import liveness, readiness
+from app.worker import observability
+from app.worker.health import liveness, readiness
 from app.web.route import endpoint, page, public
 
 

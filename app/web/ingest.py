@@ -17,12 +17,12 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
-from app.auth import Principal
-from app.errors import EventEncodeError, EventValidationError
-from app.main import app, codecs, settings
-from app.publisher import prepare_record
-from app.timeutil import utc_now
-from app.validation import EventTimeBounds, parse_events
+from app.core.auth import Principal
+from app.core.errors import EventEncodeError, EventValidationError
+from app.worker.main import app, codecs, settings
+from app.worker.publisher import prepare_record
+from app.core.timeutil import utc_now
+from app.core.validation import EventTimeBounds, parse_events
 from app.web.openapi import header_param
 from app.web.route import PUBLISHER, endpoint, page
 

@@ -1,4 +1,4 @@
-"""Job queries; every one needs a JWT (``Authorization: Bearer``, see :mod:`app.auth`).
+"""Job queries; every one needs a JWT (``Authorization: Bearer``, see :mod:`app.core.auth`).
 
 * ``GET /api/jobs/{job_id}``: the job's current state from ``job_state``, answered by the
   worker that owns the key.
@@ -27,12 +27,12 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
-from app.auth import Principal
-from app.main import codecs, settings
-from app.models import JOB_STATUSES
-from app.replay import ReplayError, ReplayQuery, ReplayUnavailable, open_replay
-from app.timeutil import now_ms
-from app.topic_specs import JOB_LIFECYCLE
+from app.core.auth import Principal
+from app.worker.main import codecs, settings
+from app.core.models import JOB_STATUSES
+from app.ops.replay import ReplayError, ReplayQuery, ReplayUnavailable, open_replay
+from app.core.timeutil import now_ms
+from app.core.topic_specs import JOB_LIFECYCLE
 from app.web.openapi import query_param
 from app.web.route import USER, Owner, endpoint, page
 from tables.job_state import job_state

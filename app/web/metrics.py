@@ -22,14 +22,14 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
-from app.anomaly import type_distribution
-from app.auth import Principal
-from app.main import app, settings
-from app.metrics_math import (
+from app.core.anomaly import type_distribution
+from app.core.auth import Principal
+from app.worker.main import app, settings
+from app.core.metrics_math import (
     RUNTIME_BUCKETS, WINDOWS, bucket_label, merge_rollups, parse_window_key, summarize, top_n, welford_std,
 )
-from app.timeutil import format_epoch_ms as _iso
-from app.topic_specs import JOB_METRICS
+from app.core.timeutil import format_epoch_ms as _iso
+from app.core.topic_specs import JOB_METRICS
 from app.web.openapi import query_param
 from app.web.route import USER, Owner, endpoint, page
 from tables.job_metrics import SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, slow_jobs

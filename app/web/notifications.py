@@ -17,11 +17,11 @@
   once: ``202 {"user_id", "webhook_secret"}``.
 
 A webhook URL is refused (400 naming ``webhook_url``) when its host is, or resolves to, an
-internal address (:mod:`app.net_guard`; ``COSMIC_WEBHOOK_ALLOWED_NETWORKS`` allows some on
+internal address (:mod:`app.core.net_guard`; ``COSMIC_WEBHOOK_ALLOWED_NETWORKS`` allows some on
 purpose). The first PUT of a user creates their signing secret and returns it once as
-``webhook_secret`` (:mod:`app.webhook_signing`); later PUTs keep it and do not show it.
+``webhook_secret`` (:mod:`app.core.webhook_signing`); later PUTs keep it and do not show it.
 
-Every request needs a JWT (``Authorization: Bearer``, see :mod:`app.auth`) of that user
+Every request needs a JWT (``Authorization: Bearer``, see :mod:`app.core.auth`) of that user
 (``sub`` = user_id) or of an operator: 401 without a valid token, 403 for another user —
 preferences name where notifications go, so nobody may redirect someone else's.
 """
@@ -34,17 +34,17 @@ from typing import Any
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
-from app.auth import Principal
-from app.errors import ConfigError, InvalidPreferences
-from app.main import app, settings
-from app.net_guard import ForbiddenAddress, UnresolvableHost, check_url
-from app.timeutil import now_ms
-from app.topic_specs import NOTIFICATION_PREFERENCES
+from app.core.auth import Principal
+from app.core.errors import ConfigError, InvalidPreferences
+from app.worker.main import app, settings
+from app.core.net_guard import ForbiddenAddress, UnresolvableHost, check_url
+from app.core.timeutil import now_ms
+from app.core.topic_specs import NOTIFICATION_PREFERENCES
 from app.web.ingest import read_limited
 from app.web.openapi import query_param
 from app.web.route import Owner, endpoint, page, self_or_operator
 from app.web.routing import fetch_from_owner, not_ready
-from app.webhook_signing import master_key, new_salt, user_secret
+from app.core.webhook_signing import master_key, new_salt, user_secret
 from tables.notification_deliveries import RECENT_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import (
     check_user_id,

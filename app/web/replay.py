@@ -1,7 +1,7 @@
 """``GET /api/events/replay?topic=&start=&end=&job_id=&event_type=&user_id=&limit=&cursor=``.
 
 Streams the decoded events of ``topic`` with ``start <= timestamp < end`` (ISO 8601) as
-NDJSON, merged across partitions in timestamp order (see :mod:`app.replay` for the line
+NDJSON, merged across partitions in timestamp order (see :mod:`app.ops.replay` for the line
 types, the trailer and the cursor). Needs a JWT: operators replay any topic and any user's
 events; a plain user's replay is restricted to events whose ``user_id`` is theirs (another
 ``user_id`` → 403).
@@ -21,9 +21,9 @@ import logging
 from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
-from app.auth import Principal
-from app.main import codecs, settings
-from app.replay import MAX_LIMIT, ReplayError, ReplayUnavailable, format_ms, open_replay, parse_query
+from app.core.auth import Principal
+from app.worker.main import codecs, settings
+from app.ops.replay import MAX_LIMIT, ReplayError, ReplayUnavailable, format_ms, open_replay, parse_query
 from app.web.openapi import query_param
 from app.web.route import USER, endpoint, page
 

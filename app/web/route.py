@@ -40,8 +40,8 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 from faust.types import TableT
 from faust.web import Request, Response, View
 
-from app.auth import AuthError, Principal, authenticate, require_operator, require_publisher
-from app.main import app, settings
+from app.core.auth import AuthError, Principal, authenticate, require_operator, require_publisher
+from app.worker.main import app, settings
 from app.web.routing import not_ready, to_owner, worker_ready
 
 Handler = Callable[..., Awaitable[Response]]

@@ -14,8 +14,8 @@ from typing import Any, Awaitable, Callable
 from faust.types import TableT
 from faust.web import Request, Response, View
 
-from app.faust_internals.topic_metadata import knows_partitions
-from app.main import app
+from app.worker.faust_internals.topic_metadata import knows_partitions
+from app.worker.main import app
 
 Handler = Callable[..., Awaitable[Response]]
 

@@ -15,13 +15,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
-from app.auth import Principal
-from app.dlq import dlq_topics
-from app.errors import CosmicError
-from app.main import settings
-from app.models import JOB_STATUSES
-from app.settings import Settings
-from app.topic_specs import spec_by_name, unprefixed
+from app.core.auth import Principal
+from app.ops.dlq import dlq_topics
+from app.core.errors import CosmicError
+from app.worker.main import settings
+from app.core.models import JOB_STATUSES
+from app.core.settings import Settings
+from app.core.topic_specs import spec_by_name, unprefixed
 from app.web.route import OPERATOR, endpoint, page
 from tables.job_counts import job_counts
 

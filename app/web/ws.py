@@ -1,5 +1,5 @@
 """``GET /ws``: the websocket feed (protocol: ``docs/websocket.md``; fan-out and recovery:
-:mod:`app.websocket_hub`).
+:mod:`app.worker.websocket_hub`).
 
 Before the upgrade: a token in the query string → 401; an ``Origin`` that is neither the
 server's own nor in ``COSMIC_WS_ALLOWED_ORIGINS`` → 403; a bad token in the
@@ -22,11 +22,11 @@ from urllib.parse import urlsplit
 from aiohttp import WSMsgType, web
 from faust.web import View
 
-from app.auth import AuthError, Principal, verify_token
-from app.main import settings
-from app.settings import Settings
+from app.core.auth import AuthError, Principal, verify_token
+from app.worker.main import settings
+from app.core.settings import Settings
 from app.web.route import endpoint, page, public
-from app.websocket_hub import (
+from app.worker.websocket_hub import (
     CLOSE_AUTH,
     Connection,
     WebsocketHub,

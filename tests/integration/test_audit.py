@@ -11,14 +11,14 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from app.audit_chain import changelog_topic_name, entry_key, fold_changelog, parse_entry_key
-from app.cli_audit import read_changelog
-from app.ids import derived_id
-from app.topic_reader import read_topic
-from app.demo import lifecycle_events
-from app.models import AuditRecord, utc_now
-from app.publisher import EventPublisher
-from app.settings import PROJECT_ROOT, Settings
+from app.core.audit_chain import changelog_topic_name, entry_key, fold_changelog, parse_entry_key
+from app.ops.cli_audit import read_changelog
+from app.core.ids import derived_id
+from app.ops.topic_reader import read_topic
+from app.ops.demo import lifecycle_events
+from app.core.models import AuditRecord, utc_now
+from app.worker.publisher import EventPublisher
+from app.core.settings import PROJECT_ROOT, Settings
 from support.polling import wait_until, wait_until_async
 
 USERS = ("ada", "grace", "linus")
@@ -60,7 +60,7 @@ def _wait_for_resources(worker, expected: dict[str, int], *, timeout: float = 12
 
 def _verify(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", "audit", "verify", *args], env=env, cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "app.ops.cli", "audit", "verify", *args], env=env, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=120,
     )
 

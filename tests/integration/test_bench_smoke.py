@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.settings import PROJECT_ROOT
+from app.core.settings import PROJECT_ROOT
 from bench import SECTIONS
 
 MACHINE_FIELDS = ("cpu_model", "cores", "memory_total_gib", "os")

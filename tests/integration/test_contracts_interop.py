@@ -11,12 +11,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from app.codecs import Codecs, utc_ms
-from app.demo import lifecycle_events
-from app.publisher import EventPublisher
-from app.schemas import topic_schema_text
-from app.settings import Settings
-from app.topic_admin import ensure_topics
+from app.core.codecs import Codecs, utc_ms
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
+from app.core.schemas import topic_schema_text
+from app.core.settings import Settings
+from app.ops.topic_admin import ensure_topics
 from support.polling import wait_until
 
 

@@ -23,12 +23,12 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from app.auth import mint_token
-from app.demo import lifecycle_events
-from app.models import JobMetricsSample, SystemAlert, utc_now
-from app.publisher import EventPublisher
-from app.settings import Settings
-from app.validation import event_to_json
+from app.core.auth import mint_token
+from app.ops.demo import lifecycle_events
+from app.core.models import JobMetricsSample, SystemAlert, utc_now
+from app.worker.publisher import EventPublisher
+from app.core.settings import Settings
+from app.core.validation import event_to_json
 
 from cdp import Chromium, Page
 from support.polling import wait_until_async
@@ -196,7 +196,7 @@ class ContractHub:
         self.offsets: dict[int, int] = {}
 
     def application(self) -> web.Application:
-        from app.main import app as faust_app
+        from app.worker.main import app as faust_app
         import app.web.dashboard  # noqa: F401 - registers the views
 
         views = faust_app.web.views
@@ -372,11 +372,11 @@ async def test_the_main_jobs_own_demo_fills_every_panel_within_a_minute_or_two(w
     import subprocess
     import sys
 
-    from app.settings import PROJECT_ROOT
+    from app.core.settings import PROJECT_ROOT
 
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=worker_env, cwd=PROJECT_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "app.ops.cli", "run"], env=worker_env, cwd=PROJECT_ROOT,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     async def run_log() -> str:

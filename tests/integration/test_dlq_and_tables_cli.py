@@ -12,14 +12,14 @@ import urllib.request
 
 from aiokafka import AIOKafkaProducer
 
-from app.demo import lifecycle_events
-from app.publisher import EventPublisher
-from app.settings import PROJECT_ROOT, Settings
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
+from app.core.settings import PROJECT_ROOT, Settings
 from support.polling import wait_until
 
 
 def _cosmic(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", *args], env=env, cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "app.ops.cli", *args], env=env, cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -82,7 +82,7 @@ async def test_tables_online_need_an_operator_and_offline_read_the_files(worker_
             raise AssertionError("table contents served without auth")
         except urllib.error.HTTPError as exc:
             assert exc.code == expected
-    from app.auth import mint_token
+    from app.core.auth import mint_token
 
     user_token = mint_token(settings=settings, sub="hal")
     request = urllib.request.Request(f"{worker.base_url}/api/tables/job_state",

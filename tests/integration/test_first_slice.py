@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from app.demo import lifecycle_events
-from app.publisher import EventPublisher
-from app.settings import PROJECT_ROOT, Settings
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
+from app.core.settings import PROJECT_ROOT, Settings
 from support.polling import wait_until
 
 
@@ -77,7 +77,7 @@ async def test_events_reach_the_table_and_survive_an_empty_data_dir(worker_facto
 
     # `cosmic tables` lists the app's tables with the keys on disk (read-only, worker running).
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "tables"], env=worker_env, cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "app.ops.cli", "tables"], env=worker_env, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr

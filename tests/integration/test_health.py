@@ -14,8 +14,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from app.codecs import Codecs
-from app.settings import Settings
+from app.core.codecs import Codecs
+from app.core.settings import Settings
 from support.polling import wait_until_async
 from support.rabbit import vhost  # noqa: F401 - fixture
 

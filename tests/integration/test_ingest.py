@@ -11,11 +11,11 @@ import sys
 
 import aiohttp
 
-from app.demo import lifecycle_events
-from app.publisher import EventPublisher
-from app.settings import PROJECT_ROOT, Settings
-from app.topic_reader import read_topic
-from app.validation import event_to_json
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
+from app.core.settings import PROJECT_ROOT, Settings
+from app.ops.topic_reader import read_topic
+from app.core.validation import event_to_json
 from support.ws import token
 
 
@@ -122,7 +122,7 @@ async def test_the_four_ingest_paths_produce_the_same_bytes(worker_factory, work
     async with EventPublisher(settings=Settings.from_env(environ=worker_env)) as publisher:
         assert await publisher.publish_json(json.loads(body)) == [event["event_id"]]
     sent = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "app.cli", "send", body], env=worker_env, cwd=PROJECT_ROOT,
+        subprocess.run, [sys.executable, "-m", "app.ops.cli", "send", body], env=worker_env, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=60,
     )
     assert sent.returncode == 0, sent.stderr
@@ -131,7 +131,7 @@ async def test_the_four_ingest_paths_produce_the_same_bytes(worker_factory, work
     # Through the worker: the token comes from COSMIC_TOKEN (a user's is refused, exit 1).
     def send_url(bearer: str) -> subprocess.CompletedProcess:
         env = {k: v for k, v in worker_env.items() if k != "COSMIC_JWT_SECRET"}  # nothing to mint with
-        return subprocess.run([sys.executable, "-m", "app.cli", "send", "--url", worker.base_url, body],
+        return subprocess.run([sys.executable, "-m", "app.ops.cli", "send", "--url", worker.base_url, body],
                               env={**env, "COSMIC_TOKEN": bearer}, cwd=PROJECT_ROOT, capture_output=True,
                               text=True, timeout=60)
 
@@ -152,14 +152,14 @@ async def test_the_four_ingest_paths_produce_the_same_bytes(worker_factory, work
 def test_cosmic_send_rejects_bad_input_with_the_field_and_exit_2(stack, uid):
     env = {**__import__("os").environ, "COSMIC_TOPIC_PREFIX": f"{uid}-"}
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "send", json.dumps({"event_type": "JobQueued", "job_id": "j"})],
+        [sys.executable, "-m", "app.ops.cli", "send", json.dumps({"event_type": "JobQueued", "job_id": "j"})],
         env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 2
     error = json.loads(out.stderr.strip().splitlines()[-1])
     assert error["field"] == "queue_name"
     out = subprocess.run(
-        [sys.executable, "-m", "app.cli", "send", "{not json"], env=env, cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "app.ops.cli", "send", "{not json"], env=env, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 2 and "malformed JSON" in out.stderr

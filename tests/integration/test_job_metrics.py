@@ -20,16 +20,16 @@ from typing import Any
 import pytest
 
 from agents.runtime_anomaly import ALERT_COMPONENT
-from app.auth import mint_token
-from app.codecs import Codecs
-from app.ids import derived_id
-from app.models import (
+from app.core.auth import mint_token
+from app.core.codecs import Codecs
+from app.core.ids import derived_id
+from app.core.models import (
     JobCompleted, JobMetricsSample, JobQueued, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest,
 )
-from app.publisher import EventPublisher
-from app.settings import Settings
-from app.topic_reader import read_topic
-from app.validation import format_timestamp
+from app.worker.publisher import EventPublisher
+from app.core.settings import Settings
+from app.ops.topic_reader import read_topic
+from app.core.validation import format_timestamp
 from support.polling import wait_until_async
 
 NODES = ("c101-001", "c101-002", "c102-001", "c102-002")

@@ -11,10 +11,10 @@ import urllib.request
 
 from aiokafka import AIOKafkaProducer
 
-from app.auth import mint_token
-from app.demo import lifecycle_events
-from app.publisher import EventPublisher
-from app.settings import Settings
+from app.core.auth import mint_token
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
+from app.core.settings import Settings
 from support.polling import wait_until
 
 

@@ -21,12 +21,12 @@ import aiohttp
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
-from app.auth import mint_token
-from app.models import NotificationSent, utc_now
-from app.publisher import EventPublisher
-from app.rabbit_topology import RETRY_DELAYS
-from app.settings import Settings
-from app.webhook_signing import SIGNATURE_HEADER, verify
+from app.core.auth import mint_token
+from app.core.models import NotificationSent, utc_now
+from app.worker.publisher import EventPublisher
+from app.worker.rabbit_topology import RETRY_DELAYS
+from app.core.settings import Settings
+from app.core.webhook_signing import SIGNATURE_HEADER, verify
 from support.polling import wait_until_async
 from support.rabbit import vhost  # noqa: F401 - fixture
 

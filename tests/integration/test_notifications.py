@@ -20,13 +20,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.auth import mint_token
-from app.demo import lifecycle_events
-from app.ids import derived_id
-from app.models import NotificationSent, utc_now
-from app.publisher import EventPublisher
-from app.settings import Settings
-from app.webhook_signing import SIGNATURE_HEADER, verify
+from app.core.auth import mint_token
+from app.ops.demo import lifecycle_events
+from app.core.ids import derived_id
+from app.core.models import NotificationSent, utc_now
+from app.worker.publisher import EventPublisher
+from app.core.settings import Settings
+from app.core.webhook_signing import SIGNATURE_HEADER, verify
 from support.polling import wait_until_async
 
 

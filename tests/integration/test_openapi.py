@@ -10,7 +10,7 @@ import re
 
 def _router_operations() -> set[tuple[str, str]]:
     """The routes of the same app code the worker runs: autodiscovered views on aiohttp's router."""
-    from app.main import app
+    from app.worker.main import app
     from app.web.openapi import router_operations
 
     app.discover()  # imports agents, tables and every app.web view module, as a worker does

@@ -13,13 +13,13 @@ import subprocess
 import sys
 from collections import Counter
 
-from app.anomaly import RUNTIME_ANOMALY, RUNTIME_OVERRUN
-from app.codecs import Codecs
-from app.ids import derived_id
-from app.publisher import EventPublisher
-from app.topic_reader import read_topic
-from app.settings import PROJECT_ROOT, Settings
-from app.workload import Workload, build_workload
+from app.core.anomaly import RUNTIME_ANOMALY, RUNTIME_OVERRUN
+from app.core.codecs import Codecs
+from app.core.ids import derived_id
+from app.worker.publisher import EventPublisher
+from app.ops.topic_reader import read_topic
+from app.core.settings import PROJECT_ROOT, Settings
+from app.ops.workload import Workload, build_workload
 from support.audit import poll_audit_chain
 from support.polling import wait_until_async
 from support.workers import wait_for_final_states
@@ -71,7 +71,7 @@ def _audit_chain_entries(env: dict, expected: int, *, timeout: float = 120.0) ->
 
 
 def _rebuild(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app.cli", "rebuild", "--mode", "online"], env=env,
+    return subprocess.run([sys.executable, "-m", "app.ops.cli", "rebuild", "--mode", "online"], env=env,
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
 
 

@@ -1,5 +1,5 @@
 """GET /metrics of a real worker after events went through it: Prometheus text that parses,
-with every family of app/observability.py; and, with COSMIC_LOG_FORMAT=json, the worker's log
+with every family of app/worker/observability.py; and, with COSMIC_LOG_FORMAT=json, the worker's log
 lines about an event are JSON carrying its correlation_id and job_id."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import uuid
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.demo import lifecycle_events
-from app.validation import event_to_json
+from app.ops.demo import lifecycle_events
+from app.core.validation import event_to_json
 from support.rabbit import vhost  # noqa: F401 - fixture
 from support.polling import wait_until_async
 

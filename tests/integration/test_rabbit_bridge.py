@@ -13,11 +13,11 @@ from datetime import timedelta
 
 import aio_pika
 
-from app.demo import lifecycle_events
-from app.models import JobMetricsSample, NotificationRead, NotificationSent, utc_now
-from app.publisher import EventPublisher
-from app.rabbit_topology import RETRY_DELAYS
-from app.settings import Settings
+from app.ops.demo import lifecycle_events
+from app.core.models import JobMetricsSample, NotificationRead, NotificationSent, utc_now
+from app.worker.publisher import EventPublisher
+from app.worker.rabbit_topology import RETRY_DELAYS
+from app.core.settings import Settings
 from support.rabbit import vhost  # noqa: F401 - fixture
 from support.polling import wait_until_async
 
@@ -155,7 +155,7 @@ async def test_every_event_reaches_its_queues_with_key_and_properties(worker_fac
 
     # `cosmic rabbit status` lists the queues with their arguments.
     out = subprocess.run(
-        [".venv/bin/python", "-m", "app.cli_rabbit", "status"], env=env, capture_output=True, text=True, timeout=60,
+        [".venv/bin/python", "-m", "app.ops.cli_rabbit", "status"], env=env, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
     assert "job-events-audit" in out.stdout and "x-message-ttl=300000" in out.stdout

@@ -1,4 +1,4 @@
-"""The retry protocol of app.rabbit_consumer against real RabbitMQ (own vhost per test):
+"""The retry protocol of app.worker.rabbit_consumer against real RabbitMQ (own vhost per test):
 measured backoff, dead letters with error headers, unparseable bodies, and the dlq CLI."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import uuid
 
 import aio_pika
 
-from app.errors import RetriableError
-from app.rabbit_consumer import consume
-from app.rabbit_topology import DLQ, declare_topology
-from app.settings import PROJECT_ROOT, Settings
+from app.core.errors import RetriableError
+from app.worker.rabbit_consumer import consume
+from app.worker.rabbit_topology import DLQ, declare_topology
+from app.core.settings import PROJECT_ROOT, Settings
 from support.rabbit import vhost  # noqa: F401 - fixture
 from support.polling import wait_until_async
 
@@ -146,7 +146,7 @@ async def test_always_failing_and_unparseable_messages_go_to_job_dlq_then_redriv
         await dlx.publish(aio_pika.Message(m.body, headers=m.headers, message_id=m.message_id,
                                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT), routing_key="job-dlq")
     env = {**os.environ, "COSMIC_RABBITMQ_URL": vhost.url}
-    peek = subprocess.run([sys.executable, "-m", "app.cli_rabbit", "dlq", "peek", "--json"], env=env,
+    peek = subprocess.run([sys.executable, "-m", "app.ops.cli_rabbit", "dlq", "peek", "--json"], env=env,
                           cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert peek.returncode == 0, peek.stderr
     items = [json.loads(line) for line in peek.stdout.splitlines()]
@@ -155,7 +155,7 @@ async def test_always_failing_and_unparseable_messages_go_to_job_dlq_then_redriv
     # a tap on job.events sees the redriven message with its original routing key
     tap = await channel.declare_queue(f"tap-{uuid.uuid4().hex[:6]}", exclusive=True)
     await tap.bind("job.events", routing_key="#")
-    redrive = subprocess.run([sys.executable, "-m", "app.cli_rabbit", "dlq", "redrive", "--count", "1"], env=env,
+    redrive = subprocess.run([sys.executable, "-m", "app.ops.cli_rabbit", "dlq", "redrive", "--count", "1"], env=env,
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert redrive.returncode == 0, redrive.stderr
     assert "redriven: 1" in redrive.stdout

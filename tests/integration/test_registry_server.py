@@ -32,7 +32,7 @@ def free_port() -> int:
 
 @dataclass
 class Registry:
-    """One ``python -m app.registry`` process."""
+    """One ``python -m app.ops.registry`` process."""
 
     topic: str
     port: int
@@ -48,7 +48,7 @@ class Registry:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "app.registry",
+                sys.executable, "-m", "app.ops.registry",
                 "--host", "127.0.0.1", "--port", str(self.port),
                 "--bootstrap", BOOTSTRAP, "--topic", self.topic,
             ],

@@ -21,11 +21,11 @@ from datetime import datetime, timedelta, timezone
 
 from aiokafka import AIOKafkaProducer
 
-from app.auth import mint_token
-from app.demo import lifecycle_events
-from app.publisher import EventPublisher
-from app.replay import format_ms
-from app.settings import PROJECT_ROOT, Settings
+from app.core.auth import mint_token
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
+from app.ops.replay import format_ms
+from app.core.settings import PROJECT_ROOT, Settings
 from support.polling import wait_until_async
 
 JOBS = 30
@@ -153,7 +153,7 @@ async def test_replay_gives_exactly_the_window_in_timestamp_order(worker_factory
     started = time.monotonic()
     out = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "app.cli", "replay", "--topic", "job-lifecycle", "--start", _iso(start),
+        [sys.executable, "-m", "app.ops.cli", "replay", "--topic", "job-lifecycle", "--start", _iso(start),
          "--end", _iso(end), "--json"],
         env=worker_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
     )
@@ -163,7 +163,7 @@ async def test_replay_gives_exactly_the_window_in_timestamp_order(worker_factory
         [e.event_id for e in inside]
     assert cli_lines[-1] == {"type": "end", "events": 40}
     bad = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "app.cli", "replay", "--topic", "job-lifecycle",
+        subprocess.run, [sys.executable, "-m", "app.ops.cli", "replay", "--topic", "job-lifecycle",
                          "--start", _iso(end), "--end", _iso(start)],
         env=worker_env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
     assert bad.returncode == 2 and "--end" in bad.stderr, (bad.stdout, bad.stderr, time.monotonic() - started)
@@ -186,10 +186,10 @@ async def test_an_event_posted_after_newer_ones_is_in_the_replay_of_its_own_minu
     than the bound behind its partition's newest is dead-lettered with the reason."""
     from aiokafka import AIOKafkaProducer
 
-    from app.codecs import Codecs
-    from app.replay import key_partition
-    from app.topic_reader import read_topic
-    from app.validation import event_to_json
+    from app.core.codecs import Codecs
+    from app.ops.replay import key_partition
+    from app.ops.topic_reader import read_topic
+    from app.core.validation import event_to_json
 
     worker = await asyncio.to_thread(worker_factory().start)
     settings = Settings.from_env(environ=worker_env)

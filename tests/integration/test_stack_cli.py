@@ -15,14 +15,14 @@ import pytest
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.settings import PROJECT_ROOT
-from app.stack.process import find_marked_pids, port_is_free
+from app.core.settings import PROJECT_ROOT
+from app.ops.stack.process import find_marked_pids, port_is_free
 from support.polling import wait_until
 
 
 def _cosmic(*args: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], env=env, cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "app.ops.cli", *args], env=env, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=timeout,
     )
 
@@ -157,7 +157,7 @@ def test_the_main_job_stops_on_ctrl_c_with_every_process_of_its_group(worker_env
     group (a terminal's Ctrl-C): the demo and the worker stop within 30 s, exit status 0."""
     log = tmp_path / "run.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "app.cli", "run"], env=worker_env, cwd=PROJECT_ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "app.ops.cli", "run"], env=worker_env, cwd=PROJECT_ROOT,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         def publishing() -> bool:  # the demo is publishing

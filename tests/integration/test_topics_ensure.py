@@ -8,14 +8,14 @@ import sys
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from app.settings import PROJECT_ROOT
-from app.topic_admin import describe_live, ensure_topics
-from app.topic_specs import all_topic_specs
+from app.core.settings import PROJECT_ROOT
+from app.ops.topic_admin import describe_live, ensure_topics
+from app.core.topic_specs import all_topic_specs
 
 
 def _cosmic(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], env=env, cwd=PROJECT_ROOT,
+        [sys.executable, "-m", "app.ops.cli", *args], env=env, cwd=PROJECT_ROOT,
         capture_output=True, text=True, timeout=120,
     )
 

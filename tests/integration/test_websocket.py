@@ -31,9 +31,9 @@ from support.ws import (
     ws_url,
 )
 
-from app.demo import lifecycle_events
-from app.publisher import EventPublisher
-from app.settings import PROJECT_ROOT, Settings
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
+from app.core.settings import PROJECT_ROOT, Settings
 from support.polling import wait_until_async
 
 
@@ -239,7 +239,7 @@ async def test_reconnect_recovers_missed_events_in_order(worker_factory, worker_
 
         # `cosmic watch` prints the channel's events as JSON lines
         watch = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "app.cli", "watch", channel, "--url", ws_url(base), "--count", "2",
+            sys.executable, "-m", "app.ops.cli", "watch", channel, "--url", ws_url(base), "--count", "2",
             env={**env, "COSMIC_TOKEN": alice_token}, cwd=PROJECT_ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         sent = itertools.count(1000)

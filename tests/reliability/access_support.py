@@ -27,8 +27,8 @@ from typing import Any, Iterable
 import jwt
 from hypothesis import strategies as st
 
-from app.models import EVENT_CLASSES, TOPIC_EVENTS, EventBase, MetricsSummary, ResourceRequest
-from app.schemas import topic_schema
+from app.core.models import EVENT_CLASSES, TOPIC_EVENTS, EventBase, MetricsSummary, ResourceRequest
+from app.core.schemas import topic_schema
 from support.polling import wait_until
 from support.ws import Client
 from support.event_examples import EVENT_ID, EXAMPLES, NOW, MemoryRegistryClient  # noqa: F401 - re-exported
@@ -311,8 +311,8 @@ class LiveWorker:
     its logs afterwards: every token minted through it is remembered."""
 
     def __init__(self, *, uid: str, env: dict[str, str], log_path: Path) -> None:
-        from app.settings import Settings
-        from app.worker_process import WorkerProcess
+        from app.core.settings import Settings
+        from app.ops.worker_process import WorkerProcess
 
         self.uid = uid
         self.env = env

@@ -105,7 +105,7 @@ def live_worker(request: pytest.FixtureRequest, stack, tmp_path_factory):  # noq
     from support.workers import worker_environment
     from support.topic_cleanup import delete_topics_of
 
-    from app.worker_process import free_port
+    from app.ops.worker_process import free_port
 
     uid = uuid.uuid4().hex[:12]
     home = tmp_path_factory.mktemp(f"live-{uid}")

@@ -10,13 +10,13 @@ from typing import Sequence
 
 import aio_pika
 
-from app.codecs import Codecs
-from app.ids import derived_id
-from app.models import EventBase
-from app.publisher import EventPublisher, PublishError
-from app.settings import Settings
-from app.topic_reader import read_topic
-from app.workload import Workload
+from app.core.codecs import Codecs
+from app.core.ids import derived_id
+from app.core.models import EventBase
+from app.worker.publisher import EventPublisher, PublishError
+from app.core.settings import Settings
+from app.ops.topic_reader import read_topic
+from app.ops.workload import Workload
 from support.polling import wait_until_async
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -193,7 +193,7 @@ class WebhookSink:
         """PUT WEBSOCKET + WEBHOOK (this sink) for ``users`` and wait until the worker applied it."""
         import aiohttp
 
-        from app.auth import mint_token
+        from app.core.auth import mint_token
 
         def bearer(user: str) -> dict[str, str]:
             return {"Authorization": f"Bearer {mint_token(settings=settings, sub=user)}"}

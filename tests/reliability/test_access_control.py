@@ -48,7 +48,7 @@ PUBLIC = {
     ("/api/openapi.json", "GET"): "the description of the API; no data",
     ("/ws", "GET"): "the websocket upgrade: the token comes in the upgrade or the first frame (tested below)",
 }
-#: Faust's own views, switched off in app/main.py (they would show tables without auth).
+#: Faust's own views, switched off in app/worker/main.py (they would show tables without auth).
 FAUST_VIEWS = ("/table/", "/table/job_state/", "/table/job_state/{job}/", "/router/", "/router/topics",
                "/router/job_state/", "/router/job_state/{job}/", "/graph/", "/assignment/", "/performance/")
 
@@ -79,7 +79,7 @@ def _wait_status(live, path: str, expected: int, *, token: str, deadline_s: floa
 
 def _routes(live) -> tuple[set[tuple[str, str]], dict]:  # noqa: ANN001
     """Every (path, METHOD): documented by the live worker, or on the app's router."""
-    from app.main import app
+    from app.worker.main import app
 
     status, doc = live.process.get_json("/api/openapi.json")
     assert status == 200

@@ -21,10 +21,10 @@ from access_support import MemoryRegistryClient, event_types, valid_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.codecs import Codecs
-from app.errors import EventDecodeError, EventEncodeError
-from app.models import TOPIC_EVENTS
-from app.settings import Settings
+from app.core.codecs import Codecs
+from app.core.errors import EventDecodeError, EventEncodeError
+from app.core.models import TOPIC_EVENTS
+from app.core.settings import Settings
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=60,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -133,7 +133,7 @@ def test_a_body_written_with_another_topics_schema_is_a_decode_error() -> None:
 def _first_event(topic: str):  # noqa: ANN202
     from access_support import EXAMPLES, NOW
 
-    from app.validation import parse_event
+    from app.core.validation import parse_event
 
     cls = TOPIC_EVENTS[topic][0]
     return parse_event(data=EXAMPLES[cls.__name__], now=NOW)

@@ -42,10 +42,10 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
-from app.errors import EventValidationError
-from app.models import utc_now
-from app.topic_reader import read_topic
-from app.validation import MAX_BATCH_SIZE, EventTimeBounds, format_timestamp, parse_event
+from app.core.errors import EventValidationError
+from app.core.models import utc_now
+from app.ops.topic_reader import read_topic
+from app.core.validation import MAX_BATCH_SIZE, EventTimeBounds, format_timestamp, parse_event
 
 #: No RabbitMQ copies (not under test; less load), small websocket frames, short auth timeout.
 LIVE_WORKER_ENV = {

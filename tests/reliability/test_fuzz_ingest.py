@@ -1,4 +1,4 @@
-"""Fuzzing the ingest validation (``app.validation``: what ``POST /api/events``, ``cosmic send``
+"""Fuzzing the ingest validation (``app.core.validation``: what ``POST /api/events``, ``cosmic send``
 and the publisher run on untrusted JSON), stack-free.
 
 Valid events of every type are mutated — fields dropped, unknown fields added (top level and
@@ -34,10 +34,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as tally
 from hypothesis import strategies as st
 
-from app.codecs import Codecs
-from app.errors import EventValidationError
-from app.settings import Settings
-from app.validation import MAX_BATCH_SIZE, event_to_json, parse_event, parse_events
+from app.core.codecs import Codecs
+from app.core.errors import EventValidationError
+from app.core.settings import Settings
+from app.core.validation import MAX_BATCH_SIZE, event_to_json, parse_event, parse_events
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=300,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -1,4 +1,4 @@
-"""Fuzzing the job state machine (``app.state_machine.decide``) with random event sequences.
+"""Fuzzing the job state machine (``app.core.state_machine.decide``) with random event sequences.
 
 Hypothesis feeds one job random sequences of lifecycle events — any type, any
 previous/new status, retriable or not, colliding event times, duplicates of submit — through
@@ -22,7 +22,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.models import (
+from app.core.models import (
     JOB_STATUSES,
     JobCancelled,
     JobCompleted,
@@ -34,7 +34,7 @@ from app.models import (
     MetricsSummary,
     ResourceRequest,
 )
-from app.state_machine import MAX_PARKED, decide, is_terminal
+from app.core.state_machine import MAX_PARKED, decide, is_terminal
 
 FUZZ = settings(derandomize=True, database=None, deadline=None, max_examples=400,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -11,7 +11,7 @@ kills hit the worker mid-delivery too.
 This test found two data-loss defects (2026-11-23): Faust's table recovery wrote changelog
 values older than a key's local value over it, so a replayed event was refused as a
 duplicate and its transition lost (2 jobs of 600) — fixed by fencing recovery
-(:mod:`app.table_fencing`); and a restarted worker began at committed offsets past records
+(:mod:`app.worker.table_fencing`); and a restarted worker began at committed offsets past records
 no agent had handled (102 jobs of 600 lost their submission) — fixed by per-agent cursors
 that read skipped records back from Kafka (``tables/agent_cursors.py``).
 """
@@ -23,9 +23,9 @@ import random
 
 import pytest
 
-from app.publisher import EventPublisher
-from app.settings import Settings
-from app.workload import build_workload
+from app.worker.publisher import EventPublisher
+from app.core.settings import Settings
+from app.ops.workload import build_workload
 from support.audit import poll_audit_chain
 from fault_support import (
     QueueDrain,

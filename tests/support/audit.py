@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from app.settings import PROJECT_ROOT
+from app.core.settings import PROJECT_ROOT
 from support.polling import wait_until
 
 
@@ -16,7 +16,7 @@ def poll_audit_chain(env: dict, expected: int, *, timeout: float) -> tuple[dict,
     Returns the last report and the command's exit code once reached (None on timeout)."""
 
     def verify() -> tuple[dict, int]:
-        out = subprocess.run([sys.executable, "-m", "app.cli", "audit", "verify", "--json"], env=env,
+        out = subprocess.run([sys.executable, "-m", "app.ops.cli", "audit", "verify", "--json"], env=env,
                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
         return json.loads(out.stdout), out.returncode
 

@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
-from app.stack.manager import StackManager
-from app.stack.rabbitmq import RabbitNode
+from app.ops.stack.manager import StackManager
+from app.ops.stack.rabbitmq import RabbitNode
 from support.polling import wait_until
 
 

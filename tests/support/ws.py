@@ -11,9 +11,9 @@ from typing import Any, Callable
 import aiohttp
 import jwt
 
-from app.auth import mint_token
-from app.models import JobMetricsSample, NotificationSent, SystemAlert, utc_now
-from app.settings import Settings
+from app.core.auth import mint_token
+from app.core.models import JobMetricsSample, NotificationSent, SystemAlert, utc_now
+from app.core.settings import Settings
 from support.polling import wait_until_async
 
 #: Worker settings of the websocket tests: no RabbitMQ copies (not under test; less load),

@@ -17,7 +17,7 @@ def registry_client() -> MemoryRegistryClient:
 @pytest.fixture
 def memory_registry(monkeypatch):
     """Point every codec of the app at an in-memory registry client."""
-    from app.main import codecs
+    from app.worker.main import codecs
 
     client = MemoryRegistryClient()
     for codec in codecs.by_topic.values():
@@ -38,7 +38,7 @@ def memory_app(memory_registry, captured, memory_app_patches):  # noqa: ANN001
     """The Faust app in-process on the memory store, its agents' emits and dead letters captured
     (the ``captured`` dict is returned). The memory store lives as long as the process: every
     table of the app is emptied first, so a test never sees another one's rows."""
-    from app.main import app
+    from app.worker.main import app
 
     assert app.conf.store.scheme == "memory"
     app.finalize()
@@ -51,7 +51,7 @@ def memory_app(memory_registry, captured, memory_app_patches):  # noqa: ANN001
 @pytest.fixture
 def captured(monkeypatch):
     """Record what agents emit and dead-letter instead of producing to Kafka."""
-    import app.streams
+    import app.worker.streams
 
     sent: dict[str, list] = {"emitted": [], "dead": []}
 
@@ -61,6 +61,6 @@ def captured(monkeypatch):
     async def fake_dead_letter(*, origin, reason, error, attempts):  # noqa: ANN001
         sent["dead"].append((origin, reason, attempts))
 
-    monkeypatch.setattr(app.streams, "emit", fake_emit)
-    monkeypatch.setattr(app.streams, "dead_letter", fake_dead_letter)
+    monkeypatch.setattr(app.worker.streams, "emit", fake_emit)
+    monkeypatch.setattr(app.worker.streams, "dead_letter", fake_dead_letter)
     return sent

@@ -1,8 +1,8 @@
-"""The alert rules (app.alert_rules): successive health reports → which alerts fire and resolve."""
+"""The alert rules (app.core.alert_rules): successive health reports → which alerts fire and resolve."""
 
 from __future__ import annotations
 
-from app.alert_rules import (
+from app.core.alert_rules import (
     FIRING, RESOLVED, RULE_DLQ, RULE_DOWN, RULE_LAG, RULE_STALLED, Thresholds, dlq_growth, evaluate, silence,
 )
 
@@ -132,7 +132,7 @@ def test_a_silent_component_fires_once_and_its_next_report_resolves_it():
 
 # -- through the agent (watch_system_health on the memory store) ---------------------------
 def _report(*, metrics: dict[str, float], component: str = W):  # noqa: ANN202
-    from app.models import SystemHealthReport, utc_now
+    from app.core.models import SystemHealthReport, utc_now
     import uuid
 
     return SystemHealthReport(event_id=str(uuid.uuid4()), event_type="SystemHealthReport", timestamp=utc_now(),
@@ -142,10 +142,10 @@ def _report(*, metrics: dict[str, float], component: str = W):  # noqa: ANN202
 
 async def test_the_agent_keeps_the_latest_report_and_emits_firing_then_resolved(memory_registry, captured, monkeypatch):
     import agents.system_health as system_health
-    from app.main import app, codecs
+    from app.worker.main import app, codecs
     from tables.component_health import component_health
 
-    monkeypatch.setattr("app.streams.emit", captured_emit := _Capture())
+    monkeypatch.setattr("app.worker.streams.emit", captured_emit := _Capture())
     app.finalize()
     app.flow_control.resume()
     codec = codecs.for_topic("system-health")

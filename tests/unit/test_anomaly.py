@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from app.anomaly import (
+from app.core.anomaly import (
     RUNTIME_ANOMALY, RUNTIME_OVERRUN, RuntimeDetector, check_completed, check_overrun, evaluate, labelled_runtimes,
     learns,
 )
-from app.metrics_math import welford_add
-from app.settings import Settings
+from app.core.metrics_math import welford_add
+from app.core.settings import Settings
 
 
 def _stats(values):  # noqa: ANN001, ANN202

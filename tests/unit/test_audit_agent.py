@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from agents.audit import AUDIT_HITS, actor_records, chain_head, record_audit_trail
-from app.streams import DUPLICATES_DROPPED
-from app.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
-from app.main import app, codecs
-from app.models import AuditRecord
-from app.validation import event_to_json
+from app.worker.streams import DUPLICATES_DROPPED
+from app.core.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
+from app.worker.main import app, codecs
+from app.core.models import AuditRecord
+from app.core.validation import event_to_json
 from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
 from tables.audit_index import audit_by_actor, audit_by_resource
 
@@ -205,7 +205,7 @@ async def test_the_chain_head_skips_an_entry_that_does_not_link(memory_app):
 
 
 def test_verify_reads_the_chain_tables_changelog():
-    from app.audit_chain import changelog_topic_name
+    from app.core.audit_chain import changelog_topic_name
 
     assert audit_chain.changelog_topic.get_topic_name() == changelog_topic_name(app.conf.id)
     assert audit_chain.partitions == 5 and audit_by_resource.partitions == 5

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from app.audit_chain import (
+from app.core.audit_chain import (
     GENESIS_HASH,
     canonical_json,
     chain_hash,
@@ -188,15 +188,15 @@ def test_undecodable_values_are_unreadable_breaks(raw):
 def _cli(monkeypatch, records, *args):  # noqa: ANN001
     from click.testing import CliRunner
 
-    import app.cli_audit
+    import app.ops.cli_audit
 
     async def fake_read(*, bootstrap, topic, timeout):  # noqa: ANN001
         assert topic == "cosmic-unit-audit_chain-changelog"
         return [0, 1], records
 
-    monkeypatch.setattr(app.cli_audit, "read_changelog", fake_read)
+    monkeypatch.setattr(app.ops.cli_audit, "read_changelog", fake_read)
     monkeypatch.setenv("COSMIC_APP_ID", "cosmic-unit")
-    return CliRunner().invoke(app.cli_audit.audit, ["verify", *args])
+    return CliRunner().invoke(app.ops.cli_audit.audit, ["verify", *args])
 
 
 def test_verify_command_exit_codes_and_output(monkeypatch):
@@ -224,11 +224,11 @@ def test_verify_command_exit_codes_and_output(monkeypatch):
 def test_verify_command_exits_2_when_the_changelog_cannot_be_read(monkeypatch):
     from click.testing import CliRunner
 
-    import app.cli_audit
+    import app.ops.cli_audit
 
     async def failing(*, bootstrap, topic, timeout):  # noqa: ANN001
-        raise app.cli_audit.ChangelogReadError(f"topic {topic} does not exist")
+        raise app.ops.cli_audit.ChangelogReadError(f"topic {topic} does not exist")
 
-    monkeypatch.setattr(app.cli_audit, "read_changelog", failing)
-    result = CliRunner().invoke(app.cli_audit.audit, ["verify", "--json"])
+    monkeypatch.setattr(app.ops.cli_audit, "read_changelog", failing)
+    result = CliRunner().invoke(app.ops.cli_audit.audit, ["verify", "--json"])
     assert result.exit_code == 2 and json.loads(result.output)["ok"] is False

@@ -1,4 +1,4 @@
-"""Roles of a token (``app.auth``) and ``cosmic token issue``."""
+"""Roles of a token (``app.core.auth``) and ``cosmic token issue``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import jwt
 import pytest
 from click.testing import CliRunner
 
-from app.auth import AuthError, mint_token, require_publisher, verify_token
-from app.cli import main, parse_ttl
-from app.settings import Settings
+from app.core.auth import AuthError, mint_token, require_publisher, verify_token
+from app.ops.cli import main, parse_ttl
+from app.core.settings import Settings
 
 SECRET = "unit-secret-" + "x" * 32
 

@@ -1,4 +1,4 @@
-"""Batches (app.batching): table writes coalesced per key, sends awaited once, confirmations windowed."""
+"""Batches (app.worker.batching): table writes coalesced per key, sends awaited once, confirmations windowed."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from faust.streams import current_event
 
-from app.batching import Batch, active_batch
-from app.faust_internals import set_current_event
-from app.main import app
+from app.worker.batching import Batch, active_batch
+from app.worker.faust_internals import set_current_event
+from app.worker.main import app
 from tables.job_counts import job_counts
 from tables.job_state import job_state
 
@@ -223,7 +223,7 @@ async def test_deferred_confirmations_run_with_at_most_the_window_in_flight():
 def test_a_rocksdb_store_gets_the_changelog_records_bytes_and_reads_them_back(tmp_path):
     import faust
 
-    from app.faust_internals import changelog
+    from app.worker.faust_internals import changelog
 
     rocks = faust.App("cosmic-unit-rocks", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
     table = rocks.Table("things", partitions=2)
@@ -247,7 +247,7 @@ def test_plain_json_tables_get_the_bytes_fausts_serializers_produce():
     import pkgutil
 
     import tables as table_modules
-    from app.faust_internals import changelog
+    from app.worker.faust_internals import changelog
 
     for module in pkgutil.iter_modules(table_modules.__path__):
         importlib.import_module(f"tables.{module.name}")

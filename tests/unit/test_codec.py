@@ -11,12 +11,12 @@ import fastavro
 import pytest
 from faust.serializers.registry import Registry
 
-from app.codecs import Codecs, codec_name
-from app.demo import lifecycle_events
-from app.errors import EventDecodeError, EventEncodeError
-from app.models import JobSubmitted
-from app.schemas import topic_schema
-from app.settings import Settings
+from app.core.codecs import Codecs, codec_name
+from app.ops.demo import lifecycle_events
+from app.core.errors import EventDecodeError, EventEncodeError
+from app.core.models import JobSubmitted
+from app.core.schemas import topic_schema
+from app.core.settings import Settings
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_an_event_of_another_topic_is_refused(codecs):
 # -- decode_json: the replay's fast path ---------------------------------------------------
 def _example_events():
     from support.event_examples import EXAMPLES, NOW
-    from app.validation import parse_event
+    from app.core.validation import parse_event
 
     events = [parse_event(data=example, now=NOW) for example in EXAMPLES.values()]
     events.append(parse_event(data={**EXAMPLES["JobQueued"], "user_id": None}, now=NOW))
@@ -135,7 +135,7 @@ def _frame(schema_id: int, schema: object, name: str, record: dict) -> bytes:
 
 
 def test_decode_json_equals_the_event_as_json_for_every_event_type(codecs):
-    from app.validation import event_to_json
+    from app.core.validation import event_to_json
 
     for event in _example_events() + _events():
         codec = codecs.for_event(event)
@@ -149,7 +149,7 @@ def test_decode_json_equals_the_event_as_json_for_every_event_type(codecs):
 def test_a_writer_schema_that_differs_only_in_docs_and_defaults_reads_without_resolution(codecs, client):
     from schema_registry.client.schema import AvroSchema
 
-    from app.validation import event_to_json
+    from app.core.validation import event_to_json
 
     def undocumented(schema):
         if isinstance(schema, dict):
@@ -173,7 +173,7 @@ def test_an_evolved_writer_schema_is_resolved_against_ours(codecs, client):
     it to our records and agree."""
     from schema_registry.client.schema import AvroSchema
 
-    from app.validation import event_to_json
+    from app.core.validation import event_to_json
 
     codec = codecs.for_topic("job-lifecycle")
     writer = copy.deepcopy(topic_schema("job-lifecycle"))
@@ -191,7 +191,7 @@ def test_an_evolved_writer_schema_is_resolved_against_ours(codecs, client):
 
 
 def test_decode_json_normalises_uuids_as_decode_does_and_refuses_non_uuids(codecs):
-    from app.validation import event_to_json
+    from app.core.validation import event_to_json
 
     codec = codecs.for_topic("job-lifecycle")
     event = _example_events()[1]
@@ -211,8 +211,8 @@ def test_decode_json_normalises_uuids_as_decode_does_and_refuses_non_uuids(codec
 def test_format_epoch_ms_matches_datetime_formatting():
     from datetime import datetime, timedelta, timezone
 
-    from app.codecs import format_epoch_ms
-    from app.validation import format_timestamp
+    from app.core.codecs import format_epoch_ms
+    from app.core.validation import format_timestamp
 
     rng = random.Random(3)
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -230,7 +230,7 @@ def test_encoding_a_record_equals_encoding_its_faust_representation(codecs):
 
 
 def test_decoded_events_equal_what_faust_from_data_builds(codecs):
-    from app.models import EVENT_CLASSES
+    from app.core.models import EVENT_CLASSES
 
     for event in _example_events() + _events():
         codec = codecs.for_event(event)
@@ -258,7 +258,7 @@ def _submitted(**changes):  # noqa: ANN003, ANN202
     ({"timestamp": 2**63}, "timestamp", "long"),
 ])
 def test_an_integer_outside_its_avro_range_is_an_error_naming_the_field(codecs, changes, field, kind):
-    from app.codecs import FieldRangeError
+    from app.core.codecs import FieldRangeError
 
     with pytest.raises(FieldRangeError) as info:
         codecs.for_topic("job-lifecycle").encode(_submitted(**changes))
@@ -267,8 +267,8 @@ def test_an_integer_outside_its_avro_range_is_an_error_naming_the_field(codecs, 
 
 
 def test_a_nested_integer_outside_its_range_names_its_path(codecs):
-    from app.codecs import FieldRangeError
-    from app.models import ResourceRequest
+    from app.core.codecs import FieldRangeError
+    from app.core.models import ResourceRequest
 
     event = _submitted(resource_request=ResourceRequest(nodes=2**31, gpus=0, walltime="01:00:00"))
     with pytest.raises(FieldRangeError) as info:
@@ -283,7 +283,7 @@ def test_the_edges_of_the_ranges_encode(codecs):
 
 
 def test_integer_fields_cover_nested_records_and_skip_enums():
-    from app.codecs import integer_fields
+    from app.core.codecs import integer_fields
 
     fields = integer_fields(topic_schema("job-lifecycle"))
     ns = "cosmic_horizons.events."

@@ -21,10 +21,10 @@ import jsonschema
 import pytest
 import yaml
 
-from app.alert_rules import RULE_DLQ, RULE_DOWN, RULE_LAG, RULE_STALLED, Thresholds
-from app.settings import PROJECT_ROOT, Settings
-from app.stack.kafka import KAFKA_VERSION
-from app.topic_specs import all_topic_specs
+from app.core.alert_rules import RULE_DLQ, RULE_DOWN, RULE_LAG, RULE_STALLED, Thresholds
+from app.core.settings import PROJECT_ROOT, Settings
+from app.ops.stack.kafka import KAFKA_VERSION
+from app.core.topic_specs import all_topic_specs
 
 COMPOSE_DIR = PROJECT_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"
@@ -38,7 +38,7 @@ DOCKERIGNORE = PROJECT_ROOT / ".dockerignore"
 OPERATIONS_DOC = PROJECT_ROOT / "docs" / "operations.md"
 
 #: Settings left at their defaults in production (not set for the worker service), and why.
-#: A new field of app/settings.py fails test_worker_sets_every_production_setting until it
+#: A new field of app/core/settings.py fails test_worker_sets_every_production_setting until it
 #: is either set in compose/docker-compose.yml (x-cosmic-env) or listed here with a reason.
 DEFAULT_IN_PRODUCTION: dict[str, str] = {
     "web_advertised_host": "set per replica by compose/worker-entrypoint.sh to the container's hostname: "

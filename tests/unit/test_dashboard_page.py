@@ -14,7 +14,7 @@ from app.web.dashboard import STATIC_DIR
 
 @pytest.fixture
 async def base_url():
-    from app.main import app as faust_app
+    from app.worker.main import app as faust_app
     from app.web.dashboard import dashboard_asset, dashboard_page
 
     # The view classes themselves (not ``web.views["/"]``: in a test session that mounted

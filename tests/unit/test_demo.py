@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-import app.demo as demo
-from app.demo import TYPICAL_RUNTIME_S, history, run_demo
-from app.models import (
+import app.ops.demo as demo
+from app.ops.demo import TYPICAL_RUNTIME_S, history, run_demo
+from app.core.models import (
     JobCancelled,
     JobCompleted,
     JobFailed,
@@ -19,8 +19,8 @@ from app.models import (
     JobSubmitted,
     utc_now,
 )
-from app.settings import Settings
-from app.validation import EventTimeBounds, event_to_json, parse_event
+from app.core.settings import Settings
+from app.core.validation import EventTimeBounds, event_to_json, parse_event
 
 
 class Sink:

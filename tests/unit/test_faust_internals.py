@@ -1,4 +1,4 @@
-"""app/faust_internals: installed only on the pinned versions; the producer-buffer flush drains
+"""app/worker/faust_internals: installed only on the pinned versions; the producer-buffer flush drains
 the buffer completely before offsets are committed (Faust's own gives up after 0.1 s without
 progress); the app without Monitor is what the worker runs."""
 
@@ -9,10 +9,10 @@ import asyncio
 import pytest
 from faust.transport.producer import ProducerBuffer
 
-import app.main  # noqa: F401 - installs the patches
-from app import faust_internals, health  # noqa: F401 - health adds its own sensor
-from app.errors import FaustVersionError
-from app.faust_internals.producer_buffer import _flush_completely
+import app.worker.main  # noqa: F401 - installs the patches
+from app.worker import faust_internals, health  # noqa: F401 - health adds its own sensor
+from app.core.errors import FaustVersionError
+from app.worker.faust_internals.producer_buffer import _flush_completely
 
 
 class SlowBuffer:
@@ -64,16 +64,16 @@ def test_other_versions_are_refused_by_name():
 
 
 def test_the_worker_runs_without_the_monitor_sensor():
-    assert isinstance(app.main.app, faust_internals.App)
-    list(app.main.app.on_init_dependencies())
-    assert app.main.app.monitor not in set(app.main.app.sensors)
-    assert any(type(s).__name__ == "CommitTracker" for s in app.main.app.sensors)  # health's own sensor stays
+    assert isinstance(app.worker.main.app, faust_internals.App)
+    list(app.worker.main.app.on_init_dependencies())
+    assert app.worker.main.app.monitor not in set(app.worker.main.app.sensors)
+    assert any(type(s).__name__ == "CommitTracker" for s in app.worker.main.app.sensors)  # health's own sensor stays
 
 
 def test_importing_checks_the_imported_modules_versions_without_reading_metadata(monkeypatch):
     import faust
 
-    from app.faust_internals import imported_versions
+    from app.worker.faust_internals import imported_versions
 
     assert imported_versions() == {k: v for k, v in faust_internals.PINNED.items() if k != "mode-streaming"}
     monkeypatch.setattr(faust_internals.metadata, "version", lambda name: pytest.fail(f"metadata read for {name}"))
@@ -86,7 +86,7 @@ def test_importing_checks_the_imported_modules_versions_without_reading_metadata
 def test_committed_offsets_are_a_copy_of_the_consumers_and_empty_before_any_commit():
     from types import SimpleNamespace
 
-    from app.faust_internals.state import committed_offsets
+    from app.worker.faust_internals.state import committed_offsets
 
     consumer = SimpleNamespace(_committed_offset={"tp-0": 5})
     offsets = committed_offsets(consumer)
@@ -99,7 +99,7 @@ def test_committed_offsets_are_a_copy_of_the_consumers_and_empty_before_any_comm
 def test_a_changelog_the_consumer_counts_zero_partitions_of_is_trusted_and_a_known_one_is_checked():
     from types import SimpleNamespace
 
-    from app.faust_internals.state import trust_unknown_changelog
+    from app.worker.faust_internals.state import trust_unknown_changelog
 
     table = SimpleNamespace(_verified_source_topics_for_partitions=set(), changelog_topic_name="t-changelog")
     trust_unknown_changelog(table, source_topic="src", consumer=SimpleNamespace(topic_partitions=lambda _: 10))

@@ -1,5 +1,5 @@
-"""Everything that reaches into Faust (or aiokafka, mode) lives in ``app/faust_internals``,
-where :func:`app.faust_internals.install` checks the pinned versions (issue #19 item 2).
+"""Everything that reaches into Faust (or aiokafka, mode) lives in ``app/worker/faust_internals``,
+where :func:`app.worker.faust_internals.install` checks the pinned versions (issue #19 item 2).
 
 Outside that package, code may not read or call a private name (``obj._name``,
 ``getattr(obj, "_name")``, ``from faust... import _name``) that the project does not define
@@ -12,7 +12,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-INTERNALS = ROOT / "app" / "faust_internals"
+INTERNALS = ROOT / "app" / "worker" / "faust_internals"
 #: Private names of the standard library that are part of its documented API.
 DOCUMENTED = {"_replace", "_asdict", "_fields", "_make", "_field_defaults",  # namedtuple
               "_options",  # faust.Record's documented options (``Record._options``)
@@ -59,7 +59,7 @@ def test_only_faust_internals_uses_private_names_of_libraries() -> None:
     ours = _defined_private_names(trees) | DOCUMENTED
     found = [f"{path.relative_to(ROOT)}:{line} {name}" for path, tree in trees.items()
              if INTERNALS not in path.parents for line, name in _private_uses(tree) if name not in ours]
-    assert found == [], "private library names outside app/faust_internals:\n" + "\n".join(found)
+    assert found == [], "private library names outside app/worker/faust_internals:\n" + "\n".join(found)
 
 
 def test_the_check_finds_a_private_library_name() -> None:

@@ -1,4 +1,4 @@
-"""app/faust_internals/startup.py: a fresh worker's RocksDB store opens no database for a
+"""app/worker/faust_internals/startup.py: a fresh worker's RocksDB store opens no database for a
 partition with nothing on disk (opened by its first write instead), one with data is opened on
 assignment; changelog topics created before Faust starts are not declared again."""
 
@@ -12,8 +12,8 @@ from faust.stores.rocksdb import Store
 from faust.topics import Topic
 from faust.types import TP
 
-import app.main  # noqa: F401 - installs the patches
-from app.faust_internals import already_declared, startup
+import app.worker.main  # noqa: F401 - installs the patches
+from app.worker.faust_internals import already_declared, startup
 from tables.job_state import job_state
 
 
@@ -22,7 +22,7 @@ def store_factory(tmp_path: Path):
     made: list[Store] = []
 
     def make() -> Store:
-        store = Store("rocksdb://", app.main.app, job_state)
+        store = Store("rocksdb://", app.worker.main.app, job_state)
         store.partition_path = lambda partition: tmp_path / f"job_state-{partition}.db"  # type: ignore[method-assign]
         made.append(store)
         return store
@@ -72,8 +72,8 @@ async def test_topics_created_beforehand_are_not_declared_again(monkeypatch):
 
     monkeypatch.setattr(Topic, "declare", declare)
     monkeypatch.setattr(startup, "_DECLARED", set())
-    created = app.main.app.topic("made-before-start")
-    other = app.main.app.topic("not-made-before-start")
+    created = app.worker.main.app.topic("made-before-start")
+    other = app.worker.main.app.topic("not-made-before-start")
     already_declared({"made-before-start"})
     await created.maybe_declare()
     await other.maybe_declare()

@@ -6,8 +6,8 @@ import gc
 
 import pytest
 
-from app.gc_policy import THRESHOLDS, apply_gc_policy
-from app.settings import Settings
+from app.worker.gc_policy import THRESHOLDS, apply_gc_policy
+from app.core.settings import Settings
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_it_is_on_by_default_and_can_be_switched_off():
 
 
 async def test_the_worker_applies_it_when_it_starts(restore_gc):
-    from app.main import app
+    from app.worker.main import app
 
     started = [task for task in app._app_tasks if task.__name__ == "tune_garbage_collector"]
     assert len(started) == 1  # a task of the app: run once the worker has started

@@ -6,8 +6,8 @@ worker with a backlog). So it must be registered at import, before any send."""
 
 from __future__ import annotations
 
-import app.health as health
-from app.main import app
+import app.worker.health as health
+from app.worker.main import app
 
 
 def test_commit_tracker_is_registered_when_the_app_is_declared():

@@ -1,4 +1,4 @@
-"""Deterministic ids of effects (app/ids.py): the values already on the topics must not change."""
+"""Deterministic ids of effects (app/core/ids.py): the values already on the topics must not change."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from app.ids import ID_NAMESPACE, derived_id
+from app.core.ids import ID_NAMESPACE, derived_id
 
 SOURCE = "3f2b8a1e-0000-4000-8000-000000000001"
 
@@ -28,7 +28,7 @@ def test_derived_ids_are_uuid5_of_purpose_and_source_id():
     import random
     import uuid
 
-    from app.ids import ID_NAMESPACE, derived_id
+    from app.core.ids import ID_NAMESPACE, derived_id
 
     rng = random.Random(7)
     for n in range(2000):

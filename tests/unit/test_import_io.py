@@ -36,8 +36,8 @@ _PROBE = textwrap.dedent(
             seen.append({"event": event, "what": repr(args)[:200], "where": traceback.format_stack(limit=6)[:-1]})
 
     sys.addaudithook(hook)
-    imported = ["app.main"]
-    importlib.import_module("app.main")
+    imported = ["app.worker.main"]
+    importlib.import_module("app.worker.main")
     for package in ("agents", "tables", "app.web"):
         for module in pkgutil.iter_modules(importlib.import_module(package).__path__):
             name = package + "." + module.name
@@ -68,7 +68,7 @@ def test_importing_the_app_and_every_agent_module_opens_no_schema_file_and_no_so
 
 def test_the_probe_sees_a_schema_read() -> None:
     """The hook itself works: reading a codec's schema (first use) is an ``open`` under avro/."""
-    probe = _PROBE.replace('print(json.dumps', 'from app.main import codecs\n'
+    probe = _PROBE.replace('print(json.dumps', 'from app.worker.main import codecs\n'
                                                  'codecs.for_topic("job-lifecycle").schema\nprint(json.dumps')
     completed = subprocess.run(
         [sys.executable, "-c", probe, str(ROOT), ",".join(_SOCKET_EVENTS)],

@@ -8,12 +8,12 @@ import random
 from aiokafka.errors import KafkaConnectionError
 
 import agents.job_lifecycle
-import app.streams as streams
+import app.worker.streams as streams
 from agents.job_lifecycle import track_job_lifecycle
-from app.ids import derived_id
-from app.streams import DUPLICATES_DROPPED
-from app.demo import lifecycle_events
-from app.main import app, codecs
+from app.core.ids import derived_id
+from app.worker.streams import DUPLICATES_DROPPED
+from app.ops.demo import lifecycle_events
+from app.worker.main import app, codecs
 from tables.job_counts import job_counts
 from tables.job_state import job_state
 from tables.known_jobs import known_jobs

@@ -1,4 +1,4 @@
-"""Structured logs (app.logging_setup): the event's correlation_id and job_id on every line
+"""Structured logs (app.worker.logging_setup): the event's correlation_id and job_id on every line
 logged while it is handled, as JSON or text."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import random
 
 import pytest
 
-from app.demo import lifecycle_events
-from app.errors import RejectedEvent
-from app.logging_setup import EventContextFilter, JsonFormatter, TextFormatter, event_context, logging_config
-from app.main import codecs
-from app.streams import Origin, handle_one
+from app.ops.demo import lifecycle_events
+from app.core.errors import RejectedEvent
+from app.worker.logging_setup import EventContextFilter, JsonFormatter, TextFormatter, event_context, logging_config
+from app.worker.main import codecs
+from app.worker.streams import Origin, handle_one
 
 
 def _logger(formatter: logging.Formatter) -> tuple[logging.Logger, io.StringIO]:

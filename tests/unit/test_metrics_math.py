@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from app.metrics_math import (
+from app.core.metrics_math import (
     METRICS, RUNTIME_BUCKETS, add_sample, bucket_of, expired, merge_rollups, parse_window_key, sample_problem,
     summarize, top_n, update_top, welford_add, welford_merge, welford_std, window_key, window_start,
 )

@@ -1,4 +1,4 @@
-"""Every faust.Record in app/models.py matches its Avro record in avro/*.avsc, and back."""
+"""Every faust.Record in app/core/models.py matches its Avro record in avro/*.avsc, and back."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Dict, Optional
 
 import pytest
 
-from app.models import NAMESPACE, TOPIC_EVENTS, TOPIC_SCHEMA_FILES
-from app.schemas import AVRO_DIR, topic_schema
+from app.core.models import NAMESPACE, TOPIC_EVENTS, TOPIC_SCHEMA_FILES
+from app.core.schemas import AVRO_DIR, topic_schema
 
 PRIMITIVES = {"string": str, "int": int, "long": int, "double": float, "float": float, "boolean": bool}
 
@@ -17,7 +17,7 @@ PRIMITIVES = {"string": str, "int": int, "long": int, "double": float, "float": 
 def _faust_record_by_namespace() -> dict[str, type]:
     import faust
 
-    from app import models
+    from app.core import models
 
     found = {}
     for value in vars(models).values():

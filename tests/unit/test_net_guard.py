@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from app.errors import ConfigError
-from app.net_guard import (
+from app.core.errors import ConfigError
+from app.core.net_guard import (
     ForbiddenAddress,
     GuardedResolver,
     UnresolvableHost,
@@ -18,8 +18,8 @@ from app.net_guard import (
     forbidden_reason,
     parse_networks,
 )
-from app.settings import Settings
-from app.webhook_signing import master_key, new_salt, sign, user_secret, verify
+from app.core.settings import Settings
+from app.core.webhook_signing import master_key, new_salt, sign, user_secret, verify
 
 REFUSED = ["127.0.0.1", "127.9.9.9", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "0.0.0.0",
            "224.0.0.1", "240.0.0.1", "100.64.0.1", "::1", "::", "fe80::1", "fc00::1", "ff02::1",

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 
 import agents.notifications as notifications
-import app.streams as streams
+import app.worker.streams as streams
 from agents.notifications import (
     OUTCOME_UPDATES,
     PREFERENCE_UPDATES,
@@ -24,14 +24,14 @@ from agents.notifications import (
     deliver_notifications,
     record_notification_outcomes,
 )
-from app.delivery import SmtpTarget, WebhookClient, send_email, webhook_body, webhook_headers
-from app.errors import DeliveryFailed, DeliveryRejected, InvalidPreferences
-from app.main import app, codecs
-from app.models import NotificationRead, NotificationSent, utc_now
-from app.notification_delivery import NotificationDelivery
-from app.rabbit_bridge import RabbitBridge
-from app.settings import Settings
-from app.webhook_signing import SIGNATURE_HEADER, user_secret, verify
+from app.worker.delivery import SmtpTarget, WebhookClient, send_email, webhook_body, webhook_headers
+from app.core.errors import DeliveryFailed, DeliveryRejected, InvalidPreferences
+from app.worker.main import app, codecs
+from app.core.models import NotificationRead, NotificationSent, utc_now
+from app.worker.notification_delivery import NotificationDelivery
+from app.worker.rabbit_bridge import RabbitBridge
+from app.core.settings import Settings
+from app.core.webhook_signing import SIGNATURE_HEADER, user_secret, verify
 from tables.notification_deliveries import OUTCOMES_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import notification_preferences, parse_preferences, preferences_of
 
@@ -333,7 +333,7 @@ async def test_preference_updates_keep_the_signing_salt_until_rotated(memory_app
 
 # -- delivering: the delivery workers' handler ----------------------------------------------------------
 def _body(sent: NotificationSent, *, url: str, salt: str | None = "d" * 32, channel: str = "WEBHOOK") -> dict:
-    from app.validation import event_to_json
+    from app.core.validation import event_to_json
 
     return {"notification_id": sent.notification_id, "channel": channel, "user_id": sent.user_id, "target": url,
             "signing_salt": salt, "queued_at": 0, "event": event_to_json(sent)}
@@ -346,7 +346,7 @@ async def test_a_delivery_is_signed_and_its_outcome_reported(delivery, receiver)
     headers = request["headers"]
     assert headers["Idempotency-Key"] == headers["X-Cosmic-Notification-Id"] == sent.notification_id
     assert headers["Content-Type"] == "application/json" and request["body"]["notification_id"] == sent.notification_id
-    from app.webhook_signing import master_key
+    from app.core.webhook_signing import master_key
 
     secret = user_secret(key=master_key(delivery.settings), user_id=sent.user_id, salt="d" * 32)
     assert verify(secret=secret, body=request["raw"], header=headers[SIGNATURE_HEADER])

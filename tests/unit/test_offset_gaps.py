@@ -1,4 +1,4 @@
-"""Gap repair (app/streams.py, tables/agent_cursors.py): records Faust committed past without
+"""Gap repair (app/worker/streams.py, tables/agent_cursors.py): records Faust committed past without
 delivering them are read back and handled before the record that revealed the gap."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import app.offset_gaps as offset_gaps
-import app.streams as streams
+import app.worker.offset_gaps as offset_gaps
+import app.worker.streams as streams
 
 
 @pytest.fixture
@@ -81,9 +81,9 @@ async def test_an_unreadable_gap_is_retried_then_reported(monkeypatch, handled, 
 
 
 def test_every_topic_an_agent_reads_has_a_cursor_table():
-    from app.main import app
+    from app.worker.main import app
     from tables.agent_cursors import CURSOR_TOPICS, cursor_table_name
-    from app.table_fencing import FencedTable
+    from app.worker.table_fencing import FencedTable
 
     for topic in CURSOR_TOPICS:
         assert isinstance(app.tables[cursor_table_name(topic)], FencedTable)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from app.codecs import Codecs
-from app.rebuild import differences, recompute
-from app.settings import Settings
-from app.workload import build_workload
+from app.core.codecs import Codecs
+from app.ops.rebuild import differences, recompute
+from app.core.settings import Settings
+from app.ops.workload import build_workload
 
 
 @dataclass

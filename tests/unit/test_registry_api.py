@@ -8,8 +8,8 @@ from typing import Any, AsyncIterator
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.registry.server import CONTENT_TYPE, create_registry_app
-from app.registry.store import (
+from app.ops.registry.server import CONTENT_TYPE, create_registry_app
+from app.ops.registry.store import (
     MemoryLog,
     RegistryState,
     SchemaStore,

@@ -1,4 +1,4 @@
-"""Compatibility levels of app.registry.compat, checked via avro's reader/writer checker."""
+"""Compatibility levels of app.ops.registry.compat, checked via avro's reader/writer checker."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.registry.compat import InvalidSchema, canonicalize, is_compatible, normalize_level
+from app.ops.registry.compat import InvalidSchema, canonicalize, is_compatible, normalize_level
 
 
 def record(*fields: dict) -> str:

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.demo import lifecycle_events
-from app.errors import EventDecodeError
-from app.replay import (
+from app.ops.demo import lifecycle_events
+from app.core.errors import EventDecodeError
+from app.ops.replay import (
     Replay,
     ReplayError,
     PartitionResume,
@@ -25,8 +25,8 @@ from app.replay import (
     parse_query,
     parse_time,
 )
-from app.settings import Settings
-from app.validation import event_to_json
+from app.core.settings import Settings
+from app.core.validation import event_to_json
 from aiokafka import TopicPartition
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -310,9 +310,9 @@ def test_a_cursor_of_the_previous_version_is_refused_naming_the_field():
 
 @pytest.mark.parametrize("named", [0, 2])
 async def test_pages_are_exact_when_the_cursor_cannot_name_every_late_record(monkeypatch, named: int):
-    import app.replay
+    import app.ops.replay
 
-    monkeypatch.setattr(app.replay, "MAX_CURSOR_LATE", named)  # the next page scans for them again
+    monkeypatch.setattr(app.ops.replay, "MAX_CURSOR_LATE", named)  # the next page scans for them again
     codec, logs, expected = _late_world(seed=5)
     query = _query(limit=5)
     resume, got, rescans = None, [], 0

@@ -19,8 +19,8 @@ from faust.web import Request, Response, View
 
 import app.web
 import app.web.route as route_module
-from app.auth import Principal, mint_token
-from app.settings import Settings
+from app.core.auth import Principal, mint_token
+from app.core.settings import Settings
 from app.web.route import (
     OPERATOR, PUBLISHER, USER, ROUTES, Access, Owner, endpoint, page, public, public_routes, self_or_operator,
 )
@@ -49,7 +49,7 @@ def _forged(settings: Settings) -> str:
 async def _call(handler: Any, *, token: str | None = None, match: dict[str, str] | None = None,
                 path: str = "/x") -> tuple[int, dict[str, Any], Any]:
     """Call ``handler`` (an @endpoint function) as Faust's view would: (status, JSON body, response)."""
-    from app.main import app as faust_app
+    from app.worker.main import app as faust_app
 
     view = View.from_handler(handler)(faust_app, faust_app.web)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -153,7 +153,7 @@ def _import_views() -> None:
 
 
 def test_the_openapi_document_has_every_declared_route_once():
-    from app.main import app as faust_app
+    from app.worker.main import app as faust_app
     from app.web.openapi import build_document, documented_operations, router_operations
 
     _import_views()

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ConfigError
-from app.settings import Settings, redact_url
+from app.core.errors import ConfigError
+from app.core.settings import Settings, redact_url
 
 
 def test_defaults_match_the_documented_local_stack():
@@ -48,7 +48,7 @@ def test_passwords_are_redacted_for_logs():
 
 
 def test_fail_over_settings_reach_the_faust_app():
-    from app.main import create_app
+    from app.worker.main import create_app
 
     s = Settings.from_env(environ={"COSMIC_TABLE_STANDBY_REPLICAS": "2",
                                    "COSMIC_BROKER_SESSION_TIMEOUT_SECONDS": "12", "COSMIC_STORE": "memory://"})
@@ -66,7 +66,7 @@ def test_fail_over_settings_out_of_range_are_refused(name, value):
 
 
 def test_the_web_server_binds_where_configured_and_advertises_its_own_host():
-    from app.main import create_app
+    from app.worker.main import create_app
 
     app = create_app(settings=Settings.from_env(environ={
         "COSMIC_WEB_HOST": "0.0.0.0", "COSMIC_WEB_ADVERTISED_HOST": "worker-2", "COSMIC_WEB_PORT": "7000",
@@ -84,7 +84,7 @@ def test_an_advertised_host_that_is_not_a_host_is_refused(value):
 
 
 def test_a_record_is_late_only_beyond_lateness_plus_skew_behind_its_partitions_newest():
-    from app.streams import late_by
+    from app.worker.streams import late_by
 
     slack_ms = int((Settings().max_event_lateness + Settings().max_clock_skew) * 1000)  # 3,900 s
     newest = 10_000_000_000

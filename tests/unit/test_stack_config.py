@@ -6,12 +6,12 @@ import time
 
 import pytest
 
-from app.errors import MissingToolError, PortInUseError, StackError
-from app.settings import Settings
-from app.stack.kafka import KafkaCluster
-from app.stack.manager import StackManager
-from app.stack.process import ensure_ports_free, require_tool, spawn_detached, wait_until
-from app.stack.rabbitmq import RabbitEndpoint, RabbitNode
+from app.core.errors import MissingToolError, PortInUseError, StackError
+from app.core.settings import Settings
+from app.ops.stack.kafka import KafkaCluster
+from app.ops.stack.manager import StackManager
+from app.ops.stack.process import ensure_ports_free, require_tool, spawn_detached, wait_until
+from app.ops.stack.rabbitmq import RabbitEndpoint, RabbitNode
 
 
 def _props(text: str) -> dict[str, str]:
@@ -129,7 +129,7 @@ def test_a_server_that_never_gets_ready_times_out_with_its_log_tail(tmp_path):
 def test_cluster_ids_never_start_with_a_dash_and_are_passed_as_one_argument(tmp_path, monkeypatch):
     import uuid
 
-    from app.stack import kafka
+    from app.ops.stack import kafka
 
     # 0xf8... encodes to a leading "-": the first draw must be refused, the second kept.
     draws = iter([uuid.UUID(bytes=b"\xf8" + b"\x00" * 15), uuid.UUID(bytes=b"\x00" * 16)])

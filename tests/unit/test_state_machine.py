@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from app.codecs import utc_ms
-from app.demo import lifecycle_events
-from app.models import JobFailed, JobQueued, JobStatusChanged
-from app.state_machine import MAX_PARKED, decide, is_terminal
+from app.core.codecs import utc_ms
+from app.ops.demo import lifecycle_events
+from app.core.models import JobFailed, JobQueued, JobStatusChanged
+from app.core.state_machine import MAX_PARKED, decide, is_terminal
 
 MAX_RETRIES = 3
 

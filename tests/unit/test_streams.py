@@ -1,4 +1,4 @@
-"""The per-event failure handling every agent shares (app.streams.handle_one)."""
+"""The per-event failure handling every agent shares (app.worker.streams.handle_one)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import random
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-import app.streams as streams
-from app.demo import lifecycle_events
-from app.errors import RejectedEvent, RetriableError
-from app.main import codecs
-from app.streams import Origin, handle_one
+import app.worker.streams as streams
+from app.ops.demo import lifecycle_events
+from app.core.errors import RejectedEvent, RetriableError
+from app.worker.main import codecs
+from app.worker.streams import Origin, handle_one
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Changelog fencing (app/table_fencing.py): recovery never puts an older value over a newer
+"""Changelog fencing (app/worker/table_fencing.py): recovery never puts an older value over a newer
 local one — the cause of a lost transition after repeated worker kills."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import faust
 import pytest
 from faust.types import TP
 
-from app.table_fencing import (
+from app.worker.table_fencing import (
     FENCED_RECORDS,
     FencedGlobalTable,
     FencedTable,
@@ -141,7 +141,7 @@ def test_fence_batch_reads_local_values_once_per_key():
 
 
 def test_the_apps_offset_fenced_tables_are_fenced():
-    from app.main import app
+    from app.worker.main import app
     import agents.audit, agents.job_lifecycle, agents.job_metrics, agents.runtime_anomaly  # noqa: E401, F401
     import agents.system_health  # noqa: F401
 

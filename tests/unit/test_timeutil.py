@@ -1,4 +1,4 @@
-"""app.timeutil: the one place of the service's time conversions and its ISO 8601 format."""
+"""app.core.timeutil: the one place of the service's time conversions and its ISO 8601 format."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 import time
 from datetime import datetime, timedelta, timezone
 
-from app.timeutil import as_utc, format_epoch_ms, format_timestamp, from_epoch_ms, now_ms, utc_ms, utc_now
+from app.core.timeutil import as_utc, format_epoch_ms, format_timestamp, from_epoch_ms, now_ms, utc_ms, utc_now
 
 
 def test_format_is_iso_utc_with_milliseconds_and_z():
@@ -46,13 +46,13 @@ def test_as_utc():
 
 
 def test_old_import_places_are_the_same_functions():
-    import app.codecs
-    import app.models
-    import app.replay
-    import app.timeutil
-    import app.validation
+    import app.core.codecs
+    import app.core.models
+    import app.ops.replay
+    import app.core.timeutil
+    import app.core.validation
 
-    assert app.codecs.format_epoch_ms is app.timeutil.format_epoch_ms is app.replay.format_ms
-    assert app.codecs.utc_ms is app.timeutil.utc_ms
-    assert app.models.utc_now is app.timeutil.utc_now
-    assert app.validation.format_timestamp is app.timeutil.format_timestamp
+    assert app.core.codecs.format_epoch_ms is app.core.timeutil.format_epoch_ms is app.ops.replay.format_ms
+    assert app.core.codecs.utc_ms is app.core.timeutil.utc_ms
+    assert app.core.models.utc_now is app.core.timeutil.utc_now
+    assert app.core.validation.format_timestamp is app.core.timeutil.format_timestamp

@@ -1,9 +1,9 @@
-"""app.topic_specs: the topic names (the external contract) and prefix stripping."""
+"""app.core.topic_specs: the topic names (the external contract) and prefix stripping."""
 
 from __future__ import annotations
 
-from app import topic_specs
-from app.topic_specs import DLQ_SUFFIX, all_topic_specs, unprefixed
+from app.core import topic_specs
+from app.core.topic_specs import DLQ_SUFFIX, all_topic_specs, unprefixed
 
 
 def test_topic_names_are_unchanged():

@@ -1,4 +1,4 @@
-from app.topic_specs import DAY_MS, EXTRA_TOPICS, SOURCE_TOPICS, all_topic_specs, spec_by_name
+from app.core.topic_specs import DAY_MS, EXTRA_TOPICS, SOURCE_TOPICS, all_topic_specs, spec_by_name
 
 
 def test_source_topics_follow_seed_001():

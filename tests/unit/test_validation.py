@@ -1,4 +1,4 @@
-"""app.validation: untrusted JSON → event records, or an EventValidationError naming the field."""
+"""app.core.validation: untrusted JSON → event records, or an EventValidationError naming the field."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any
 import fastavro
 import pytest
 
-from app.errors import CosmicError, EventValidationError
-from app.models import EVENT_CLASSES, TOPIC_EVENTS, JobQueued, JobSubmitted, ResourceRequest
-from app.schemas import topic_schema
-from app.topic_specs import SOURCE_TOPICS
-from app.validation import (
+from app.core.errors import CosmicError, EventValidationError
+from app.core.models import EVENT_CLASSES, TOPIC_EVENTS, JobQueued, JobSubmitted, ResourceRequest
+from app.core.schemas import topic_schema
+from app.core.topic_specs import SOURCE_TOPICS
+from app.core.validation import (
     MAX_BATCH_SIZE,
     check_avro,
     event_to_json,
@@ -602,9 +602,9 @@ def _has_nan(value: object) -> bool:
 def test_publishing_refuses_a_timestamp_beyond_the_bounds_naming_the_field_and_the_bound():
     from datetime import datetime, timedelta, timezone
 
-    from app.errors import EventValidationError
-    from app.settings import Settings
-    from app.validation import EventTimeBounds, parse_event
+    from app.core.errors import EventValidationError
+    from app.core.settings import Settings
+    from app.core.validation import EventTimeBounds, parse_event
 
     now = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
     bounds = EventTimeBounds.of(Settings())

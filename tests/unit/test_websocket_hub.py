@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 
-import app.websocket_hub as hub_module
-from app.auth import Principal
-from app.demo import lifecycle_events
-from app.main import codecs
-from app.models import JobMetricsSample, SystemAlert, SystemHealthReport, utc_now
-from app.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
-from app.settings import Settings
+import app.worker.websocket_hub as hub_module
+from app.core.auth import Principal
+from app.ops.demo import lifecycle_events
+from app.worker.main import codecs
+from app.core.models import JobMetricsSample, SystemAlert, SystemHealthReport, utc_now
+from app.worker.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
+from app.core.settings import Settings
 from support.polling import wait_until_async
-from app.websocket_hub import (
+from app.worker.websocket_hub import (
     CLOSE_SLOW,
     ChannelError,
     Connection,
@@ -361,7 +361,7 @@ def test_origin_check() -> None:
 async def test_http_owner_lookup_forwards_the_token_and_waits_out_503() -> None:
     from aiohttp import web
 
-    from app.websocket_hub import http_owner_lookup
+    from app.worker.websocket_hub import http_owner_lookup
 
     calls: list[tuple[str, str]] = []
 

@@ -1,4 +1,0 @@
-"""The local stack: a real Kafka broker (KRaft), RabbitMQ and the schema registry, run natively.
-
-``cosmic stack up | down | status`` drives :class:`app.stack.manager.StackManager`.
-"""
