@@ -49,13 +49,13 @@ from typing import Any
 
 from app.core.audit_chain import GENESIS_HASH, entry_key, make_entry
 from app.core.errors import DuplicateEvent, EventDecodeError
+from app.core.models import AuditRecord
+from app.core.topic_specs import AUDIT_TRAIL
+from app.core.validation import event_to_json
 from app.worker.main import app, codecs
 from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
-from app.core.models import AuditRecord
 from app.worker.streams import Origin, process_events
-from app.core.topic_specs import AUDIT_TRAIL
 from app.worker.topics import audit_trail_topic
-from app.core.validation import event_to_json
 from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
 from tables.audit_index import ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, audit_by_actor, audit_by_resource
 

@@ -37,16 +37,16 @@ from typing import Any
 
 import app.worker.streams as streams
 from agents.runtime_anomaly import handle_lifecycle_event as handle_anomalies
-from app.worker import streams
-from app.core.ids import derived_id
-from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.core.errors import DuplicateEvent, RejectedEvent
-from app.worker.main import app, codecs, settings
+from app.core.ids import derived_id
 from app.core.models import AuditRecord, JobCancelled, JobEvent, NotificationSent
 from app.core.state_machine import ACTIVE_STATUSES, Transition, decide
-from app.worker.streams import Origin, process_events
 from app.core.timeutil import from_epoch_ms, utc_ms
 from app.core.topic_specs import JOB_LIFECYCLE
+from app.worker import streams
+from app.worker.main import app, codecs, settings
+from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
+from app.worker.streams import Origin, process_events
 from app.worker.topics import job_lifecycle_topic
 from tables.active_jobs import active_jobs
 from tables.job_counts import job_counts

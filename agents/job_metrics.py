@@ -33,16 +33,16 @@ from collections import Counter, OrderedDict
 from typing import Any
 
 from agents.runtime_anomaly import anomaly_from_data, overrun_data, overrun_effects, overrun_of
-from app.worker import streams
 from app.core.errors import DuplicateEvent, RejectedEvent
-from app.worker.main import app
 from app.core.metrics_math import (
     METRICS, WINDOWS, add_sample, expired, parse_window_key, sample_problem, update_top, window_key, window_start,
 )
 from app.core.models import EventBase, JobMetricsSample
-from app.worker.streams import Origin, process_events
 from app.core.timeutil import utc_ms
 from app.core.topic_specs import JOB_METRICS
+from app.worker import streams
+from app.worker.main import app
+from app.worker.streams import Origin, process_events
 from app.worker.topics import job_metrics_topic
 from tables.job_metrics import (
     SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, processed_samples, slow_jobs,

@@ -40,17 +40,17 @@ import logging
 from collections import Counter
 from typing import Any
 
-from app.worker import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the RabbitMQ service (deliveries need it)
-from app.worker.batching import active_batch
 from app.core.errors import InvalidPreferences, RejectedEvent
-from app.worker.main import app, settings
-from app.worker.notification_delivery import OUTCOMES_TOPIC, NotificationDelivery, delivery_message
-from app.worker.rabbit_topology import NOTIFICATION_DELIVERY
-from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.core.models import EventBase, NotificationEvent, NotificationRead, NotificationSent
-from app.worker.streams import Origin, process_events, raw_topic
 from app.core.timeutil import now_ms, utc_ms
 from app.core.topic_specs import NOTIFICATIONS, NOTIFICATION_PREFERENCES, spec_by_name
+from app.worker import rabbit_bridge as _rabbit_bridge  # noqa: F401 - registers the RabbitMQ service (deliveries need it)
+from app.worker.batching import active_batch
+from app.worker.main import app, settings
+from app.worker.notification_delivery import OUTCOMES_TOPIC, NotificationDelivery, delivery_message
+from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
+from app.worker.rabbit_topology import NOTIFICATION_DELIVERY
+from app.worker.streams import Origin, process_events, raw_topic
 from app.worker.topics import notifications_topic
 from tables.notification_deliveries import (
     OUTCOMES_PER_USER,

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.worker.batching import active_batch
 from app.core.errors import RejectedEvent
-from app.worker.main import app, settings
 from app.core.models import EventBase
-from app.worker.streams import Origin, process_events
 from app.core.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS
+from app.worker.batching import active_batch
+from app.worker.main import app, settings
+from app.worker.streams import Origin, process_events
 from app.worker.topics import job_lifecycle_topic, job_metrics_topic, notifications_topic
 
 

@@ -32,15 +32,15 @@ import math
 from collections import Counter
 from typing import Any, Mapping
 
-from app.worker import streams
 from app.core.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
 from app.core.ids import derived_id
-from app.worker.main import settings
 from app.core.metrics_math import RUNTIME_BUCKETS, bucket_of, welford_add, welford_merge
 from app.core.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, JobStatusChanged, JobSubmitted, NotificationSent, SystemAlert
-from app.worker.streams import Origin
 from app.core.timeutil import from_epoch_ms, utc_ms
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.worker import streams
+from app.worker.main import settings
+from app.worker.streams import Origin
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats
 

@@ -24,13 +24,13 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from app.worker import streams
 from app.core.alert_rules import RULE_DOWN, AlertChange, Thresholds, alert_id, evaluate, silence
+from app.core.models import EventBase, SystemAlert, SystemHealthReport
+from app.core.topic_specs import SYSTEM_HEALTH
+from app.worker import streams
 from app.worker.faust_internals.state import trust_unknown_changelog
 from app.worker.main import app, settings
-from app.core.models import EventBase, SystemAlert, SystemHealthReport
 from app.worker.streams import Origin, process_events
-from app.core.topic_specs import SYSTEM_HEALTH
 from app.worker.topics import system_health_topic
 from tables.component_health import component_health
 

@@ -43,8 +43,8 @@ import uuid
 from typing import Any, Sequence
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from app.worker.rabbit_topology import JOB_EVENTS, JOB_EVENTS_API, JOB_EVENTS_AUDIT
 from app.core.topic_specs import JOB_LIFECYCLE
+from app.worker.rabbit_topology import JOB_EVENTS, JOB_EVENTS_API, JOB_EVENTS_AUDIT
 from bench.context import (BenchContext, BenchError, bridged_worker, event_mix, figure, fmt, make_events,
                            publish_paced, ratio)
 

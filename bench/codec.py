@@ -11,9 +11,9 @@ import gc
 import json
 from typing import Any
 
-from app.worker.publisher import prepare_record
 from app.core.timeutil import utc_now
 from app.core.validation import event_to_json, parse_events, topic_of
+from app.worker.publisher import prepare_record
 from bench.context import BenchContext, chunks, event_mix, figure, fmt, make_events, timed
 
 TITLE = "Codec: per-event CPU cost"

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from app.core.codecs import Codecs
-from app.ops.demo import lifecycle_events
 from app.core.models import JobEvent
 from app.core.settings import Settings
+from app.ops.demo import lifecycle_events
 
 T = TypeVar("T")
 

@@ -28,10 +28,10 @@ import aiohttp
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app.worker.publisher import EventPublisher, OutgoingRecord, prepare_record
-from app.ops.topic_admin import ensure_topics
 from app.core.topic_specs import JOB_LIFECYCLE
 from app.core.validation import event_to_json
+from app.ops.topic_admin import ensure_topics
+from app.worker.publisher import EventPublisher, OutgoingRecord, prepare_record
 from bench.context import BenchContext, BenchError, chunks, event_mix, figure, fmt, make_events, ratio
 from bench.worker import BenchWorker
 

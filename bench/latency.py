@@ -55,8 +55,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from app.worker.rabbit_topology import JOB_EVENTS_API
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.worker.rabbit_topology import JOB_EVENTS_API
 from bench.context import BenchContext, BenchError, bridged_worker, figure, fmt, make_events, publish_paced
 
 TITLE = "Latency at a fixed rate"

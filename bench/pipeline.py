@@ -52,10 +52,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from app.worker.publisher import EventPublisher
-from app.ops.topic_admin import ensure_topics
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.ops.topic_admin import ensure_topics
 from app.ops.workload import build_workload
+from app.worker.publisher import EventPublisher
 from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase,
                            workload_start)
 from bench.ingest import cpu_seconds

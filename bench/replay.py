@@ -36,13 +36,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from app.core.timeutil import utc_ms, utc_now
-from app.core.validation import event_to_json
-from app.worker.publisher import prepare_record
-from app.ops.replay import ReplayQuery, open_replay
 from app.core.settings import Settings
-from app.ops.topic_admin import ensure_topics
+from app.core.timeutil import utc_ms, utc_now
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.core.validation import event_to_json
+from app.ops.replay import ReplayQuery, open_replay
+from app.ops.topic_admin import ensure_topics
+from app.worker.publisher import prepare_record
 from bench.context import BenchContext, BenchError, figure, fmt, make_events, ratio
 
 TITLE = "Replay throughput"

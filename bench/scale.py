@@ -69,11 +69,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from app.core.codecs import Codecs
-from app.worker.publisher import OutgoingRecord, prepare_record
 from app.core.settings import Settings
-from app.ops.topic_admin import ensure_topics
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
+from app.ops.topic_admin import ensure_topics
 from app.ops.workload import build_workload
+from app.worker.publisher import OutgoingRecord, prepare_record
 from bench import environment
 from bench.context import (BenchContext, BenchError, figure, fmt, handled_by_agent, ratio, workload_phrase,
                            workload_start)

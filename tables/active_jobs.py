@@ -6,8 +6,8 @@ user; a user's active jobs are the union over partitions. ``offset`` fences repl
 
 from __future__ import annotations
 
-from app.worker.table_fencing import fenced_table
 from app.core.topic_specs import JOB_LIFECYCLE
+from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
 
 active_jobs = copartitioned_table(

@@ -16,9 +16,9 @@ read again and stays as it was, harmless.
 
 from __future__ import annotations
 
+from app.core.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
 from app.worker.main import app
 from app.worker.table_fencing import fenced_table
-from app.core.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
 
 CURSOR_TOPICS = (JOB_LIFECYCLE, AUDIT_TRAIL, NOTIFICATIONS, JOB_METRICS, SYSTEM_HEALTH)
 

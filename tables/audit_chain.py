@@ -19,10 +19,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from app.core.audit_chain import CHAIN_TABLE
+from app.core.topic_specs import AUDIT_TRAIL, spec_by_name
 from app.worker.batching import coalescing_table
 from app.worker.main import settings
 from app.worker.table_fencing import fenced_table
-from app.core.topic_specs import AUDIT_TRAIL, spec_by_name
 from tables import copartitioned_table
 
 AUDIT_PARTITIONS = spec_by_name(AUDIT_TRAIL).partitions

@@ -24,8 +24,8 @@ an item is appended once.
 
 from __future__ import annotations
 
-from app.worker.table_fencing import fenced_table
 from app.core.topic_specs import AUDIT_TRAIL
+from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
 
 #: Newest index items kept per resource.

@@ -9,8 +9,8 @@ replayed report re-emit exactly the alerts it raised.
 
 from __future__ import annotations
 
-from app.worker.table_fencing import fenced_table
 from app.core.topic_specs import SYSTEM_HEALTH
+from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
 
 component_health = copartitioned_table(

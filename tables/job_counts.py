@@ -6,8 +6,8 @@ cluster-wide count of a status is the sum over partitions. ``offset`` fences rep
 
 from __future__ import annotations
 
-from app.worker.table_fencing import fenced_table
 from app.core.topic_specs import JOB_LIFECYCLE
+from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
 
 job_counts = copartitioned_table(

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from app.core.topic_specs import JOB_METRICS, spec_by_name
 from app.worker.batching import coalescing_table
 from app.worker.main import settings
 from app.worker.table_fencing import fenced_table
-from app.core.topic_specs import JOB_METRICS, spec_by_name
 from tables import copartitioned_table
 
 #: Jobs kept per partition in ``slow_jobs`` (the most ``GET /api/metrics/slow`` can list).

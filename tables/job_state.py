@@ -9,8 +9,8 @@ transitions they caused, so a replay re-emits the same side effects).
 
 from __future__ import annotations
 
-from app.worker.table_fencing import fenced_table
 from app.core.topic_specs import JOB_LIFECYCLE
+from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
 
 job_state = copartitioned_table(

@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from app.core.topic_specs import NOTIFICATIONS, NOTIFICATION_OUTCOMES
 from app.worker.batching import coalescing_table
 from app.worker.main import settings
-from app.core.topic_specs import NOTIFICATIONS, NOTIFICATION_OUTCOMES
 from tables import copartitioned_table
 
 RECENT_PER_USER = 50

@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from app.core.errors import InvalidPreferences
-from app.worker.batching import coalescing_table
 from app.core.topic_specs import NOTIFICATION_PREFERENCES
+from app.worker.batching import coalescing_table
 from tables import copartitioned_table
 
 CHANNELS = ("WEBSOCKET", "WEBHOOK", "EMAIL")

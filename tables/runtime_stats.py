@@ -11,9 +11,9 @@ side.
 
 from __future__ import annotations
 
+from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from app.worker.main import app
 from app.worker.table_fencing import fenced_global_table
-from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 
 runtime_stats = fenced_global_table(
     app,

@@ -26,12 +26,12 @@ from schema_registry.client.schema import AvroSchema
 from schema_registry.serializers.faust import Serializer as _FaustPayload
 
 from app.core.errors import EventDecodeError, EventEncodeError, SchemaNotRegisteredError
-from app.worker.faust_internals.records import build_record, record_fields
 from app.core.models import EVENT_CLASSES, EventBase, TOPIC_EVENTS
 from app.core.schemas import subject_for, topic_schema
 from app.core.settings import Settings
 from app.core.timeutil import format_epoch_ms, utc_ms  # noqa: F401 - utc_ms: also importable from here
 from app.core.validation import event_to_json
+from app.worker.faust_internals.records import build_record, record_fields
 
 MAGIC_BYTE = 0
 HEADER = struct.Struct(">bI")

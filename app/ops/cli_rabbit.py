@@ -19,8 +19,8 @@ from typing import Any
 import click
 
 from app.core.errors import CosmicError
-from app.worker.rabbit_topology import DLQ, JOB_EVENTS, all_queue_arguments, management_get
 from app.core.settings import Settings
+from app.worker.rabbit_topology import DLQ, JOB_EVENTS, all_queue_arguments, management_get
 
 ERROR_HEADERS = ("x-error-reason", "x-error-class", "x-error-message", "x-original-queue",
                  "x-last-error-class", "x-last-error-message")

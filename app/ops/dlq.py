@@ -18,8 +18,8 @@ from aiokafka.structs import OffsetAndMetadata
 
 from app.core.errors import CosmicError, EventDecodeError
 from app.core.settings import Settings
-from app.ops.topic_reader import read_assigned, topic_partitions
 from app.core.topic_specs import DLQ_SUFFIX, all_topic_specs, unprefixed
+from app.ops.topic_reader import read_assigned, topic_partitions
 
 
 class DlqError(CosmicError):

@@ -68,8 +68,8 @@ from app.core.errors import CosmicError, EventDecodeError
 from app.core.models import TOPIC_EVENTS
 from app.core.settings import Settings
 from app.core.timeutil import format_epoch_ms, utc_ms
-from app.ops.topic_reader import TopicReadError, topic_partitions
 from app.core.topic_specs import spec_by_name, unprefixed
+from app.ops.topic_reader import TopicReadError, topic_partitions
 
 #: Most events one replay request may ask for with ``limit``.
 MAX_LIMIT = 1_000_000

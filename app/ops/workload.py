@@ -14,9 +14,9 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from app.ops.demo import lifecycle_events
 from app.core.models import JobEvent
 from app.core.state_machine import FORWARD
+from app.ops.demo import lifecycle_events
 
 OUTCOMES = ("COMPLETED", "FAILED", "CANCELLED", "RETRIED")
 

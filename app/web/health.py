@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from faust.web import Request, Response, View
 
+from app.web.route import endpoint, page, public
 from app.worker import observability
 from app.worker.health import liveness, readiness
-from app.web.route import endpoint, page, public
 
 
 @page("/health")

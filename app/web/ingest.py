@@ -19,12 +19,12 @@ from faust.web import Request, Response, View
 
 from app.core.auth import Principal
 from app.core.errors import EventEncodeError, EventValidationError
-from app.worker.main import app, codecs, settings
-from app.worker.publisher import prepare_record
 from app.core.timeutil import utc_now
 from app.core.validation import EventTimeBounds, parse_events
 from app.web.openapi import header_param
 from app.web.route import PUBLISHER, endpoint, page
+from app.worker.main import app, codecs, settings
+from app.worker.publisher import prepare_record
 
 CORRELATION_HEADER = "X-Correlation-ID"
 

@@ -28,13 +28,13 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from app.core.auth import Principal
-from app.worker.main import codecs, settings
 from app.core.models import JOB_STATUSES
-from app.ops.replay import ReplayError, ReplayQuery, ReplayUnavailable, open_replay
 from app.core.timeutil import now_ms
 from app.core.topic_specs import JOB_LIFECYCLE
+from app.ops.replay import ReplayError, ReplayQuery, ReplayUnavailable, open_replay
 from app.web.openapi import query_param
 from app.web.route import USER, Owner, endpoint, page
+from app.worker.main import codecs, settings
 from tables.job_state import job_state
 
 DEFAULT_PAGE = 100

@@ -24,7 +24,6 @@ from faust.web import Request, Response, View
 
 from app.core.anomaly import type_distribution
 from app.core.auth import Principal
-from app.worker.main import app, settings
 from app.core.metrics_math import (
     RUNTIME_BUCKETS, WINDOWS, bucket_label, merge_rollups, parse_window_key, summarize, top_n, welford_std,
 )
@@ -32,6 +31,7 @@ from app.core.timeutil import format_epoch_ms as _iso
 from app.core.topic_specs import JOB_METRICS
 from app.web.openapi import query_param
 from app.web.route import USER, Owner, endpoint, page
+from app.worker.main import app, settings
 from tables.job_metrics import SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, slow_jobs
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats

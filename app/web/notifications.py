@@ -36,15 +36,15 @@ from faust.web import Request, Response, View
 
 from app.core.auth import Principal
 from app.core.errors import ConfigError, InvalidPreferences
-from app.worker.main import app, settings
 from app.core.net_guard import ForbiddenAddress, UnresolvableHost, check_url
 from app.core.timeutil import now_ms
 from app.core.topic_specs import NOTIFICATION_PREFERENCES
+from app.core.webhook_signing import master_key, new_salt, user_secret
 from app.web.ingest import read_limited
 from app.web.openapi import query_param
 from app.web.route import Owner, endpoint, page, self_or_operator
 from app.web.routing import fetch_from_owner, not_ready
-from app.core.webhook_signing import master_key, new_salt, user_secret
+from app.worker.main import app, settings
 from tables.notification_deliveries import RECENT_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import (
     check_user_id,

@@ -22,10 +22,10 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
 from app.core.auth import Principal
-from app.worker.main import codecs, settings
 from app.ops.replay import MAX_LIMIT, ReplayError, ReplayUnavailable, format_ms, open_replay, parse_query
 from app.web.openapi import query_param
 from app.web.route import USER, endpoint, page
+from app.worker.main import codecs, settings
 
 logger = logging.getLogger(__name__)
 

@@ -41,8 +41,8 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 
 from app.core.auth import AuthError, Principal, authenticate, require_operator, require_publisher
-from app.worker.main import app, settings
 from app.web.routing import not_ready, to_owner, worker_ready
+from app.worker.main import app, settings
 
 Handler = Callable[..., Awaitable[Response]]
 

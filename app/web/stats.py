@@ -16,13 +16,13 @@ from aiokafka.errors import KafkaError
 from faust.web import Request, Response, View
 
 from app.core.auth import Principal
-from app.ops.dlq import dlq_topics
 from app.core.errors import CosmicError
-from app.worker.main import settings
 from app.core.models import JOB_STATUSES
 from app.core.settings import Settings
 from app.core.topic_specs import spec_by_name, unprefixed
+from app.ops.dlq import dlq_topics
 from app.web.route import OPERATOR, endpoint, page
+from app.worker.main import settings
 from tables.job_counts import job_counts
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from faust.web import Request, Response, View
 
 from app.core.auth import Principal
-from app.worker.main import app
 from app.ops.table_store import key_text
 from app.web.openapi import query_param
 from app.web.route import OPERATOR, endpoint, page
+from app.worker.main import app
 
 MAX_DUMP = 100_000
 

@@ -23,9 +23,9 @@ from aiohttp import WSMsgType, web
 from faust.web import View
 
 from app.core.auth import AuthError, Principal, verify_token
-from app.worker.main import settings
 from app.core.settings import Settings
 from app.web.route import endpoint, page, public
+from app.worker.main import settings
 from app.worker.websocket_hub import (
     CLOSE_AUTH,
     Connection,

@@ -39,12 +39,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.sensors import Sensor
 
-from app.worker import observability as metrics
-from app.worker.faust_internals.state import committed_offsets
-from app.worker.main import app, settings
 from app.core.models import SystemHealthReport
 from app.core.timeutil import utc_now
 from app.core.topic_specs import unprefixed
+from app.worker import observability as metrics
+from app.worker.faust_internals.state import committed_offsets
+from app.worker.main import app, settings
 
 logger = logging.getLogger(__name__)
 

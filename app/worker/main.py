@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import faust
 
-from app.worker import faust_internals
 from app.core.codecs import Codecs
+from app.core.settings import Settings
+from app.worker import faust_internals
 from app.worker.gc_policy import apply_gc_policy
 from app.worker.logging_setup import logging_config
-from app.core.settings import Settings
 
 faust_internals.install()
 settings = Settings.from_env()

@@ -37,17 +37,17 @@ from typing import Any
 import aio_pika
 import mode
 
-from app.worker import observability as metrics
-from app.worker.delivery import WebhookClient, send_email, webhook_headers
 from app.core.errors import DeliveryFailed, DeliveryRejected
 from app.core.models import NotificationSent
-from app.worker.rabbit_consumer import consume
-from app.worker.rabbit_topology import NOTIFICATION_DELIVERY
 from app.core.settings import Settings
 from app.core.timeutil import now_ms, utc_now
 from app.core.topic_specs import NOTIFICATION_OUTCOMES
 from app.core.validation import event_to_json, parse_event
 from app.core.webhook_signing import master_key, sign, user_secret
+from app.worker import observability as metrics
+from app.worker.delivery import WebhookClient, send_email, webhook_headers
+from app.worker.rabbit_consumer import consume
+from app.worker.rabbit_topology import NOTIFICATION_DELIVERY
 
 logger = logging.getLogger(__name__)
 

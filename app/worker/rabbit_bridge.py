@@ -35,11 +35,11 @@ import aio_pika
 import aiormq
 import mode
 
+from app.core.models import EventBase
+from app.core.validation import event_to_json
 from app.worker import observability as metrics
 from app.worker.main import app, settings
-from app.core.models import EventBase
 from app.worker.rabbit_topology import JOB_EVENTS, METRICS, NOTIFICATIONS, QUEUES, TopologyMismatch, declare_topology, route_for
-from app.core.validation import event_to_json
 
 logger = logging.getLogger(__name__)
 

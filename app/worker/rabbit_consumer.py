@@ -27,8 +27,8 @@ from typing import Any, Awaitable, Callable
 import aio_pika
 
 from app.core.errors import RetriableError
-from app.worker.rabbit_topology import DLQ_ROUTING_KEY, DLX, RETRY_DELAYS, retry_queue_name
 from app.core.settings import Settings
+from app.worker.rabbit_topology import DLQ_ROUTING_KEY, DLX, RETRY_DELAYS, retry_queue_name
 
 logger = logging.getLogger(__name__)
 

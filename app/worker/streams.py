@@ -24,16 +24,16 @@ from typing import Any, Awaitable, Callable
 from aiokafka.errors import KafkaError
 from faust.agents.agent import current_agent
 
+from app.core.errors import DuplicateEvent, EventDecodeError, RejectedEvent, RetriableError
+from app.core.models import EventBase
+from app.core.timeutil import format_epoch_ms, now_ms
+from app.core.topic_specs import DLQ_SUFFIX, JOB_LIFECYCLE, JOB_METRICS, unprefixed
 from app.worker import observability as metrics
 from app.worker.batching import Batch, active_batch
 from app.worker.faust_internals import set_current_event, take_batches
-from app.core.errors import DuplicateEvent, EventDecodeError, RejectedEvent, RetriableError
 from app.worker.logging_setup import event_context_of
 from app.worker.main import app, codecs, settings
-from app.core.models import EventBase
 from app.worker.publisher import prepare_record
-from app.core.timeutil import format_epoch_ms, now_ms
-from app.core.topic_specs import DLQ_SUFFIX, JOB_LIFECYCLE, JOB_METRICS, unprefixed
 
 logger = logging.getLogger(__name__)
 

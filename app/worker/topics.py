@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from app.worker.streams import raw_topic
 from app.core.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
+from app.worker.streams import raw_topic
 
 
 def _topic(name: str):  # noqa: ANN202

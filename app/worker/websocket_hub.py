@@ -41,10 +41,10 @@ import mode
 from app.core.auth import Principal
 from app.core.errors import CosmicError
 from app.core.models import EventBase, JobEvent, SystemAlert
-from app.worker.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
 from app.core.settings import Settings
 from app.core.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
 from app.core.validation import event_to_json
+from app.worker.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from app.core.audit_chain import changelog_topic_name, entry_key, fold_changelog, parse_entry_key
-from app.ops.cli_audit import read_changelog
 from app.core.ids import derived_id
-from app.ops.topic_reader import read_topic
-from app.ops.demo import lifecycle_events
 from app.core.models import AuditRecord, utc_now
-from app.worker.publisher import EventPublisher
 from app.core.settings import PROJECT_ROOT, Settings
+from app.ops.cli_audit import read_changelog
+from app.ops.demo import lifecycle_events
+from app.ops.topic_reader import read_topic
+from app.worker.publisher import EventPublisher
 from support.polling import wait_until, wait_until_async
 
 USERS = ("ada", "grace", "linus")

@@ -12,11 +12,11 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from app.core.codecs import Codecs, utc_ms
-from app.ops.demo import lifecycle_events
-from app.worker.publisher import EventPublisher
 from app.core.schemas import topic_schema_text
 from app.core.settings import Settings
+from app.ops.demo import lifecycle_events
 from app.ops.topic_admin import ensure_topics
+from app.worker.publisher import EventPublisher
 from support.polling import wait_until
 
 

@@ -24,11 +24,11 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from app.core.auth import mint_token
-from app.ops.demo import lifecycle_events
 from app.core.models import JobMetricsSample, SystemAlert, utc_now
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
 from app.core.validation import event_to_json
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
 
 from cdp import Chromium, Page
 from support.polling import wait_until_async

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.core.settings import PROJECT_ROOT, Settings
 from app.ops.demo import lifecycle_events
 from app.worker.publisher import EventPublisher
-from app.core.settings import PROJECT_ROOT, Settings
 from support.polling import wait_until
 
 

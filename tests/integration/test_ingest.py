@@ -11,11 +11,11 @@ import sys
 
 import aiohttp
 
-from app.ops.demo import lifecycle_events
-from app.worker.publisher import EventPublisher
 from app.core.settings import PROJECT_ROOT, Settings
-from app.ops.topic_reader import read_topic
 from app.core.validation import event_to_json
+from app.ops.demo import lifecycle_events
+from app.ops.topic_reader import read_topic
+from app.worker.publisher import EventPublisher
 from support.ws import token
 
 

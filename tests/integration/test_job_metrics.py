@@ -26,10 +26,10 @@ from app.core.ids import derived_id
 from app.core.models import (
     JobCompleted, JobMetricsSample, JobQueued, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest,
 )
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
-from app.ops.topic_reader import read_topic
 from app.core.validation import format_timestamp
+from app.ops.topic_reader import read_topic
+from app.worker.publisher import EventPublisher
 from support.polling import wait_until_async
 
 NODES = ("c101-001", "c101-002", "c102-001", "c102-002")

@@ -12,9 +12,9 @@ import urllib.request
 from aiokafka import AIOKafkaProducer
 
 from app.core.auth import mint_token
+from app.core.settings import Settings
 from app.ops.demo import lifecycle_events
 from app.worker.publisher import EventPublisher
-from app.core.settings import Settings
 from support.polling import wait_until
 
 

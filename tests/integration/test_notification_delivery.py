@@ -23,10 +23,10 @@ from aiokafka import AIOKafkaProducer
 
 from app.core.auth import mint_token
 from app.core.models import NotificationSent, utc_now
-from app.worker.publisher import EventPublisher
-from app.worker.rabbit_topology import RETRY_DELAYS
 from app.core.settings import Settings
 from app.core.webhook_signing import SIGNATURE_HEADER, verify
+from app.worker.publisher import EventPublisher
+from app.worker.rabbit_topology import RETRY_DELAYS
 from support.polling import wait_until_async
 from support.rabbit import vhost  # noqa: F401 - fixture
 

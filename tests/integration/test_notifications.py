@@ -21,12 +21,12 @@ from aiosmtpd.controller import Controller
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.auth import mint_token
-from app.ops.demo import lifecycle_events
 from app.core.ids import derived_id
 from app.core.models import NotificationSent, utc_now
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
 from app.core.webhook_signing import SIGNATURE_HEADER, verify
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
 from support.polling import wait_until_async
 
 

@@ -16,10 +16,10 @@ from collections import Counter
 from app.core.anomaly import RUNTIME_ANOMALY, RUNTIME_OVERRUN
 from app.core.codecs import Codecs
 from app.core.ids import derived_id
-from app.worker.publisher import EventPublisher
-from app.ops.topic_reader import read_topic
 from app.core.settings import PROJECT_ROOT, Settings
+from app.ops.topic_reader import read_topic
 from app.ops.workload import Workload, build_workload
+from app.worker.publisher import EventPublisher
 from support.audit import poll_audit_chain
 from support.polling import wait_until_async
 from support.workers import wait_for_final_states

@@ -14,10 +14,10 @@ import uuid
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.ops.demo import lifecycle_events
 from app.core.validation import event_to_json
-from support.rabbit import vhost  # noqa: F401 - fixture
+from app.ops.demo import lifecycle_events
 from support.polling import wait_until_async
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 FAMILIES = (
     "cosmic_events_consumed", "cosmic_events_produced", "cosmic_processing_seconds", "cosmic_publish_seconds",

@@ -13,13 +13,13 @@ from datetime import timedelta
 
 import aio_pika
 
-from app.ops.demo import lifecycle_events
 from app.core.models import JobMetricsSample, NotificationRead, NotificationSent, utc_now
+from app.core.settings import Settings
+from app.ops.demo import lifecycle_events
 from app.worker.publisher import EventPublisher
 from app.worker.rabbit_topology import RETRY_DELAYS
-from app.core.settings import Settings
-from support.rabbit import vhost  # noqa: F401 - fixture
 from support.polling import wait_until_async
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 EXPECTED_KEY = {
     "JobSubmitted": "job.submitted", "JobCompleted": "job.completed", "JobFailed": "job.failed",

@@ -14,11 +14,11 @@ import uuid
 import aio_pika
 
 from app.core.errors import RetriableError
+from app.core.settings import PROJECT_ROOT, Settings
 from app.worker.rabbit_consumer import consume
 from app.worker.rabbit_topology import DLQ, declare_topology
-from app.core.settings import PROJECT_ROOT, Settings
-from support.rabbit import vhost  # noqa: F401 - fixture
 from support.polling import wait_until_async
+from support.rabbit import vhost  # noqa: F401 - fixture
 
 
 async def _setup(url: str) -> aio_pika.abc.AbstractConnection:

@@ -22,10 +22,10 @@ from datetime import datetime, timedelta, timezone
 from aiokafka import AIOKafkaProducer
 
 from app.core.auth import mint_token
-from app.ops.demo import lifecycle_events
-from app.worker.publisher import EventPublisher
-from app.ops.replay import format_ms
 from app.core.settings import PROJECT_ROOT, Settings
+from app.ops.demo import lifecycle_events
+from app.ops.replay import format_ms
+from app.worker.publisher import EventPublisher
 from support.polling import wait_until_async
 
 JOBS = 30

@@ -9,8 +9,8 @@ import sys
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.core.settings import PROJECT_ROOT
-from app.ops.topic_admin import describe_live, ensure_topics
 from app.core.topic_specs import all_topic_specs
+from app.ops.topic_admin import describe_live, ensure_topics
 
 
 def _cosmic(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

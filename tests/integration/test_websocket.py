@@ -31,9 +31,9 @@ from support.ws import (
     ws_url,
 )
 
+from app.core.settings import PROJECT_ROOT, Settings
 from app.ops.demo import lifecycle_events
 from app.worker.publisher import EventPublisher
-from app.core.settings import PROJECT_ROOT, Settings
 from support.polling import wait_until_async
 
 

@@ -11,8 +11,8 @@ import time
 import aiohttp
 from support.ws import WS_ENV, Client, notification, system_alert, token
 
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
+from app.worker.publisher import EventPublisher
 
 CLIENTS = 2000
 WAVE = 250

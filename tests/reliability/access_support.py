@@ -29,9 +29,9 @@ from hypothesis import strategies as st
 
 from app.core.models import EVENT_CLASSES, TOPIC_EVENTS, EventBase, MetricsSummary, ResourceRequest
 from app.core.schemas import topic_schema
+from support.event_examples import EVENT_ID, EXAMPLES, NOW, MemoryRegistryClient  # noqa: F401 - re-exported
 from support.polling import wait_until
 from support.ws import Client
-from support.event_examples import EVENT_ID, EXAMPLES, NOW, MemoryRegistryClient  # noqa: F401 - re-exported
 
 INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 

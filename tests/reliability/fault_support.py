@@ -13,10 +13,10 @@ import aio_pika
 from app.core.codecs import Codecs
 from app.core.ids import derived_id
 from app.core.models import EventBase
-from app.worker.publisher import EventPublisher, PublishError
 from app.core.settings import Settings
 from app.ops.topic_reader import read_topic
 from app.ops.workload import Workload
+from app.worker.publisher import EventPublisher, PublishError
 from support.polling import wait_until_async
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")

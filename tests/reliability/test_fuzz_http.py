@@ -44,8 +44,8 @@ from schemathesis.specs.openapi.checks import content_type_conformance, status_c
 
 from app.core.errors import EventValidationError
 from app.core.models import utc_now
-from app.ops.topic_reader import read_topic
 from app.core.validation import MAX_BATCH_SIZE, EventTimeBounds, format_timestamp, parse_event
+from app.ops.topic_reader import read_topic
 
 #: No RabbitMQ copies (not under test; less load), small websocket frames, short auth timeout.
 LIVE_WORKER_ENV = {

@@ -21,14 +21,14 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from app.core.codecs import Codecs
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
+from app.core.topic_specs import all_topic_specs
 from app.ops.stack.kafka import KafkaCluster
 from app.ops.stack.manager import StackManager
 from app.ops.topic_admin import ensure_topics
 from app.ops.topic_reader import read_topic
-from app.core.topic_specs import all_topic_specs
 from app.ops.workload import build_workload
+from app.worker.publisher import EventPublisher
 from fault_support import account_job_states, publish_paced
 from support.polling import wait_until_async
 from support.workers import wait_for_final_states

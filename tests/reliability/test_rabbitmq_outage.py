@@ -15,10 +15,10 @@ import random
 import time
 from collections import Counter
 
-from app.ops.demo import lifecycle_events
 from app.core.ids import derived_id
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
+from app.ops.demo import lifecycle_events
+from app.worker.publisher import EventPublisher
 from fault_support import QueueDrain, WebhookSink
 from support.polling import wait_until_async
 from support.rabbit import vhost  # noqa: F401 - fixture

@@ -13,10 +13,10 @@ import asyncio
 import time
 from collections import Counter
 
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
 from app.ops.worker_process import free_port
 from app.ops.workload import build_workload
+from app.worker.publisher import EventPublisher
 from fault_support import account_job_states, publish_paced
 from support.polling import wait_until_async
 from support.workers import wait_for_final_states

@@ -23,10 +23,9 @@ import random
 
 import pytest
 
-from app.worker.publisher import EventPublisher
 from app.core.settings import Settings
 from app.ops.workload import build_workload
-from support.audit import poll_audit_chain
+from app.worker.publisher import EventPublisher
 from fault_support import (
     QueueDrain,
     WebhookSink,
@@ -35,6 +34,7 @@ from fault_support import (
     expected_notification_ids,
     publish_paced,
 )
+from support.audit import poll_audit_chain
 from support.rabbit import vhost  # noqa: F401 - fixture
 from support.workers import wait_for_final_states
 

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from agents.audit import AUDIT_HITS, actor_records, chain_head, record_audit_trail
-from app.worker.streams import DUPLICATES_DROPPED
 from app.core.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
-from app.worker.main import app, codecs
 from app.core.models import AuditRecord
 from app.core.validation import event_to_json
+from app.worker.main import app, codecs
+from app.worker.streams import DUPLICATES_DROPPED
 from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
 from tables.audit_index import audit_by_actor, audit_by_resource
 

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from app.core.auth import AuthError, mint_token, require_publisher, verify_token
-from app.ops.cli import main, parse_ttl
 from app.core.settings import Settings
+from app.ops.cli import main, parse_ttl
 
 SECRET = "unit-secret-" + "x" * 32
 

@@ -12,11 +12,11 @@ import pytest
 from faust.serializers.registry import Registry
 
 from app.core.codecs import Codecs, codec_name
-from app.ops.demo import lifecycle_events
 from app.core.errors import EventDecodeError, EventEncodeError
 from app.core.models import JobSubmitted
 from app.core.schemas import topic_schema
 from app.core.settings import Settings
+from app.ops.demo import lifecycle_events
 
 
 @pytest.fixture

@@ -23,8 +23,8 @@ import yaml
 
 from app.core.alert_rules import RULE_DLQ, RULE_DOWN, RULE_LAG, RULE_STALLED, Thresholds
 from app.core.settings import PROJECT_ROOT, Settings
-from app.ops.stack.kafka import KAFKA_VERSION
 from app.core.topic_specs import all_topic_specs
+from app.ops.stack.kafka import KAFKA_VERSION
 
 COMPOSE_DIR = PROJECT_ROOT / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "docker-compose.yml"

@@ -9,7 +9,6 @@ import random
 import pytest
 
 import app.ops.demo as demo
-from app.ops.demo import TYPICAL_RUNTIME_S, history, run_demo
 from app.core.models import (
     JobCancelled,
     JobCompleted,
@@ -21,6 +20,7 @@ from app.core.models import (
 )
 from app.core.settings import Settings
 from app.core.validation import EventTimeBounds, event_to_json, parse_event
+from app.ops.demo import TYPICAL_RUNTIME_S, history, run_demo
 
 
 class Sink:

@@ -10,8 +10,8 @@ import pytest
 from faust.transport.producer import ProducerBuffer
 
 import app.worker.main  # noqa: F401 - installs the patches
-from app.worker import faust_internals, health  # noqa: F401 - health adds its own sensor
 from app.core.errors import FaustVersionError
+from app.worker import faust_internals, health  # noqa: F401 - health adds its own sensor
 from app.worker.faust_internals.producer_buffer import _flush_completely
 
 

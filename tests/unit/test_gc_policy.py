@@ -6,8 +6,8 @@ import gc
 
 import pytest
 
-from app.worker.gc_policy import THRESHOLDS, apply_gc_policy
 from app.core.settings import Settings
+from app.worker.gc_policy import THRESHOLDS, apply_gc_policy
 
 
 @pytest.fixture

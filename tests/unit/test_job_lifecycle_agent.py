@@ -11,9 +11,9 @@ import agents.job_lifecycle
 import app.worker.streams as streams
 from agents.job_lifecycle import track_job_lifecycle
 from app.core.ids import derived_id
-from app.worker.streams import DUPLICATES_DROPPED
 from app.ops.demo import lifecycle_events
 from app.worker.main import app, codecs
+from app.worker.streams import DUPLICATES_DROPPED
 from tables.job_counts import job_counts
 from tables.job_state import job_state
 from tables.known_jobs import known_jobs

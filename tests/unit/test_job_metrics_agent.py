@@ -15,10 +15,10 @@ from agents.job_lifecycle import track_job_lifecycle
 from agents.job_metrics import track_job_metrics
 from agents.runtime_anomaly import type_stats
 from app.core.ids import derived_id
-from app.worker.streams import DUPLICATES_DROPPED
-from app.worker.main import app, codecs, settings
 from app.core.metrics_math import WINDOWS, merge_rollups, summarize, window_key, window_start
 from app.core.models import JobCompleted, JobMetricsSample, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest
+from app.worker.main import app, codecs, settings
+from app.worker.streams import DUPLICATES_DROPPED
 from tables.job_metrics import gpu_latest, job_metric_rollups, metric_windows, slow_jobs
 from tables.job_state import job_state
 from tables.known_jobs import known_jobs

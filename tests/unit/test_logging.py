@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from app.ops.demo import lifecycle_events
 from app.core.errors import RejectedEvent
+from app.ops.demo import lifecycle_events
 from app.worker.logging_setup import EventContextFilter, JsonFormatter, TextFormatter, event_context, logging_config
 from app.worker.main import codecs
 from app.worker.streams import Origin, handle_one

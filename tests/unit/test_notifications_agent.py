@@ -24,14 +24,14 @@ from agents.notifications import (
     deliver_notifications,
     record_notification_outcomes,
 )
-from app.worker.delivery import SmtpTarget, WebhookClient, send_email, webhook_body, webhook_headers
 from app.core.errors import DeliveryFailed, DeliveryRejected, InvalidPreferences
-from app.worker.main import app, codecs
 from app.core.models import NotificationRead, NotificationSent, utc_now
-from app.worker.notification_delivery import NotificationDelivery
-from app.worker.rabbit_bridge import RabbitBridge
 from app.core.settings import Settings
 from app.core.webhook_signing import SIGNATURE_HEADER, user_secret, verify
+from app.worker.delivery import SmtpTarget, WebhookClient, send_email, webhook_body, webhook_headers
+from app.worker.main import app, codecs
+from app.worker.notification_delivery import NotificationDelivery
+from app.worker.rabbit_bridge import RabbitBridge
 from tables.notification_deliveries import OUTCOMES_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import notification_preferences, parse_preferences, preferences_of
 

@@ -6,13 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.ops.cli_rabbit import original_route
 from app.core.errors import ConfigError
+from app.core.settings import Settings
+from app.ops.cli_rabbit import original_route
 from app.worker.rabbit_consumer import retry_delay
 from app.worker.rabbit_topology import (
     QUEUES, TopologyMismatch, all_queue_arguments, diff_arguments, queue_spec, route_for,
 )
-from app.core.settings import Settings
 
 
 @pytest.mark.parametrize("kind,exchange,key", [

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from app.core.codecs import Codecs
-from app.ops.rebuild import differences, recompute
 from app.core.settings import Settings
+from app.ops.rebuild import differences, recompute
 from app.ops.workload import build_workload
 
 

@@ -9,8 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from app.ops.demo import lifecycle_events
 from app.core.errors import EventDecodeError
+from app.core.settings import Settings
+from app.core.validation import event_to_json
+from app.ops.demo import lifecycle_events
 from app.ops.replay import (
     Replay,
     ReplayError,
@@ -25,8 +27,6 @@ from app.ops.replay import (
     parse_query,
     parse_time,
 )
-from app.core.settings import Settings
-from app.core.validation import event_to_json
 from aiokafka import TopicPartition
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)

@@ -8,8 +8,8 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 
 import app.worker.streams as streams
-from app.ops.demo import lifecycle_events
 from app.core.errors import RejectedEvent, RetriableError
+from app.ops.demo import lifecycle_events
 from app.worker.main import codecs
 from app.worker.streams import Origin, handle_one
 

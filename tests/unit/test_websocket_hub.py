@@ -14,12 +14,11 @@ import pytest
 
 import app.worker.websocket_hub as hub_module
 from app.core.auth import Principal
+from app.core.models import JobMetricsSample, SystemAlert, SystemHealthReport, utc_now
+from app.core.settings import Settings
 from app.ops.demo import lifecycle_events
 from app.worker.main import codecs
-from app.core.models import JobMetricsSample, SystemAlert, SystemHealthReport, utc_now
 from app.worker.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
-from app.core.settings import Settings
-from support.polling import wait_until_async
 from app.worker.websocket_hub import (
     CLOSE_SLOW,
     ChannelError,
@@ -29,6 +28,7 @@ from app.worker.websocket_hub import (
     handle_frame,
     parse_channel,
 )
+from support.polling import wait_until_async
 
 PREFIX = "t-"
 

@@ -9,9 +9,9 @@ import sys
 from urllib.parse import urlsplit
 
 from app.core.errors import CosmicError
+from app.core.settings import Settings
 from app.ops.registry.server import serve
 from app.ops.registry.store import KafkaLog, SchemaStore
-from app.core.settings import Settings
 
 
 def parse_args(*, argv: list[str] | None, settings: Settings) -> argparse.Namespace:
