@@ -56,8 +56,10 @@ from app.worker.main import app, codecs
 from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.worker.streams import Origin, process_events
 from app.worker.topics import audit_trail_topic
-from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
-from tables.audit_index import ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, audit_by_actor, audit_by_resource
+from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed, chain_entry
+from tables.audit_index import (  # noqa: F401 - actor_records, item_of_entry: read API kept here too
+    ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, actor_records, audit_by_actor, audit_by_resource, item_of_entry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +83,6 @@ class ChainHead:
 EMPTY_HEAD = ChainHead(seq=-1, hash=GENESIS_HASH, offset=-1)
 
 
-def _entry(partition: int, seq: int) -> dict[str, Any] | None:
-    return audit_chain.get(entry_key(partition, seq)) if seq >= 0 else None
-
-
 def _head_of(entry: dict[str, Any] | None) -> ChainHead:
     if entry is None:
         return EMPTY_HEAD
@@ -95,13 +93,13 @@ def chain_head(partition: int) -> ChainHead:
     """The newest entry of ``partition``'s chain, from the head pointer checked against the entries."""
     pointer = audit_chain_heads.get(str(partition))
     seq = pointer["seq"] if pointer else -1
-    entry = _entry(partition, seq)
+    entry = chain_entry(partition, seq)
     while seq >= 0 and entry is None:  # the pointer survived a crash, its entry did not
         seq -= 1
-        entry = _entry(partition, seq)
+        entry = chain_entry(partition, seq)
     head = _head_of(entry)
     while True:  # entries survived a crash, the pointer to them did not
-        following = _entry(partition, head.seq + 1)
+        following = chain_entry(partition, head.seq + 1)
         if following is None or following.get("prev_hash") != head.hash:
             if following is not None:
                 logger.error("audit chain %s: entry %s does not link to entry %s", partition,
@@ -115,7 +113,7 @@ def entry_at_offset(partition: int, offset: int, head: ChainHead) -> dict[str, A
     low, high = 0, head.seq
     while low <= high:
         middle = (low + high) // 2
-        entry = _entry(partition, middle)
+        entry = chain_entry(partition, middle)
         if entry is None:
             return None
         if entry["source_offset"] == offset:
@@ -229,29 +227,6 @@ def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset:
         audit_by_actor[actor_key] = {"offset": offset, "seqs": (by_actor["seqs"] + [entry["seq"]])[-ACTOR_INDEX_LIMIT:]}
     elif by_actor["seqs"]:
         audit_by_actor[actor_key] = by_actor  # replay: re-assert
-
-
-def item_of_entry(*, entry: dict[str, Any], partition: int) -> dict[str, Any]:
-    """The index item of a chain entry (what :func:`index_item` kept for it)."""
-    record = entry["record"]
-    return {
-        "seq": entry["seq"], "partition": partition, "event_id": entry["event_id"], "action": record["action"],
-        "actor": record["actor"], "at": record["timestamp"], "outcome": record["outcome"],
-        "resource_type": record["resource_type"], "resource_id": record["resource_id"],
-        "source_event_id": record.get("source_event_id"), "offset": entry["source_offset"],
-    }
-
-
-def actor_records(*, partition: int, actor: str) -> list[dict[str, Any]]:
-    """The actor's indexed records of ``partition``, oldest first: the index keeps only their
-    chain positions, and each item is read back from its chain entry (same partition)."""
-    indexed = audit_by_actor.get(f"{partition}/{actor}") or {}
-    items = []
-    for seq in indexed.get("seqs", ()):
-        entry = _entry(partition, seq)
-        if entry is not None:
-            items.append(item_of_entry(entry=entry, partition=partition))
-    return items
 
 
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight record and

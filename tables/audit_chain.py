@@ -17,8 +17,9 @@ partition *p*, and keyed by *p*, so each key's changelog partition is *p*):
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from app.core.audit_chain import CHAIN_TABLE
+from app.core.audit_chain import CHAIN_TABLE, entry_key
 from app.core.topic_specs import AUDIT_TRAIL, spec_by_name
 from app.worker.batching import coalescing_table
 from app.worker.main import settings
@@ -42,3 +43,8 @@ audit_processed = copartitioned_table(
     declare=coalescing_table, name="audit_processed", topic=AUDIT_TRAIL, default=int, value_type=int,
     help="audit event_id -> 1 + offset it was chained at (windowed, expiring)",
 ).tumbling(DEDUPE_WINDOW, expires=timedelta(hours=settings.dedupe_window_hours))
+
+
+def chain_entry(partition: int, seq: int) -> dict[str, Any] | None:
+    """Entry ``seq`` of ``partition``'s chain (None: not there, or ``seq`` < 0)."""
+    return audit_chain.get(entry_key(partition, seq)) if seq >= 0 else None

@@ -10,7 +10,7 @@
   actor's records are the union over partitions. Only positions are kept: an actor writes
   in every batch, and each write rewrites the whole value to the changelog — 200 full items
   were about 66 KB per write, 200 positions are about 1.4 KB. The items are read back from
-  the chain entries (:func:`agents.audit.actor_records`), which live in the same partition.
+  the chain entries (:func:`actor_records`), which live in the same partition.
 
 A resource's item is {"seq", "partition", "event_id", "action", "actor", "at", "outcome",
 "resource_type", "resource_id", "source_event_id", "offset"}, oldest first (the actor view
@@ -24,9 +24,12 @@ an item is appended once.
 
 from __future__ import annotations
 
+from typing import Any
+
 from app.core.topic_specs import AUDIT_TRAIL
 from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
+from tables.audit_chain import chain_entry
 
 #: Newest index items kept per resource.
 RESOURCE_INDEX_LIMIT = 1000
@@ -42,3 +45,26 @@ audit_by_actor = copartitioned_table(
     declare=fenced_table, name="audit_by_actor", topic=AUDIT_TRAIL,
     help="partition/actor -> newest audit records by the actor",
 )
+
+
+def item_of_entry(*, entry: dict[str, Any], partition: int) -> dict[str, Any]:
+    """The index item of a chain entry (what :func:`index_item` kept for it)."""
+    record = entry["record"]
+    return {
+        "seq": entry["seq"], "partition": partition, "event_id": entry["event_id"], "action": record["action"],
+        "actor": record["actor"], "at": record["timestamp"], "outcome": record["outcome"],
+        "resource_type": record["resource_type"], "resource_id": record["resource_id"],
+        "source_event_id": record.get("source_event_id"), "offset": entry["source_offset"],
+    }
+
+
+def actor_records(*, partition: int, actor: str) -> list[dict[str, Any]]:
+    """The actor's indexed records of ``partition``, oldest first: the index keeps only their
+    chain positions, and each item is read back from its chain entry (same partition)."""
+    indexed = audit_by_actor.get(f"{partition}/{actor}") or {}
+    items = []
+    for seq in indexed.get("seqs", ()):
+        entry = chain_entry(partition, seq)
+        if entry is not None:
+            items.append(item_of_entry(entry=entry, partition=partition))
+    return items

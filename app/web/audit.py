@@ -40,7 +40,7 @@ class ActorAuditView(View):
     @endpoint(access=OPERATOR, ready=True, tags=["audit"], summary="An actor's audit records, by time",
               responses=_RESPONSES)
     async def get(self, request: Request, *, principal: Principal, actor: str) -> Response:
-        from agents.audit import actor_records
+        from tables.audit_index import actor_records
 
         records: list[dict] = []
         for partition in range(AUDIT_PARTITIONS):

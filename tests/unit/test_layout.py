@@ -51,3 +51,10 @@ def test_importing_all_of_core_declares_no_faust_app() -> None:
     stray = [name for name in loaded if not name.startswith(("app.core", "app.worker.faust_internals"))
              and name not in ("app", "app.worker")]
     assert stray == [], f"importing app/core loaded {stray}"
+
+
+def test_nothing_in_app_imports_an_agent_module() -> None:
+    """Agents are leaves: library code they share lives in app/ or tables/, never in agents/."""
+    wrong = {str(path.relative_to(ROOT)): sorted(name for name in _project_imports(path) if name.split(".")[0] == "agents")
+             for path in sorted((ROOT / "app").rglob("*.py"))}
+    assert {path: names for path, names in wrong.items() if names} == {}
