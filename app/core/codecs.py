@@ -29,7 +29,7 @@ from app.core.errors import EventDecodeError, EventEncodeError, SchemaNotRegiste
 from app.core.models import EVENT_CLASSES, EventBase, TOPIC_EVENTS
 from app.core.schemas import subject_for, topic_schema
 from app.core.settings import Settings
-from app.core.timeutil import format_epoch_ms, utc_ms  # noqa: F401 - utc_ms: also importable from here
+from app.core.timeutil import format_epoch_ms
 from app.core.validation import event_to_json
 from app.worker.faust_internals.records import build_record, record_fields
 

@@ -14,7 +14,6 @@ from typing import Dict, Optional
 
 import faust
 
-from app.core.timeutil import utc_now  # noqa: F401 - importable from here, as before
 from app.core.topic_specs import AUDIT_TRAIL, JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH
 
 NAMESPACE = "cosmic_horizons.events"

@@ -111,10 +111,6 @@ def parse_time(*, value: str, field: str) -> int:
     return utc_ms(moment)
 
 
-#: Epoch milliseconds → ISO 8601 UTC with milliseconds and ``Z``.
-format_ms = format_epoch_ms
-
-
 @dataclass(frozen=True, kw_only=True)
 class ReplayQuery:
     """What to replay: ``topic`` (unprefixed), window ``[start_ms, end_ms)`` and filters."""
@@ -154,7 +150,7 @@ def parse_query(*, params: Mapping[str, str], topic_prefix: str = "") -> ReplayQ
     start_ms = parse_time(value=params["start"], field="start")
     end_ms = parse_time(value=params["end"], field="end")
     if end_ms < start_ms:
-        raise ReplayError(f"end ({format_ms(end_ms)}) is before start ({format_ms(start_ms)})", field="end")
+        raise ReplayError(f"end ({format_epoch_ms(end_ms)}) is before start ({format_epoch_ms(start_ms)})", field="end")
     event_type = params.get("event_type") or None
     names = [cls.__name__ for cls in TOPIC_EVENTS[topic]]
     if event_type is not None and event_type not in names:
@@ -420,13 +416,13 @@ class Replay:
         if kind == "cursor" and cursor is not None:
             line["cursor"] = encode_cursor(query=self.query, cursor=cursor)
         if self.before_retained:
-            line["earliest_available"] = format_ms(self.earliest_ms)  # type: ignore[arg-type]
+            line["earliest_available"] = format_epoch_ms(self.earliest_ms)  # type: ignore[arg-type]
         return line
 
     @staticmethod
     def _error(record: Any, reason: str) -> dict[str, Any]:
         return {"type": "error", "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "timestamp": format_ms(record.timestamp), "reason": reason}
+                "timestamp": format_epoch_ms(record.timestamp), "reason": reason}
 
     def _line(self, record: Any) -> dict[str, Any] | None:
         """The output line of ``record``, or None when a filter drops it."""
@@ -450,7 +446,7 @@ class Replay:
         if query.user_id is not None and event["user_id"] != query.user_id:
             return None
         return {"type": "event", "topic": record.topic, "partition": record.partition, "offset": record.offset,
-                "timestamp": format_ms(record.timestamp), "event": event}
+                "timestamp": format_epoch_ms(record.timestamp), "event": event}
 
     def _wanted(self, record: Any) -> bool:
         """In the window, of the job asked for (by key), and not sent by an earlier page."""
@@ -671,7 +667,7 @@ async def run_replay_cli(
     try:
         if replay.before_retained and not as_json:
             echo_err(f"note: the window starts before the oldest retained record "
-                     f"({format_ms(replay.earliest_ms)})")  # type: ignore[arg-type]
+                     f"({format_epoch_ms(replay.earliest_ms)})")  # type: ignore[arg-type]
         async for line in replay.lines():
             if as_json:
                 echo(json.dumps(line, separators=(",", ":")))

@@ -27,7 +27,7 @@ from app.core.auth import Principal
 from app.core.metrics_math import (
     RUNTIME_BUCKETS, WINDOWS, bucket_label, merge_rollups, parse_window_key, summarize, top_n, welford_std,
 )
-from app.core.timeutil import format_epoch_ms as _iso
+from app.core.timeutil import format_epoch_ms
 from app.core.topic_specs import JOB_METRICS
 from app.web.openapi import query_param
 from app.web.route import USER, Owner, endpoint, page
@@ -98,8 +98,8 @@ async def get_job_metrics(web: View, request: Request, *, principal: Principal, 
     body.update({
         **_summary(rollup),
         "execution_time_s": rollup["execution_time_s"],
-        "first_sample": _iso(rollup["first_ms"]),
-        "last_sample": _iso(rollup["last_ms"]),
+        "first_sample": format_epoch_ms(rollup["first_ms"]),
+        "last_sample": format_epoch_ms(rollup["last_ms"]),
         "nodes": rollup["nodes"],
         "overrun_alert": None if not overrun else {"event_id": overrun["event_id"], **overrun["anomaly"]},
     })
@@ -117,7 +117,7 @@ def cluster_windows(*, window: str, limit: int) -> list[dict[str, Any]]:
     result = []
     for start in sorted(parts, reverse=True)[:limit]:
         groups = parts[start]
-        entry: dict[str, Any] = {"start": _iso(start), "end": _iso(start + WINDOWS[window]),
+        entry: dict[str, Any] = {"start": format_epoch_ms(start), "end": format_epoch_ms(start + WINDOWS[window]),
                                  "clusters": [], "nodes": []}
         for (scope, name) in sorted(groups):
             summary = {("cluster" if scope == "cluster" else "node"): name, **_summary(merge_rollups(groups[(scope, name)]))}
@@ -151,7 +151,7 @@ def latest_gpus() -> list[dict[str, Any]]:
         if key not in newest or newest[key]["at_ms"] < value["at_ms"]:
             newest[key] = value
     return [{"node": v["node"], "gpu_id": v["gpu_id"], "gpu_pct": v["gpu_pct"], "job_id": v["job_id"],
-             "timestamp": _iso(v["at_ms"])} for _, v in sorted(newest.items())]
+             "timestamp": format_epoch_ms(v["at_ms"])} for _, v in sorted(newest.items())]
 
 
 @page("/api/metrics/gpus")

@@ -22,7 +22,8 @@ from aiohttp import web as aiohttp_web
 from faust.web import Request, Response, View
 
 from app.core.auth import Principal
-from app.ops.replay import MAX_LIMIT, ReplayError, ReplayUnavailable, format_ms, open_replay, parse_query
+from app.core.timeutil import format_epoch_ms
+from app.ops.replay import MAX_LIMIT, ReplayError, ReplayUnavailable, open_replay, parse_query
 from app.web.openapi import query_param
 from app.web.route import USER, endpoint, page
 from app.worker.main import codecs, settings
@@ -82,7 +83,7 @@ class ReplayView(View):
         try:
             headers = {"Content-Type": "application/x-ndjson", "Cache-Control": "no-store"}
             if replay.before_retained:
-                headers[EARLIEST_HEADER] = format_ms(replay.earliest_ms)  # type: ignore[arg-type]
+                headers[EARLIEST_HEADER] = format_epoch_ms(replay.earliest_ms)  # type: ignore[arg-type]
             response = aiohttp_web.StreamResponse(status=200, headers=headers)
             await response.prepare(request)  # type: ignore[arg-type]
             chunk: list[bytes] = []

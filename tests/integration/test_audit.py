@@ -13,8 +13,9 @@ from aiokafka import AIOKafkaProducer
 
 from app.core.audit_chain import changelog_topic_name, entry_key, fold_changelog, parse_entry_key
 from app.core.ids import derived_id
-from app.core.models import AuditRecord, utc_now
+from app.core.models import AuditRecord
 from app.core.settings import PROJECT_ROOT, Settings
+from app.core.timeutil import utc_now
 from app.ops.cli_audit import read_changelog
 from app.ops.demo import lifecycle_events
 from app.ops.topic_reader import read_topic

@@ -11,9 +11,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from app.core.codecs import Codecs, utc_ms
+from app.core.codecs import Codecs
 from app.core.schemas import topic_schema_text
 from app.core.settings import Settings
+from app.core.timeutil import utc_ms
 from app.ops.demo import lifecycle_events
 from app.ops.topic_admin import ensure_topics
 from app.worker.publisher import EventPublisher

@@ -24,8 +24,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from app.core.auth import mint_token
-from app.core.models import JobMetricsSample, SystemAlert, utc_now
+from app.core.models import JobMetricsSample, SystemAlert
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from app.core.validation import event_to_json
 from app.ops.demo import lifecycle_events
 from app.worker.publisher import EventPublisher

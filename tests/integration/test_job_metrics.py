@@ -27,7 +27,7 @@ from app.core.models import (
     JobCompleted, JobMetricsSample, JobQueued, JobStatusChanged, JobSubmitted, MetricsSummary, ResourceRequest,
 )
 from app.core.settings import Settings
-from app.core.validation import format_timestamp
+from app.core.timeutil import format_timestamp
 from app.ops.topic_reader import read_topic
 from app.worker.publisher import EventPublisher
 from support.polling import wait_until_async

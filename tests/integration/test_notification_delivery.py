@@ -22,8 +22,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaProducer
 
 from app.core.auth import mint_token
-from app.core.models import NotificationSent, utc_now
+from app.core.models import NotificationSent
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from app.core.webhook_signing import SIGNATURE_HEADER, verify
 from app.worker.publisher import EventPublisher
 from app.worker.rabbit_topology import RETRY_DELAYS

@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.core.auth import mint_token
 from app.core.ids import derived_id
-from app.core.models import NotificationSent, utc_now
+from app.core.models import NotificationSent
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from app.core.webhook_signing import SIGNATURE_HEADER, verify
 from app.ops.demo import lifecycle_events
 from app.worker.publisher import EventPublisher

@@ -13,8 +13,9 @@ from datetime import timedelta
 
 import aio_pika
 
-from app.core.models import JobMetricsSample, NotificationRead, NotificationSent, utc_now
+from app.core.models import JobMetricsSample, NotificationRead, NotificationSent
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from app.ops.demo import lifecycle_events
 from app.worker.publisher import EventPublisher
 from app.worker.rabbit_topology import RETRY_DELAYS

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaProducer
 
 from app.core.auth import mint_token
 from app.core.settings import PROJECT_ROOT, Settings
+from app.core.timeutil import format_epoch_ms as format_ms
 from app.ops.demo import lifecycle_events
-from app.ops.replay import format_ms
 from app.worker.publisher import EventPublisher
 from support.polling import wait_until_async
 

@@ -43,8 +43,8 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from app.core.errors import EventValidationError
-from app.core.models import utc_now
-from app.core.validation import MAX_BATCH_SIZE, EventTimeBounds, format_timestamp, parse_event
+from app.core.timeutil import format_timestamp, utc_now
+from app.core.validation import MAX_BATCH_SIZE, EventTimeBounds, parse_event
 from app.ops.topic_reader import read_topic
 
 #: No RabbitMQ copies (not under test; less load), small websocket frames, short auth timeout.

@@ -12,8 +12,9 @@ import aiohttp
 import jwt
 
 from app.core.auth import mint_token
-from app.core.models import JobMetricsSample, NotificationSent, SystemAlert, utc_now
+from app.core.models import JobMetricsSample, NotificationSent, SystemAlert
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from support.polling import wait_until_async
 
 #: Worker settings of the websocket tests: no RabbitMQ copies (not under test; less load),

@@ -132,7 +132,8 @@ def test_a_silent_component_fires_once_and_its_next_report_resolves_it():
 
 # -- through the agent (watch_system_health on the memory store) ---------------------------
 def _report(*, metrics: dict[str, float], component: str = W):  # noqa: ANN202
-    from app.core.models import SystemHealthReport, utc_now
+    from app.core.models import SystemHealthReport
+    from app.core.timeutil import utc_now
     import uuid
 
     return SystemHealthReport(event_id=str(uuid.uuid4()), event_type="SystemHealthReport", timestamp=utc_now(),

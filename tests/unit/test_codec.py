@@ -211,8 +211,7 @@ def test_decode_json_normalises_uuids_as_decode_does_and_refuses_non_uuids(codec
 def test_format_epoch_ms_matches_datetime_formatting():
     from datetime import datetime, timedelta, timezone
 
-    from app.core.codecs import format_epoch_ms
-    from app.core.validation import format_timestamp
+    from app.core.timeutil import format_epoch_ms, format_timestamp
 
     rng = random.Random(3)
     epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)

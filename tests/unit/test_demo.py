@@ -9,16 +9,9 @@ import random
 import pytest
 
 import app.ops.demo as demo
-from app.core.models import (
-    JobCancelled,
-    JobCompleted,
-    JobFailed,
-    JobMetricsSample,
-    JobStatusChanged,
-    JobSubmitted,
-    utc_now,
-)
+from app.core.models import JobCancelled, JobCompleted, JobFailed, JobMetricsSample, JobStatusChanged, JobSubmitted
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from app.core.validation import EventTimeBounds, event_to_json, parse_event
 from app.ops.demo import TYPICAL_RUNTIME_S, history, run_demo
 

@@ -25,8 +25,9 @@ from agents.notifications import (
     record_notification_outcomes,
 )
 from app.core.errors import DeliveryFailed, DeliveryRejected, InvalidPreferences
-from app.core.models import NotificationRead, NotificationSent, utc_now
+from app.core.models import NotificationRead, NotificationSent
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from app.core.webhook_signing import SIGNATURE_HEADER, user_secret, verify
 from app.worker.delivery import SmtpTarget, WebhookClient, send_email, webhook_body, webhook_headers
 from app.worker.main import app, codecs

@@ -11,6 +11,7 @@ import pytest
 
 from app.core.errors import EventDecodeError
 from app.core.settings import Settings
+from app.core.timeutil import format_epoch_ms as format_ms
 from app.core.validation import event_to_json
 from app.ops.demo import lifecycle_events
 from app.ops.replay import (
@@ -22,7 +23,6 @@ from app.ops.replay import (
     _Partition,
     decode_cursor,
     encode_cursor,
-    format_ms,
     key_partition,
     parse_query,
     parse_time,

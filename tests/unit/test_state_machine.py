@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from app.core.codecs import utc_ms
 from app.core.models import JobFailed, JobQueued, JobStatusChanged
 from app.core.state_machine import MAX_PARKED, decide, is_terminal
+from app.core.timeutil import utc_ms
 from app.ops.demo import lifecycle_events
 
 MAX_RETRIES = 3

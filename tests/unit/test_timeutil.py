@@ -44,15 +44,3 @@ def test_as_utc():
     other = datetime(2024, 5, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
     assert as_utc(moment=other).tzinfo is timezone.utc and as_utc(moment=other) == other
 
-
-def test_old_import_places_are_the_same_functions():
-    import app.core.codecs
-    import app.core.models
-    import app.ops.replay
-    import app.core.timeutil
-    import app.core.validation
-
-    assert app.core.codecs.format_epoch_ms is app.core.timeutil.format_epoch_ms is app.ops.replay.format_ms
-    assert app.core.codecs.utc_ms is app.core.timeutil.utc_ms
-    assert app.core.models.utc_now is app.core.timeutil.utc_now
-    assert app.core.validation.format_timestamp is app.core.timeutil.format_timestamp

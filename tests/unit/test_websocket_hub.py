@@ -14,8 +14,9 @@ import pytest
 
 import app.worker.websocket_hub as hub_module
 from app.core.auth import Principal
-from app.core.models import JobMetricsSample, SystemAlert, SystemHealthReport, utc_now
+from app.core.models import JobMetricsSample, SystemAlert, SystemHealthReport
 from app.core.settings import Settings
+from app.core.timeutil import utc_now
 from app.ops.demo import lifecycle_events
 from app.worker.main import codecs
 from app.worker.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
