@@ -57,9 +57,7 @@ from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC
 from app.worker.streams import Origin, process_events
 from app.worker.topics import audit_trail_topic
 from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed, chain_entry
-from tables.audit_index import (  # noqa: F401 - actor_records, item_of_entry: read API kept here too
-    ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, actor_records, audit_by_actor, audit_by_resource, item_of_entry,
-)
+from tables.audit_index import ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, audit_by_actor, audit_by_resource
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from faust.web import Request, Response, View
 from app.core.auth import Principal
 from app.web.route import OPERATOR, Owner, endpoint, page
 from tables.audit_chain import AUDIT_PARTITIONS
-from tables.audit_index import audit_by_resource
+from tables.audit_index import actor_records, audit_by_resource
 
 _RESPONSES = {200: "{..., \"count\", \"records\"}", 404: "no audit records"}
 
@@ -40,8 +40,6 @@ class ActorAuditView(View):
     @endpoint(access=OPERATOR, ready=True, tags=["audit"], summary="An actor's audit records, by time",
               responses=_RESPONSES)
     async def get(self, request: Request, *, principal: Principal, actor: str) -> Response:
-        from tables.audit_index import actor_records
-
         records: list[dict] = []
         for partition in range(AUDIT_PARTITIONS):
             records.extend(actor_records(partition=partition, actor=actor))

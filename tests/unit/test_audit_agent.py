@@ -7,14 +7,14 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from agents.audit import AUDIT_HITS, actor_records, chain_head, record_audit_trail
+from agents.audit import AUDIT_HITS, chain_head, record_audit_trail
 from app.core.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
 from app.core.models import AuditRecord
 from app.core.validation import event_to_json
 from app.worker.main import app, codecs
 from app.worker.streams import DUPLICATES_DROPPED
 from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
-from tables.audit_index import audit_by_actor, audit_by_resource
+from tables.audit_index import actor_records, audit_by_actor, audit_by_resource
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
