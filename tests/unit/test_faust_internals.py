@@ -106,3 +106,43 @@ def test_a_changelog_the_consumer_counts_zero_partitions_of_is_trusted_and_a_kno
     assert table._verified_source_topics_for_partitions == set()  # known: Faust checks it as usual
     trust_unknown_changelog(table, source_topic="src", consumer=SimpleNamespace(topic_partitions=lambda _: 0))
     assert table._verified_source_topics_for_partitions == {"src"}
+
+
+def test_stream_partitions_without_a_committed_offset_are_sought_to_their_beginning():
+    from aiokafka import TopicPartition
+    from faust.transport.consumer import Consumer
+
+    from app.worker.faust_internals import seek
+
+    committed = {TopicPartition("p-job-lifecycle", 0): None, TopicPartition("p-job-lifecycle", 1): 12,
+                 TopicPartition("p-job-lifecycle", 2): -1, TopicPartition("app-job_state-changelog", 0): None}
+    assert seek.never_committed(committed=committed, changelog_topics={"app-job_state-changelog"}) == [
+        TopicPartition("p-job-lifecycle", 0), TopicPartition("p-job-lifecycle", 2)]
+    assert Consumer.perform_seek is seek._perform_seek  # installed with the other patches
+
+
+async def test_perform_seek_rewinds_only_never_committed_stream_partitions():
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from app.worker.faust_internals import seek
+
+    rewound: list = []
+
+    async def seek_to_committed():
+        return {TopicPartition("t", 0): None, TopicPartition("t", 1): 7, TopicPartition("t", 2): 0,
+                TopicPartition("t-changelog", 0): None}
+
+    async def seek_to_beginning(*partitions):
+        rewound.extend(partitions)
+
+    consumer = SimpleNamespace(
+        _read_offset={TopicPartition("t", 0): 5}, _committed_offset={}, seek_to_committed=seek_to_committed,
+        _thread=SimpleNamespace(seek_to_beginning=seek_to_beginning),
+        app=SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
+                            tables=SimpleNamespace(changelog_topics={"t-changelog"})))
+    await seek._perform_seek(consumer)
+    assert rewound == [TopicPartition("t", 0), TopicPartition("t", 2)]
+    assert consumer._read_offset[TopicPartition("t", 0)] is None and consumer._read_offset[TopicPartition("t", 1)] == 7
+    assert consumer._committed_offset == {TopicPartition("t", 1): 7, TopicPartition("t", 2): None}  # as Faust records them

@@ -10,6 +10,9 @@ written against that version's code.
   collection per table when nothing was revoked, no one-second sleep before the tables'
   channels, no second declaration of changelog topics created beforehand, 0.1 s instead of
   1 s at the end of shutdown.
+* :mod:`.seek` — after a rebalance, stream partitions the group never committed are sought to
+  their beginning: records Faust fetched while its flow was still suspended were dropped, and
+  without a committed offset nothing sought them back (lost records when a worker joins).
 * :mod:`.changelog` — a batch's table writes: the store write and the changelog record
   without Faust's per-write producer buffer and per-record persisted-offset write.
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
@@ -39,7 +42,7 @@ from typing import Any, Iterable
 import faust
 
 from app.core.errors import FaustVersionError
-from app.worker.faust_internals import producer_buffer, startup
+from app.worker.faust_internals import producer_buffer, seek, startup
 from app.worker.faust_internals.events import set_current_event
 from app.worker.faust_internals.startup import already_declared
 from app.worker.faust_internals.take import take_batches
@@ -87,6 +90,7 @@ def install() -> None:
     check_versions(installed={name: imported.get(name, PINNED[name]) for name in PINNED})
     producer_buffer.install()
     startup.install()
+    seek.install()
 
 
 class App(faust.App):
