@@ -130,19 +130,35 @@ async def test_perform_seek_rewinds_only_never_committed_stream_partitions():
 
     rewound: list = []
 
-    async def seek_to_committed():
-        return {TopicPartition("t", 0): None, TopicPartition("t", 1): 7, TopicPartition("t", 2): 0,
-                TopicPartition("t-changelog", 0): None}
+    sought: dict = {}
+    requests: list = []
+
+    async def fetch_committed_offsets(partitions):
+        requests.append(sorted(partitions))
+        return {TopicPartition("t", 1): SimpleNamespace(offset=7), TopicPartition("t", 2): SimpleNamespace(offset=0),
+                TopicPartition("t-changelog", 0): SimpleNamespace(offset=-1)}
+
+    kafka = SimpleNamespace(
+        _subscription=SimpleNamespace(assigned_partitions=lambda: {
+            TopicPartition("t", 0), TopicPartition("t", 1), TopicPartition("t", 2), TopicPartition("t-changelog", 0)}),
+        _coordinator=SimpleNamespace(fetch_committed_offsets=fetch_committed_offsets),
+        _fetcher=SimpleNamespace(seek_to=lambda tp, offset: sought.__setitem__(tp, offset)))
+
+    async def call_thread(fun, *args):
+        return await fun(*args)
 
     async def seek_to_beginning(*partitions):
         rewound.extend(partitions)
 
     consumer = SimpleNamespace(
-        _read_offset={TopicPartition("t", 0): 5}, _committed_offset={}, seek_to_committed=seek_to_committed,
-        _thread=SimpleNamespace(seek_to_beginning=seek_to_beginning),
+        _read_offset={TopicPartition("t", 0): 5}, _committed_offset={},
+        _thread=SimpleNamespace(seek_to_beginning=seek_to_beginning, call_thread=call_thread,
+                                _ensure_consumer=lambda: kafka),
         app=SimpleNamespace(conf=SimpleNamespace(consumer_auto_offset_reset="earliest"),
                             tables=SimpleNamespace(changelog_topics={"t-changelog"})))
     await seek._perform_seek(consumer)
-    assert rewound == [TopicPartition("t", 0), TopicPartition("t", 2)]
+    assert len(requests) == 1 and len(requests[0]) == 4  # every partition's committed offset in one request
+    assert sought == {TopicPartition("t", 1): 7}  # as aiokafka's seek_to_committed: offsets > 0 only
+    assert sorted(rewound) == [TopicPartition("t", 0), TopicPartition("t", 2)]
     assert consumer._read_offset[TopicPartition("t", 0)] is None and consumer._read_offset[TopicPartition("t", 1)] == 7
     assert consumer._committed_offset == {TopicPartition("t", 1): 7, TopicPartition("t", 2): None}  # as Faust records them
