@@ -139,6 +139,9 @@ class Settings:
     #: Seconds without a heartbeat before the group coordinator declares a worker dead and
     #: moves its partitions (Kafka's session.timeout.ms); heartbeats every tenth of it.
     broker_session_timeout_seconds: float = 60.0
+    #: Reads that span partitions (``GET /api/jobs``, ``/api/stats``, …) gather the part of every
+    #: other worker of the group: seconds one part may take before the answer is 503 (or partial).
+    gather_timeout_seconds: float = 5.0
     #: The worker's garbage-collector policy (app/worker/gc_policy.py): larger thresholds and start-up
     #: objects frozen, so a heap of many connections is not scanned in one long pause.
     gc_tuning: bool = True
@@ -206,6 +209,8 @@ class Settings:
             raise ConfigError("COSMIC_TABLE_STANDBY_REPLICAS must be 0 or more")
         if not 6 <= self.broker_session_timeout_seconds <= 300:
             raise ConfigError("COSMIC_BROKER_SESSION_TIMEOUT_SECONDS must be between 6 and 300")
+        if not 0 < self.gather_timeout_seconds <= 300:
+            raise ConfigError("COSMIC_GATHER_TIMEOUT_SECONDS must be more than 0 and at most 300")
         if not self.kafka_bootstrap.strip():
             raise ConfigError("COSMIC_KAFKA_BOOTSTRAP must name at least one host:port")
 

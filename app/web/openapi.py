@@ -2,6 +2,7 @@
 built only from what the routes declared with :func:`app.web.route.endpoint` (summary,
 parameters, responses, access, readiness). Path parameters come from the ``{name}`` parts of
 the path; the 401/403/503 answers of a route's access and readiness are added to its own.
+A gathered route (``x-gather``) gets the ``allow_partial`` query parameter.
 
 ``x-auth`` of an operation is ``none``, ``user`` (any valid JWT; ``x-self-or-operator`` names
 the path parameter when only that user or an operator may call it), ``publisher`` or
@@ -52,6 +53,8 @@ def _standard_responses(route: Route) -> dict[int, str]:
         answers[403] = f"another user's {access.what} (not an operator)"
     if declared.owner is not None:
         answers[503] = _NOT_READY + ", or the key's owner is not known yet"
+    elif declared.gather is not None:
+        answers[503] = _NOT_READY + ", or another worker's part of the answer is missing (see allow_partial)"
     elif declared.ready:
         answers[503] = _NOT_READY
     return answers
@@ -65,6 +68,10 @@ def operation(route: Route) -> dict[str, Any]:
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in route.path_params
     ]
     params.extend(dict(p) for p in declared.parameters)
+    if declared.gather is not None:
+        params.append(query_param("allow_partial", "true: answer 200 with \"partial\": true and "
+                                  "\"missing_partitions\" instead of 503 when a worker's part is missing",
+                                  kind="boolean"))
     answers = {**_standard_responses(route), **declared.responses}
     op: dict[str, Any] = {
         "summary": declared.summary,
@@ -87,6 +94,8 @@ def operation(route: Route) -> dict[str, Any]:
         op["security"] = [{"bearerAuth": []}]
     if access.kind == "self_or_operator":
         op["x-self-or-operator"] = access.param
+    if declared.gather is not None:
+        op["x-gather"] = True
     if declared.request_body:
         op["requestBody"] = {"required": True, "description": declared.request_body,
                              "content": {"application/json": {}}}

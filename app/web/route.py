@@ -23,7 +23,11 @@ Every request goes through the same checks, in this order:
    ``403 {"error"}`` without the right. The handler gets the caller as the keyword
    ``principal`` (public routes get none);
 3. owner routing (``owner=Owner(...)``, needs ``ready=True``): what ``app.table_route`` does,
-   with 503 while the changelog topic's partitions are not known yet;
+   with 503 while the changelog topic's partitions are not known yet; or gathering
+   (``gather=Gather(...)``, needs ``ready=True``): the handler returns this worker's part for
+   the partitions it is given (keyword ``partitions``) and :mod:`app.web.gather` asks every
+   other member of the group for theirs and merges them — 503 (or ``"partial": true`` with
+   ``?allow_partial=true``) when a part is missing;
 4. the handler.
 
 :mod:`app.web.openapi` builds ``/api/openapi.json`` from :data:`ROUTES` only.
@@ -41,6 +45,8 @@ from faust.types import TableT
 from faust.web import Request, Response, View
 
 from app.core.auth import AuthError, Principal, authenticate, require_operator, require_publisher
+from app.web import gather as gathering
+from app.web.gather import Gather
 from app.web.routing import not_ready, to_owner, worker_ready
 from app.worker.main import app, settings
 
@@ -123,6 +129,7 @@ class Endpoint:
     summary: str
     ready: bool = False
     owner: Owner | None = None
+    gather: Gather | None = None
     description: str = ""
     parameters: tuple[Mapping[str, Any], ...] = ()
     responses: Mapping[int, str] = field(default_factory=dict)
@@ -159,6 +166,7 @@ def endpoint(
     summary: str,
     ready: bool = False,
     owner: Owner | None = None,
+    gather: Gather | None = None,
     description: str = "",
     parameters: Sequence[Mapping[str, Any]] = (),
     responses: Mapping[int, str] | None = None,
@@ -168,11 +176,18 @@ def endpoint(
 ) -> Callable[[Handler], Handler]:
     """Declare and enforce one route method (the order of the checks: module docstring).
 
+    ``gather``: the answer spans partitions and is gathered across the group
+    (:mod:`app.web.gather`); the handler gets keyword ``partitions`` and returns its part (a
+    dict) or an error Response.
+
     ``responses`` are the route's own answers (code → description); the 401/403/503 of its
     access and readiness are added to its OpenAPI entry unless given here."""
     if owner is not None and not ready:
         raise ValueError("owner routing reads the worker's tables: declare ready=True")
-    declared = Endpoint(access=access, summary=summary, ready=ready, owner=owner, description=description,
+    if gather is not None and (not ready or owner is not None):
+        raise ValueError("a gathered read needs ready=True and no owner routing (a key has one owner)")
+    declared = Endpoint(access=access, summary=summary, ready=ready, owner=owner, gather=gather,
+                        description=description,
                         parameters=tuple(parameters), responses=dict(responses or {200: "OK"}),
                         request_body=request_body, content_type=content_type, tags=tuple(tags))
 
@@ -190,6 +205,9 @@ def endpoint(
                     kwargs["principal"] = access.principal(request=request, match=kwargs)
                 except AuthError as exc:
                     return web.json({"error": str(exc)}, status=exc.status)
+            if declared.gather is not None:
+                return await gathering.answer(web=web, request=request, gather=declared.gather, handler=handler,
+                                              kwargs=kwargs, timeout=settings.gather_timeout_seconds)
             return await target(web, request, **kwargs)
 
         view.__endpoint__ = declared  # type: ignore[attr-defined]

@@ -59,7 +59,9 @@ def test_fail_over_settings_reach_the_faust_app():
 
 
 @pytest.mark.parametrize("name, value", [("COSMIC_TABLE_STANDBY_REPLICAS", "-1"),
-                                         ("COSMIC_BROKER_SESSION_TIMEOUT_SECONDS", "2")])
+                                         ("COSMIC_BROKER_SESSION_TIMEOUT_SECONDS", "2"),
+                                         ("COSMIC_GATHER_TIMEOUT_SECONDS", "0"),
+                                         ("COSMIC_GATHER_TIMEOUT_SECONDS", "301")])
 def test_fail_over_settings_out_of_range_are_refused(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(environ={name: value})
