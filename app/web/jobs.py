@@ -8,8 +8,9 @@
   "errors": [...]}``.
 * ``GET /api/jobs?status=&user_id=&limit=&cursor=``: jobs from ``job_state`` ordered by
   job_id, ``limit`` (1..1000, default 100) per page; ``next_cursor`` (null on the last page)
-  gives the next page with the same filters. Answered from the ``job_state`` partitions this
-  worker holds (all of them with one worker).
+  gives the next page with the same filters. Gathered from every worker of the group
+  (:mod:`app.web.gather`): each answers its first ``limit + 1`` jobs after the cursor from the
+  ``job_state`` partitions it holds, and the page is the first ``limit`` of their union.
 
 Operators see every job. A plain user sees only their own jobs: the list is restricted to
 ``user_id`` = the token's ``sub`` (another ``user_id`` → 403), and another user's job
@@ -23,7 +24,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from typing import Any
+from typing import Any, Iterable
 
 from faust.web import Request, Response, View
 
@@ -32,6 +33,7 @@ from app.core.models import JOB_STATUSES
 from app.core.timeutil import now_ms
 from app.core.topic_specs import JOB_LIFECYCLE
 from app.ops.replay import ReplayError, ReplayQuery, ReplayUnavailable, open_replay
+from app.web.gather import Gather
 from app.web.openapi import query_param
 from app.web.route import USER, Owner, endpoint, page
 from app.worker.main import codecs, settings
@@ -126,17 +128,45 @@ def decode_page_cursor(*, cursor: str, status: str | None, user_id: str | None) 
     return after
 
 
+def page_part(*, states: Iterable[tuple[str, dict[str, Any] | None]], after: str, status: str | None,
+              user_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """One worker's part of a page: its first ``limit + 1`` jobs after ``after`` by job_id
+    that match the filters (the one beyond the page tells the merge there is a next page)."""
+    matching = sorted(
+        (job_id, state) for job_id, state in states
+        if state is not None and job_id > after
+        and (status is None or state.get("status") == status)
+        and (user_id is None or state.get("user_id") == user_id)
+    )
+    return [{k: v for k, v in state.items() if k not in _INTERNAL} for _, state in matching[:limit + 1]]
+
+
+def merge_job_pages(*, web: View, parts: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    """One page from the members' pages: each holds its first ``limit + 1`` jobs after the
+    cursor, so the first ``limit`` of their union by job_id are the page's, and there is a
+    next page exactly when the union has more."""
+    limit = parts[0]["limit"]
+    filters = parts[0]["filters"]
+    matching = sorted((job for part in parts for job in part["jobs"]), key=lambda job: job["job_id"])
+    page = matching[:limit]
+    next_cursor = (encode_page_cursor(after=page[-1]["job_id"], status=filters["status"], user_id=filters["user_id"])
+                   if len(matching) > limit else None)
+    return {"jobs": page, "count": len(page), "next_cursor": next_cursor, "filters": filters}
+
+
 @page("/api/jobs")
 class JobListView(View):
-    @endpoint(access=USER, ready=True, tags=["jobs"], summary="List jobs by status and user (paged by job_id)",
+    @endpoint(access=USER, ready=True, gather=Gather(scope=job_state, merge=merge_job_pages), tags=["jobs"],
+              summary="List jobs by status and user (paged by job_id, gathered from every worker)",
               description="Plain users get only their own jobs (user_id forced to the token's sub).",
               parameters=[query_param("status", ", ".join(JOB_STATUSES)),
                           query_param("user_id", "only this user's jobs"),
                           query_param("limit", f"page size 1..{MAX_PAGE} (default {DEFAULT_PAGE})", kind="integer"),
                           query_param("cursor", "next_cursor of the previous page")],
-              responses={200: '{"jobs": [...], "count", "next_cursor", "filters"}',
+              responses={200: '{"jobs": [...], "count", "next_cursor", "filters", "partial", "missing_partitions"}',
                          400: "bad status, limit or cursor", 403: "a plain user asking for another user's jobs"})
-    async def get(self, request: Request, *, principal: Principal) -> Response:
+    async def get(self, request: Request, *, principal: Principal,
+                  partitions: frozenset[int] | None) -> dict[str, Any] | Response:
         status = request.query.get("status") or None
         if status is not None and status not in JOB_STATUSES:
             return self.json({"error": "invalid status", "field": "status",
@@ -157,16 +187,6 @@ class JobListView(View):
                 after = decode_page_cursor(cursor=request.query["cursor"], status=status, user_id=user_id)
             except ValueError as exc:
                 return self.json({"error": "invalid cursor", "field": "cursor", "reason": str(exc)}, status=400)
-        matching = sorted(
-            (job_id, state) for job_id, state in job_state.items()
-            if state is not None and job_id > after
-            and (status is None or state.get("status") == status)
-            and (user_id is None or state.get("user_id") == user_id)
-        )
-        page = matching[:limit]
-        jobs = [{k: v for k, v in state.items() if k not in _INTERNAL} for _, state in page]
-        next_cursor = (encode_page_cursor(after=page[-1][0], status=status, user_id=user_id)
-                       if len(matching) > limit else None)
-        return self.json({"jobs": jobs, "count": len(jobs), "next_cursor": next_cursor,
-                          "filters": {"status": status, "user_id": user_id}})
-
+        # this worker's partitions of job_state (the store iterates the partitions held as active)
+        jobs = page_part(states=job_state.items(), after=after, status=status, user_id=user_id, limit=limit)
+        return {"jobs": jobs, "limit": limit, "filters": {"status": status, "user_id": user_id}}

@@ -1,15 +1,16 @@
 """``GET /api/stats`` (operator JWT): job counts by status and dead-letter topic sizes.
 
 ``{"jobs": {"by_status": {status: n}, "total": n, "partitions": [...]}, "dlq": {topic: records},
-"dlq_total": n}``. Counts come from ``job_counts`` (one value per job-lifecycle partition; the
-sum over the partitions this worker holds — all of them with one worker, listed in
-``partitions``). A dead-letter topic's size is its end offset minus its beginning offset,
+"dlq_total": n, "partial", "missing_partitions"}``. Counts come from ``job_counts`` (one value
+per job-lifecycle partition), gathered from every worker of the group (:mod:`app.web.gather`):
+each counts the partitions it holds, the counts add, ``partitions`` lists those counted. A dead-letter topic's size is its end offset minus its beginning offset,
 summed over its partitions (records retained now); a topic missing on the broker counts 0.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -21,6 +22,7 @@ from app.core.models import JOB_STATUSES
 from app.core.settings import Settings
 from app.core.topic_specs import spec_by_name, unprefixed
 from app.ops.dlq import dlq_topics
+from app.web.gather import Gather
 from app.web.route import OPERATOR, endpoint, page
 from app.worker.main import settings
 from tables.job_counts import job_counts
@@ -55,33 +57,43 @@ async def dlq_sizes(*, settings: Settings, timeout: float = 30.0) -> dict[str, i
         await consumer.stop()
 
 
-def job_status_counts() -> tuple[dict[str, int], list[int]]:
-    """(status → jobs, job-lifecycle partitions counted) from this worker's job_counts."""
+def job_status_counts(*, partitions: frozenset[int] | None = None) -> tuple[dict[str, int], list[int]]:
+    """(status → jobs, job-lifecycle partitions counted) from this worker's job_counts, of
+    ``partitions`` only if given."""
     totals = {status: 0 for status in JOB_STATUSES}
-    partitions = []
+    counted = []
     for key, value in job_counts.items():
-        if not value:
+        if not value or (partitions is not None and int(key) not in partitions):
             continue
-        partitions.append(int(key))
+        counted.append(int(key))
         for status, count in value.get("counts", {}).items():
             totals[status] = totals.get(status, 0) + count
-    return totals, sorted(partitions)
+    return totals, sorted(counted)
+
+
+async def merge_stats(*, web: View, parts: list[dict[str, Any]], request: Request) -> dict[str, Any] | Response:
+    """Counts of every part added; the dead-letter sizes read once, by the gathering worker."""
+    by_status: dict[str, int] = {status: 0 for status in JOB_STATUSES}
+    partitions: list[int] = []
+    for part in parts:
+        partitions.extend(part["partitions"])
+        for status, count in part["by_status"].items():
+            by_status[status] = by_status.get(status, 0) + count
+    try:
+        dlq = await dlq_sizes(settings=settings)
+    except StatsUnavailable as exc:
+        return web.json({"error": "Kafka could not be read", "reason": str(exc)}, status=503)
+    return {"jobs": {"by_status": by_status, "total": sum(by_status.values()), "partitions": sorted(partitions)},
+            "dlq": dlq, "dlq_total": sum(dlq.values())}
 
 
 @page("/api/stats")
 class StatsView(View):
-    @endpoint(access=OPERATOR, ready=True, tags=["stats"], summary="Job counts by status and dead-letter topic sizes",
-              responses={200: '{"jobs": {"by_status", "total", "partitions"}, "dlq": {topic: records}, "dlq_total"}',
-                         503: "worker not ready, or Kafka could not be read"})
-    async def get(self, request: Request, *, principal: Principal) -> Response:
-        by_status, partitions = job_status_counts()
-        try:
-            dlq = await dlq_sizes(settings=settings)
-        except StatsUnavailable as exc:
-            return self.json({"error": "Kafka could not be read", "reason": str(exc)}, status=503)
-        return self.json({
-            "jobs": {"by_status": by_status, "total": sum(by_status.values()), "partitions": partitions},
-            "dlq": dlq,
-            "dlq_total": sum(dlq.values()),
-        })
-
+    @endpoint(access=OPERATOR, ready=True, gather=Gather(scope=job_counts, merge=merge_stats), tags=["stats"],
+              summary="Job counts by status (gathered from every worker) and dead-letter topic sizes",
+              responses={200: '{"jobs": {"by_status", "total", "partitions"}, "dlq": {topic: records}, "dlq_total", '
+                              '"partial", "missing_partitions"}',
+                         503: "worker not ready, a worker's part missing, or Kafka could not be read"})
+    async def get(self, request: Request, *, principal: Principal, partitions: frozenset[int] | None) -> dict[str, Any]:
+        by_status, counted = job_status_counts(partitions=partitions)
+        return {"by_status": by_status, "partitions": counted}
