@@ -28,6 +28,7 @@ before any of this, by the route guard; every part checks the forwarded token ag
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping
@@ -50,7 +51,7 @@ MISSING_HEADER = "X-Cosmic-Missing-Partitions"
 RETRY_AFTER = "1"
 
 Handler = Callable[..., Awaitable[Any]]
-Merge = Callable[..., "dict[str, Any] | Response"]
+Merge = Callable[..., "dict[str, Any] | Response | Awaitable[dict[str, Any] | Response]"]
 
 
 class PartUnavailable(CosmicError):
@@ -63,8 +64,8 @@ class Gather:
 
     ``scope``: the table whose changelog partitions the parts cover (copartitioned with the
     data read), or a function of the path parameters giving it (None: answered locally, e.g.
-    a global table every worker holds whole). ``merge(parts=[...], request=)``: the answer
-    from the parts' bodies (a dict, or a Response such as a 404). ``render(web=, body=,
+    a global table every worker holds whole). ``merge(web=, parts=[...], request=)``: the
+    answer from the parts' bodies (a dict, or a Response such as a 404; may be a coroutine). ``render(web=, body=,
     partial=, missing=)``: the Response of a merged body (default: JSON with the flags)."""
 
     scope: TableT | Callable[[Mapping[str, Any]], TableT | None]
@@ -193,10 +194,15 @@ async def answer(*, web: View, request: Request, gather: Gather, handler: Handle
                          "reason": "some partitions' workers did not answer (rebalancing, or not in "
                                    f"{timeout:g} s); retry, or pass allow_partial=true",
                          "missing_partitions": missing}, status=503, headers={"Retry-After": RETRY_AFTER})
-    merged = gather.merge(parts=[p.body for p in parts], request=request)
+    merged = await _merged(gather=gather, web=web, parts=[p.body for p in parts], request=request)
     if not isinstance(merged, dict):
         return merged
     return (gather.render or default_render)(web=web, body=merged, partial=bool(missing), missing=missing)
+
+
+async def _merged(*, gather: Gather, web: View, parts: list[dict[str, Any]], request: Request) -> Any:
+    merged = gather.merge(web=web, parts=parts, request=request)
+    return await merged if inspect.isawaitable(merged) else merged
 
 
 async def _answer_part(*, web: View, request: Request, handler: Handler, kwargs: dict[str, Any],
@@ -220,7 +226,7 @@ async def _local_only(*, web: View, request: Request, gather: Gather, handler: H
     body = await handler(web, request, partitions=None, **kwargs)
     if not isinstance(body, dict):
         return body
-    merged = gather.merge(parts=[body], request=request)
+    merged = await _merged(gather=gather, web=web, parts=[body], request=request)
     if not isinstance(merged, dict):
         return merged
     return (gather.render or default_render)(web=web, body=merged, partial=False, missing=[])

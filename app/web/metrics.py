@@ -10,9 +10,12 @@
 * ``GET /api/metrics/runtimes`` — per job type: completed-job runtime mean, σ, min, max and
   histogram (the anomaly detector's baseline).
 
-All need a JWT (401 without a valid one). Aggregates keyed by source partition are merged
-from the partitions this worker holds; ``partitions`` in each answer lists them (all 20 on
-a single worker; see docs/metrics.md for several workers). 503 while recovering.
+All need a JWT (401 without a valid one). Every read but the per-job one is gathered from
+every worker of the group (:mod:`app.web.gather`): each answers for the partitions it holds
+(``job-metrics``'s, or ``job-lifecycle``'s for the runtimes), the parts merge exactly (window
+rollups of one node or cluster combine, in key order; the slow jobs are re-ranked; the
+newest GPU sample wins), and ``partitions`` in each answer lists those answered for (all 20
+or 10). 503 while recovering, or when a worker's part is missing (``allow_partial``).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from app.core.metrics_math import (
 )
 from app.core.timeutil import format_epoch_ms
 from app.core.topic_specs import JOB_METRICS
+from app.web.gather import Gather
 from app.web.openapi import query_param
 from app.web.route import USER, Owner, endpoint, page
 from app.worker.main import app, settings
+from tables.job_counts import job_counts
 from tables.job_metrics import SLOW_JOBS_KEPT, gpu_latest, job_metric_rollups, metric_windows, slow_jobs
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats
@@ -107,13 +112,36 @@ async def get_job_metrics(web: View, request: Request, *, principal: Principal, 
 
 
 # -- cluster windows -----------------------------------------------------------------------------
-def cluster_windows(*, window: str, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` windows of size ``window``, merged over the local partitions."""
-    parts: dict[int, dict[tuple[str, str], list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+def _held(key: str, sep: str, partitions: frozenset[int] | None) -> bool:
+    """Whether a key ``<partition><sep>…`` is of one of ``partitions`` (None: all)."""
+    return partitions is None or int(key.split(sep, 1)[0]) in partitions
+
+
+def window_part(*, window: str, limit: int, partitions: frozenset[int] | None) -> dict[str, dict[str, Any]]:
+    """This worker's window rollups of size ``window`` (key → value) in its own newest ``limit``
+    window starts: the newest ``limit`` starts of the group are among the union of these."""
+    found: dict[str, dict[str, Any]] = {}
+    starts: set[int] = set()
     for key, value in metric_windows.items():
+        if value is None or not _held(key, "|", partitions):
+            continue
+        _, size, _, start, _ = parse_window_key(key)
+        if size == window:
+            found[key] = value
+            starts.add(start)
+    newest = set(sorted(starts, reverse=True)[:limit])
+    return {key: value for key, value in found.items() if parse_window_key(key)[3] in newest}
+
+
+def cluster_windows(*, window: str, limit: int, rollups: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest ``limit`` windows of ``rollups`` (window key → rollup, any partitions): each
+    cluster's and node's rollups merged over the partitions, in key order (the same sums
+    whichever workers held them)."""
+    parts: dict[int, dict[tuple[str, str], list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for key in sorted(rollups):
         _, size, scope, start, name = parse_window_key(key)
-        if size == window and value is not None:
-            parts[start][(scope, name)].append(value)
+        if size == window:
+            parts[start][(scope, name)].append(rollups[key])
     result = []
     for start in sorted(parts, reverse=True)[:limit]:
         groups = parts[start]
@@ -126,70 +154,126 @@ def cluster_windows(*, window: str, limit: int) -> list[dict[str, Any]]:
     return result
 
 
+def _partitions_of(parts: list[dict[str, Any]]) -> list[int]:
+    return sorted(p for part in parts for p in part["partitions"])
+
+
+def merge_cluster(*, web: View, parts: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    window, limit = parts[0]["window"], parts[0]["limit"]
+    rollups = {key: value for part in parts for key, value in part["rollups"].items()}
+    return {"window": window, "windows": cluster_windows(window=window, limit=limit, rollups=rollups),
+            "partitions": _partitions_of(parts)}
+
+
 @page("/api/metrics/cluster")
-@endpoint(access=USER, ready=True, tags=["metrics"], summary="Newest cluster/node rollup windows",
+@endpoint(access=USER, ready=True, gather=Gather(scope=slow_jobs, merge=merge_cluster), tags=["metrics"],
+          summary="Newest cluster/node rollup windows (gathered from every worker)",
           parameters=[query_param("window", "1m, 1h or 1d"), query_param("limit", "1..500, default 10", kind="integer")],
           responses={200: "windows", 400: "bad window or limit"})
-async def get_cluster_metrics(web: View, request: Request, *, principal: Principal) -> Response:
+async def get_cluster_metrics(web: View, request: Request, *, principal: Principal,
+                              partitions: frozenset[int] | None) -> dict[str, Any] | Response:
     window = request.query.get("window", "1m")
     if window not in WINDOWS:
         return _bad(web, field="window", reason=f"must be one of {', '.join(WINDOWS)}, got {window!r}")
     limit = _int_param(request, "limit", default=DEFAULT_WINDOWS, low=1, high=MAX_WINDOWS)
     if isinstance(limit, str):
         return _bad(web, field="limit", reason=limit)
-    return web.json({"window": window, "windows": cluster_windows(window=window, limit=limit),
-                     "partitions": _local_partitions()})
+    return {"window": window, "limit": limit, "partitions": _answered(partitions),
+            "rollups": window_part(window=window, limit=limit, partitions=partitions)}
+
+
+def _answered(partitions: frozenset[int] | None) -> list[int]:
+    """The job-metrics partitions a part answers for."""
+    return sorted(partitions) if partitions is not None else _local_partitions()
 
 
 # -- GPUs ----------------------------------------------------------------------------------------
-def latest_gpus() -> list[dict[str, Any]]:
-    newest: dict[tuple[str, int], dict[str, Any]] = {}
-    for value in gpu_latest.values():
-        if value is None:
-            continue
-        key = (value["node"], value["gpu_id"])
-        if key not in newest or newest[key]["at_ms"] < value["at_ms"]:
-            newest[key] = value
+def latest_gpus(samples: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest sample per node and GPU of ``samples`` (gpu_latest key → sample, any
+    partitions); of two equally new ones, the one of the greater key."""
+    newest: dict[tuple[str, int], tuple[int, str]] = {}
+    for key, value in samples.items():
+        gpu = (value["node"], value["gpu_id"])
+        if gpu not in newest or newest[gpu] < (value["at_ms"], key):
+            newest[gpu] = (value["at_ms"], key)
+    chosen = [samples[key] for _, (_, key) in sorted(newest.items())]
     return [{"node": v["node"], "gpu_id": v["gpu_id"], "gpu_pct": v["gpu_pct"], "job_id": v["job_id"],
-             "timestamp": format_epoch_ms(v["at_ms"])} for _, v in sorted(newest.items())]
+             "timestamp": format_epoch_ms(v["at_ms"])} for v in chosen]
+
+
+def merge_gpus(*, web: View, parts: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    samples = {key: value for part in parts for key, value in part["samples"].items()}
+    return {"gpus": latest_gpus(samples), "partitions": _partitions_of(parts)}
 
 
 @page("/api/metrics/gpus")
-@endpoint(access=USER, ready=True, tags=["metrics"], summary="Latest GPU utilisation per node and GPU",
+@endpoint(access=USER, ready=True, gather=Gather(scope=slow_jobs, merge=merge_gpus), tags=["metrics"],
+          summary="Latest GPU utilisation per node and GPU (gathered from every worker)",
           responses={200: "per node and GPU"})
-async def get_gpu_metrics(web: View, request: Request, *, principal: Principal) -> Response:
-    return web.json({"gpus": latest_gpus(), "partitions": _local_partitions()})
+async def get_gpu_metrics(web: View, request: Request, *, principal: Principal,
+                          partitions: frozenset[int] | None) -> dict[str, Any]:
+    samples = {key: value for key, value in gpu_latest.items() if value is not None and _held(key, "|", partitions)}
+    # only this worker's newest per GPU travels
+    newest = {(v["node"], v["gpu_id"]): (v["at_ms"], k) for k, v in sorted(samples.items(), key=lambda kv: (kv[1]["at_ms"], kv[0]))}
+    return {"samples": {key: samples[key] for _, key in newest.values()}, "partitions": _answered(partitions)}
 
 
 # -- slow jobs -----------------------------------------------------------------------------------
+def merge_slow(*, web: View, parts: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    """Each part's top ``limit``, re-ranked: the group's top ``limit`` are among them."""
+    return {"jobs": top_n((job for part in parts for job in part["jobs"]), n=parts[0]["limit"]),
+            "partitions": _partitions_of(parts)}
+
+
 @page("/api/metrics/slow")
-@endpoint(access=USER, ready=True, tags=["metrics"], summary="Jobs with the largest execution time",
+@endpoint(access=USER, ready=True, gather=Gather(scope=slow_jobs, merge=merge_slow), tags=["metrics"],
+          summary="Jobs with the largest execution time (gathered from every worker)",
           parameters=[query_param("limit", "1..100, default 10", kind="integer")],
           responses={200: "jobs", 400: "bad limit"})
-async def get_slow_jobs(web: View, request: Request, *, principal: Principal) -> Response:
+async def get_slow_jobs(web: View, request: Request, *, principal: Principal,
+                        partitions: frozenset[int] | None) -> dict[str, Any] | Response:
     limit = _int_param(request, "limit", default=DEFAULT_SLOW, low=1, high=MAX_SLOW)
     if isinstance(limit, str):
         return _bad(web, field="limit", reason=limit)
-    entries = [job for value in slow_jobs.values() if value for job in value["jobs"]]
-    return web.json({"jobs": top_n(entries, n=limit), "partitions": _local_partitions()})
+    entries = [job for key, value in slow_jobs.items() if value and (partitions is None or int(key) in partitions)
+               for job in value["jobs"]]
+    return {"jobs": top_n(entries, n=limit), "limit": limit, "partitions": _answered(partitions)}
 
 
 # -- runtime distribution ------------------------------------------------------------------------
-@page("/api/metrics/runtimes")
-@endpoint(access=USER, ready=True, tags=["metrics"], summary="Runtime statistics per job type",
-          responses={200: "per job type: mean, σ, min, max, histogram"})
-async def get_runtime_distribution(web: View, request: Request, *, principal: Principal) -> Response:
-    states: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for key, value in runtime_stats.items():
-        if value is not None:
-            states[key.split("|", 1)[1]].append(value)
+def runtime_types(states: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per job type, from ``runtime_stats`` states (``<partition>|<job_type>`` → state), merged
+    in key order (the same figures whichever workers held them)."""
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for key in sorted(states):
+        by_type[key.split("|", 1)[1]].append(states[key])
     types = []
-    for job_type, dist in sorted(type_distribution(states).items()):
+    for job_type, dist in sorted(type_distribution(by_type).items()):
         types.append({
             "job_type": job_type, "count": dist["n"], "mean_s": dist["mean"], "std_s": welford_std(dist),
             "min_s": dist["min"], "max_s": dist["max"],
             "histogram": [{"le": bucket_label(i), "count": c} for i, c in enumerate(dist["buckets"])],
         })
-    return web.json({"job_types": types, "bucket_bounds_s": [bucket_label(i) for i in range(len(RUNTIME_BUCKETS))],
-                     "min_samples": settings.anomaly_min_samples, "sigma": settings.anomaly_sigma,
-                     "overrun_ratio": settings.anomaly_overrun_ratio})
+    return types
+
+
+def merge_runtimes(*, web: View, parts: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+    states = {key: value for part in parts for key, value in part["states"].items()}
+    return {"job_types": runtime_types(states),
+            "bucket_bounds_s": [bucket_label(i) for i in range(len(RUNTIME_BUCKETS))],
+            "min_samples": settings.anomaly_min_samples, "sigma": settings.anomaly_sigma,
+            "overrun_ratio": settings.anomaly_overrun_ratio,
+            "partitions": sorted(p for part in parts for p in part["partitions"])}
+
+
+@page("/api/metrics/runtimes")
+@endpoint(access=USER, ready=True, gather=Gather(scope=job_counts, merge=merge_runtimes), tags=["metrics"],
+          summary="Runtime statistics per job type (each worker answers for its job-lifecycle partitions)",
+          responses={200: "per job type: mean, σ, min, max, histogram"})
+async def get_runtime_distribution(web: View, request: Request, *, principal: Principal,
+                                   partitions: frozenset[int] | None) -> dict[str, Any]:
+    # runtime_stats is global (every worker holds all of it); each part still answers for the
+    # job-lifecycle partitions it holds, so the merge counts every partition's state once
+    states = {key: value for key, value in runtime_stats.items() if value is not None and _held(key, "|", partitions)}
+    held = sorted(partitions) if partitions is not None else sorted({int(k.split("|", 1)[0]) for k in states})
+    return {"states": states, "partitions": held}

@@ -82,7 +82,7 @@ def group(monkeypatch) -> dict[str, Any]:
     return state
 
 
-def _merge(*, parts: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+def _merge(*, web: View, parts: list[dict[str, Any]], request: Request) -> dict[str, Any]:
     return {"items": sorted(item for part in parts for item in part["items"])}
 
 
