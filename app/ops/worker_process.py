@@ -107,9 +107,10 @@ class WorkerProcess:
         except ValueError:
             return status, raw.decode(errors="replace")
 
-    def table(self, name: str) -> dict:
-        """The worker's whole table ``name`` (operator API), key → value."""
-        request = urllib.request.Request(f"{self.base_url}/api/tables/{name}")
+    def table(self, name: str, *, local: bool = False) -> dict:
+        """The group's whole table ``name`` (operator API, gathered from every worker), key →
+        value; ``local``: only the partitions this worker holds."""
+        request = urllib.request.Request(f"{self.base_url}/api/tables/{name}" + ("?local=true" if local else ""))
         request.add_header("Authorization", f"Bearer {self.operator_token()}")
         with urllib.request.urlopen(request, timeout=60) as response:
             lines = response.read().decode().splitlines()

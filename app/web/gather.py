@@ -21,7 +21,9 @@ A partition no part answered for (a member that did not answer in time, refused,
 rebalancing) makes the answer ``503 {"error": "incomplete answer", "missing_partitions"}``
 with ``Retry-After``; with ``?allow_partial=true`` it is the merge of the parts that did
 answer, with ``"partial": true`` and the missing partitions listed (NDJSON answers carry the
-same in the :data:`PARTIAL_HEADER` and :data:`MISSING_HEADER` headers). Access is checked
+same in the :data:`PARTIAL_HEADER` and :data:`MISSING_HEADER` headers). ``?local=true`` asks
+nobody: this worker's own partitions only, flagged the same way (a diagnostic: what does this
+worker hold). Access is checked
 before any of this, by the route guard; every part checks the forwarded token again.
 """
 
@@ -140,8 +142,13 @@ def format_partitions(partitions: frozenset[int] | set[int]) -> str:
     return ",".join(str(p) for p in sorted(partitions))
 
 
+def _flag(request: Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
 def wants_partial(request: Request) -> bool:
-    return request.query.get("allow_partial", "").lower() in ("1", "true", "yes")
+    """``?allow_partial=true``: a flagged partial answer rather than 503."""
+    return _flag(request, "allow_partial")
 
 
 def default_render(*, web: View, body: dict[str, Any], partial: bool, missing: list[int]) -> Response:
@@ -180,8 +187,10 @@ async def answer(*, web: View, request: Request, gather: Gather, handler: Handle
     local = await handler(web, request, partitions=held, **kwargs)
     if not isinstance(local, dict):
         return local  # a validation error: nothing to ask the others
-    others = {member: partitions - held for member, partitions in group_assignment(table=table).items()
-              if not _same_member(member, own_url()) and partitions - held}
+    local_only = _flag(request, "local")
+    others = {} if local_only else {
+        member: partitions - held for member, partitions in group_assignment(table=table).items()
+        if not _same_member(member, own_url()) and partitions - held}
     remote = await asyncio.gather(*(
         _remote_part(member=member, partitions=partitions, request=request, timeout=timeout)
         for member, partitions in sorted(others.items())
@@ -189,7 +198,7 @@ async def answer(*, web: View, request: Request, gather: Gather, handler: Handle
     parts = [Part(member=own_url(), partitions=held, body=local)] + [p for p in remote if p is not None]
     covered = frozenset().union(*(p.partitions for p in parts))
     missing = sorted(frozenset(range(table.partitions)) - covered)
-    if missing and not wants_partial(request):
+    if missing and not (local_only or wants_partial(request)):
         return web.json({"error": "incomplete answer",
                          "reason": "some partitions' workers did not answer (rebalancing, or not in "
                                    f"{timeout:g} s); retry, or pass allow_partial=true",

@@ -72,6 +72,8 @@ def operation(route: Route) -> dict[str, Any]:
         params.append(query_param("allow_partial", "true: answer 200 with \"partial\": true and "
                                   "\"missing_partitions\" instead of 503 when a worker's part is missing",
                                   kind="boolean"))
+        params.append(query_param("local", "true: only this worker's partitions, asking no other worker "
+                                  "(flagged partial like allow_partial)", kind="boolean"))
     answers = {**_standard_responses(route), **declared.responses}
     op: dict[str, Any] = {
         "summary": declared.summary,

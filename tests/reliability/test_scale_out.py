@@ -37,7 +37,7 @@ def _split_by_position(deliveries: list, *, first: int) -> tuple[list, list]:
 
 def _job_states(worker) -> dict:  # noqa: ANN001
     try:
-        return worker.table("job_state")
+        return worker.table("job_state", local=True)  # this worker's partitions only
     except OSError:  # rebalancing: nothing to read this time
         return {}
 

@@ -198,3 +198,10 @@ def test_the_part_header_partitions_parse_strictly():
     for bad in ("a", "1,,2", "-1"):
         with pytest.raises(ValueError):
             gather_module.parse_partitions(bad)
+
+
+async def test_local_asks_nobody_and_flags_what_it_lacks(settings, group):
+    status, body, _ = await _call(_handler(group), headers=_auth(settings), path="/api/things?local=true")
+    assert (status, body) == (200, {"items": ["alice-0", "alice-1"], "partial": True,
+                                    "missing_partitions": [2, 3, 4, 5]})
+    assert group["calls"] == []
