@@ -185,12 +185,15 @@ async def _check_jobs_failures_counts_heatmap(*, page: Page, ids: dict[str, str]
 
 
 class ContractHub:
-    """/ws per docs/websocket.md for one token, plus the real dashboard views; /api/* → 404."""
+    """/ws per docs/websocket.md for one token, plus the real dashboard views; /api/* → 404
+    but for the paths of ``answers`` (path → JSON body; the query string is recorded)."""
 
     topic = "job-lifecycle"
 
-    def __init__(self, *, token: str) -> None:
+    def __init__(self, *, token: str, answers: dict[str, Any] | None = None) -> None:
         self.token = token
+        self.answers = answers or {}
+        self.queries: dict[str, list[str]] = {}
         self.accepting = True
         self.connections: list[dict] = []  # {"ws", "frames", "channels"}
         self.log: dict[str, list[dict]] = {}  # channel -> event frames, in order
@@ -211,8 +214,14 @@ class ContractHub:
         async def serve_asset(request: web.Request) -> web.StreamResponse:
             return await asset(request)
 
+        async def serve_answer(request: web.Request) -> web.StreamResponse:
+            self.queries.setdefault(request.path, []).append(request.query_string)
+            return web.json_response(self.answers[request.path])
+
         server.router.add_get("/", serve_page)
         server.router.add_get("/static/{name}", serve_asset)
+        for path in self.answers:
+            server.router.add_get(path, serve_answer)
         return server
 
     async def websocket(self, request: web.Request) -> web.StreamResponse:
@@ -413,3 +422,35 @@ async def test_the_main_jobs_own_demo_fills_every_panel_within_a_minute_or_two(w
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
     assert proc.returncode == 0, log.read_text(errors="replace")[-3000:]
+
+
+async def test_the_dashboard_asks_for_gathered_answers_and_says_when_one_was_partial(tmp_path: Path):
+    token = f"header.payload-{uuid.uuid4().hex}.signature"
+    counts = {status: 1 for status in ("SUBMITTED", "QUEUED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED")}
+    hub = ContractHub(token=token, answers={
+        "/api/stats": {"jobs": {"by_status": counts, "total": 6}, "dlq": {}, "dlq_total": 0,
+                       "partial": True, "missing_partitions": [3, 7]},
+        "/api/jobs": {"jobs": [], "count": 0, "next_cursor": None, "partial": False, "missing_partitions": []},
+        "/api/metrics/gpus": {"gpus": [], "partitions": [], "partial": True, "missing_partitions": [12]},
+    })
+    runner = web.AppRunner(hub.application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    try:
+        async with Chromium.launch(profile_dir=tmp_path / "chromium") as browser:
+            page = await browser.open_page()
+            await page.navigate(f"{base}/#token={token}")
+            await page.wait_for(STATE_JS, check=lambda s: s == "connected", timeout=60, what="connected")
+            notes = await page.wait_for(
+                "[...document.querySelectorAll('.source.unavailable')].map(s => s.id + ': ' + s.textContent)",
+                check=lambda found: len(found or []) == 2, timeout=30, what="two panels flagged partial")
+            assert sorted(notes) == ["counts-source: — partial: partitions 3, 7 did not answer",
+                                     "heatmap-source: — partial: partitions 12 did not answer"], notes
+            assert await page.evaluate("document.querySelector('#jobs-source').textContent") == ""
+            shown = await page.evaluate(COUNTS_JS)
+            assert all(shown[status] == 1 for status in counts), shown  # the figures that did answer
+            assert {q for qs in hub.queries.values() for q in qs} == {"allow_partial=true"}
+    finally:
+        await runner.cleanup()

@@ -7,6 +7,9 @@
  *   GET /api/jobs      the current job list (snapshot)        (polled, fills in jobs not seen live)
  *   GET /api/metrics/gpus  latest GPU utilisation per node/gpu (polled, heatmap)
  * Any of them may be missing (404) or failing: that panel says "unavailable" and keeps retrying.
+ * The three are gathered from every worker of the group (docs/api.md); they are asked with
+ * allow_partial=true, so while a worker is missing a panel shows what did answer and says
+ * "partial" (with the missing partitions) instead of going blank.
  * Data is only ever written into the DOM with textContent (never as HTML).
  */
 (function () {
@@ -414,6 +417,16 @@
     });
   }
 
+  function gathered(path) {
+    return path + (path.indexOf("?") < 0 ? "?" : "&") + "allow_partial=true";
+  }
+
+  function partialNote(data) {
+    if (!data || data.partial !== true) return "";
+    var missing = Array.isArray(data.missing_partitions) ? data.missing_partitions.join(", ") : "?";
+    return "partial: partitions " + missing + " did not answer";
+  }
+
   function setSource(panel, text) {
     state.sources[panel] = text;
     scheduleRender();
@@ -421,14 +434,14 @@
 
   function pollStats() {
     if (!state.token) return Promise.resolve();
-    return api("/api/stats").then(function (data) {
+    return api(gathered("/api/stats")).then(function (data) {
       var counts = data.counts || data.by_status || data.jobs_by_status || data.status_counts || null;
       if (!counts && data.jobs && typeof data.jobs === "object" && !Array.isArray(data.jobs)) {
         counts = data.jobs.by_status || data.jobs.counts || data.jobs;
       }
       state.serverCounts = counts && typeof counts === "object" ? counts : null;
       state.dlq = data.dlq || data.dlq_sizes || data.dead_letters || null;
-      setSource("counts", state.serverCounts ? "" : "unavailable (no counts in /api/stats)");
+      setSource("counts", state.serverCounts ? partialNote(data) : "unavailable (no counts in /api/stats)");
     }).catch(function (err) {
       state.serverCounts = null;
       state.dlq = null;
@@ -438,10 +451,10 @@
 
   function pollJobs() {
     if (!state.token) return Promise.resolve();
-    return api("/api/jobs").then(function (data) {
+    return api(gathered("/api/jobs")).then(function (data) {
       var list = Array.isArray(data) ? data : (data.jobs || data.items || []);
       applySnapshot(Array.isArray(list) ? list : []);
-      setSource("jobs", "");
+      setSource("jobs", partialNote(data));
     }).catch(function (err) {
       setSource("jobs", "job list " + err.message + " — live feed only");
     });
@@ -449,9 +462,9 @@
 
   function pollGpus() {
     if (!state.token) return Promise.resolve();
-    return api("/api/metrics/gpus").then(function (data) {
+    return api(gathered("/api/metrics/gpus")).then(function (data) {
       state.gpus = Array.isArray(data.gpus) ? data.gpus : [];
-      setSource("heatmap", "");
+      setSource("heatmap", partialNote(data));
     }).catch(function (err) {
       setSource("heatmap", err.message + " — retrying");
     });
