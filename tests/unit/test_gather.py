@@ -205,3 +205,51 @@ async def test_local_asks_nobody_and_flags_what_it_lacks(settings, group):
     assert (status, body) == (200, {"items": ["alice-0", "alice-1"], "partial": True,
                                     "missing_partitions": [2, 3, 4, 5]})
     assert group["calls"] == []
+
+
+async def test_a_part_fetch_is_bounded_by_the_timeout_and_needs_a_json_body(monkeypatch):
+    """The real fetch over loopback HTTP (no broker): a slow member or a non-JSON answer is a
+    PartUnavailable within the timeout; the headers reach the member."""
+    import asyncio
+    import time
+
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from app.worker.main import app as faust_app
+
+    seen: list[dict[str, str]] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    async def text(request: web.Request) -> web.Response:
+        return web.Response(text="<html>proxy error</html>")
+
+    async def ok(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"partitions": [1], "part": {"n": 1}})
+
+    server = web.Application()
+    server.router.add_get("/slow", slow)
+    server.router.add_get("/text", text)
+    server.router.add_get("/ok", ok)
+    async with TestServer(server) as member, aiohttp.ClientSession() as session:
+        monkeypatch.setattr(faust_app, "http_client", session)
+        base = URL(str(member.make_url("/")))
+        started = time.monotonic()
+        with pytest.raises(PartUnavailable):
+            await gather_module.fetch_part(url=base.join(URL("/slow")), headers={}, timeout=0.3)
+        assert time.monotonic() - started < 2
+        with pytest.raises(PartUnavailable):
+            await gather_module.fetch_part(url=base.join(URL("/text")), headers={}, timeout=2)
+        status, body = await gather_module.fetch_part(url=base.join(URL("/ok?a=1")),
+                                                      headers={PART_HEADER: "1", "Authorization": "Bearer t"},
+                                                      timeout=2)
+        assert (status, body) == (200, {"partitions": [1], "part": {"n": 1}})
+        assert seen[0][PART_HEADER] == "1" and seen[0]["Authorization"] == "Bearer t"
+        await member.close()
+        with pytest.raises(PartUnavailable):  # nobody listening any more
+            await gather_module.fetch_part(url=base.join(URL("/ok")), headers={}, timeout=2)
