@@ -17,5 +17,5 @@ from __future__ import annotations
 
 #: Implemented sections, in report order, each as ``bench/<name>.py``.
 SECTIONS: tuple[str, ...] = (
-    "codec", "ingest", "pipeline", "latency", "scale", "replay", "anomaly", "websocket", "bridge",
+    "codec", "ingest", "pipeline", "latency", "scale", "replay", "anomaly", "websocket", "bridge", "gather",
 )
