@@ -119,6 +119,11 @@ async def test_every_gathered_read_of_either_worker_equals_one_workers(worker_fa
     whole_jobs = await asyncio.to_thread(_all_jobs, first, operator, limit=17)
     assert sorted(j["job_id"] for j in whole_jobs) == sorted(workload.final_status)
     assert reference["/api/stats"][1]["jobs"]["total"] == JOBS
+    for path, key in (("/api/metrics/gpus", "gpus"), ("/api/metrics/slow?limit=100", "jobs"),
+                      ("/api/metrics/runtimes", "job_types"), ("/api/metrics/cluster?window=1h&limit=500", "windows"),
+                      (f"/api/audit/actors/{USER}", "records")):
+        assert reference[path][1][key], f"nothing to compare in {path}"
+    assert len(reference["/api/tables/job_state"][1]) == JOBS and reference["/api/tables/runtime_stats"][1]
     mine = reference["/api/jobs?limit=25"][1]["jobs"]
     assert mine and all(j["user_id"] == USER for j in mine)
 
