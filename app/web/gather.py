@@ -197,7 +197,7 @@ async def answer(*, web: View, request: Request, gather: Gather, handler: Handle
     ))
     parts = [Part(member=own_url(), partitions=held, body=local)] + [p for p in remote if p is not None]
     covered = frozenset().union(*(p.partitions for p in parts))
-    missing = sorted(frozenset(range(table.partitions)) - covered)
+    missing = sorted(frozenset(range(table.partitions or app.conf.topic_partitions)) - covered)
     if missing and not (local_only or wants_partial(request)):
         return web.json({"error": "incomplete answer",
                          "reason": "some partitions' workers did not answer (rebalancing, or not in "
