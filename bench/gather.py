@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import statistics
 import time
 import urllib.error
@@ -99,12 +100,13 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
     requests = REQUESTS[ctx.quick]
     workers: list[BenchWorker] = []
     figures: dict[str, Any] = {}
+    secret = secrets.token_urlsafe(32)  # the workers share it: a part checks the forwarded token
     try:
         for count in WORKERS:
             workdir = ctx.workdir / f"gather-{count}"
             workdir.mkdir(parents=True, exist_ok=True)
             worker = BenchWorker(settings=settings, workdir=workdir)
-            worker.env.update(ENV)
+            worker.env.update({**ENV, "COSMIC_JWT_SECRET": secret})
             workers.append(worker)
             seconds = await asyncio.to_thread(worker.start)
             ctx.log(f"gather: worker {count} ready in {seconds:.1f} s")
