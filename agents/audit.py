@@ -5,13 +5,16 @@ undecodable ones are dead-lettered there) becomes the next entry of *p*'s hash c
 (:mod:`app.core.audit_chain`): entry ``n`` in ``audit_chain["p:n"]``, chained to entry ``n - 1``.
 It is also appended to the resource index and the actor index (:mod:`tables.audit_index`).
 A record whose event_id was already chained at another offset — the lifecycle agent
-re-emits its audit records with the same ids after a crash — is a duplicate: dead-lettered
-with reason ``duplicate`` and never chained twice.
+re-emits its audit records with the same ids after a crash — is a duplicate: dropped and
+counted, never chained twice. The resource index is what knows: ``audit-trail`` is keyed by
+resource, so every copy of a record reaches the partition and the index row that hold the
+first one (the newest ``RESOURCE_INDEX_LIMIT`` items per resource; a separate table of
+processed ids cost one more changelog record per audit record and is gone).
 
 Crash atomicity
 ---------------
-Per record the handler writes, with no ``await`` in between: the chain entry, the
-processed id, the head pointer, then the two index keys. In the worker's own store those
+Per record the handler writes, with no ``await`` in between: the chain entry, the head
+pointer, then the two index keys. In the worker's own store those
 writes happen in one synchronous step, so a killed process keeps all of them or none. But
 each write is also a record of a *different* changelog topic, and a worker that recovers
 from the changelogs (new host, lost disk, rebalance) can see any subset of the writes of
@@ -33,8 +36,8 @@ exists and links to it (the entry survived, the head did not). Then:
    crash: its entry is found by offset (offsets grow with seq) and nothing is chained;
    the head pointer, processed id and indexes are rewritten if they lag. If no entry has
    that offset, it had been dead-lettered as a duplicate, and is again.
-2. An offset above the head was not chained (the entries are a prefix). If the processed
-   id says the event was chained at *this* offset, only the entry was lost: it is chained
+2. An offset above the head was not chained (the entries are a prefix). If the resource
+   index says the event was chained at *this* offset, only the entry was lost: it is chained
    again, at the same seq with the same previous hash — so with the same hash, since the
    chain's input (records in offset order, the same dedupe decisions) is the same.
 3. The indexes carry their own offset fences, so a replay appends an item once.
@@ -56,7 +59,7 @@ from app.worker.main import app, codecs
 from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.worker.streams import Origin, process_events
 from app.worker.topics import audit_trail_topic
-from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed, chain_entry
+from tables.audit_chain import audit_chain, audit_chain_heads, chain_entry
 from tables.audit_index import ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, audit_by_actor, audit_by_resource
 
 logger = logging.getLogger(__name__)
@@ -124,10 +127,7 @@ def entry_at_offset(partition: int, offset: int, head: ChainHead) -> dict[str, A
 
 
 def _chained_offset(event: AuditRecord) -> int | None:
-    """The audit-trail offset ``event``'s id was chained at, if known (window, then resource index)."""
-    marked = audit_processed[event.event_id].current()
-    if marked:
-        return marked - 1
+    """The audit-trail offset ``event``'s id was chained at, if its resource index still has it."""
     indexed = audit_by_resource.get(event.resource_id) or {}
     for item in indexed.get("records", ()):
         if item["event_id"] == event.event_id:
@@ -166,7 +166,6 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         # after a SIGKILL (values are stored at once, changelog records sent later), and
         # only records after the last commit, i.e. replayed ones, can be affected.
         audit_chain[entry_key(partition, entry["seq"])] = entry
-        audit_processed[event.event_id] = offset + 1
         audit_chain_heads[str(partition)] = head.pointer()
     else:
         chained_at = _chained_offset(event)
@@ -180,7 +179,6 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         )
         # Entry first, then what points at it (see the module docstring).
         audit_chain[entry_key(partition, entry["seq"])] = entry
-        audit_processed[event.event_id] = offset + 1
         head = _head_of(entry)
     if audit_chain_heads.get(str(partition)) != head.pointer():
         audit_chain_heads[str(partition)] = head.pointer()

@@ -56,8 +56,8 @@ from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from app.ops.topic_admin import ensure_topics
 from app.ops.workload import build_workload
 from app.worker.publisher import EventPublisher
-from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, ratio, workload_phrase,
-                           workload_start)
+from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, job_spacing, ratio,
+                           workload_phrase, workload_start)
 from bench.ingest import cpu_seconds
 from bench.profile import start_profiler, stop_profiler
 
@@ -239,7 +239,8 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
     bare_settings = dataclasses.replace(ctx.settings, topic_prefix=f"{ctx.topic_prefix}pipeline-bare-")
     await ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
                         prefix=bare_settings.topic_prefix, specs=(spec_by_name(TOPIC),))
-    workload = build_workload(jobs=jobs, seed=11, prefix=f"bench-{ctx.run_id}", start=workload_start(jobs=jobs))
+    workload = build_workload(jobs=jobs, seed=11, prefix=f"bench-{ctx.run_id}", start=workload_start(jobs=jobs),
+                              job_spacing_s=job_spacing(jobs=jobs))
     deliveries = workload.deliveries
     total = len(deliveries)
     produce_start = time.perf_counter()

@@ -75,8 +75,8 @@ from app.ops.topic_admin import ensure_topics
 from app.ops.workload import build_workload
 from app.worker.publisher import OutgoingRecord, prepare_record
 from bench import environment
-from bench.context import (BenchContext, BenchError, figure, fmt, handled_by_agent, ratio, workload_phrase,
-                           workload_start)
+from bench.context import (BenchContext, BenchError, figure, fmt, handled_by_agent, job_spacing, ratio,
+                           workload_phrase, workload_start)
 from bench.ingest import broker_pids as local_broker_pids
 from bench.worker import BenchWorker
 
@@ -384,7 +384,8 @@ async def _start(ctx: BenchContext, scenarios: Sequence[_Scenario]) -> None:
 
 async def run(*, ctx: BenchContext) -> dict[str, Any]:
     jobs = max((min(ctx.events, QUICK_EVENTS) if ctx.quick else ctx.events) // EVENTS_PER_JOB, 20)
-    workload = build_workload(jobs=jobs, seed=13, prefix=f"bench-{ctx.run_id}-scale", start=workload_start(jobs=jobs))
+    workload = build_workload(jobs=jobs, seed=13, prefix=f"bench-{ctx.run_id}-scale", start=workload_start(jobs=jobs),
+                              job_spacing_s=job_spacing(jobs=jobs))
     broker_pids = await asyncio.to_thread(local_broker_pids, ctx)
     scenarios: list[_Scenario] = []
     results: dict[str, dict[str, Any]] = {}

@@ -39,8 +39,9 @@ class Workload:
 
 def build_workload(
     *, jobs: int, seed: int = 0, duplicate_share: float = 0.10, swap_share: float = 0.3,
-    prefix: str = "job", users: int = 20, start: datetime | None = None,
+    prefix: str = "job", users: int = 20, start: datetime | None = None, job_spacing_s: float = 1.0,
 ) -> Workload:
+    """``jobs`` whole lifecycles, job *n* starting ``n * job_spacing_s`` seconds after ``start``."""
     rng = random.Random(seed)
     start = start or datetime.now(timezone.utc).replace(microsecond=0)
     lifecycles: dict[str, list[JobEvent]] = {}
@@ -53,7 +54,7 @@ def build_workload(
         job_id = f"{prefix}-{n:05d}"
         outcome = OUTCOMES[n % len(OUTCOMES)]
         events = lifecycle_events(job_id=job_id, user_id=f"user-{n % users}", outcome=outcome,
-                                  start=start + timedelta(seconds=n), rng=rng)
+                                  start=start + timedelta(seconds=n * job_spacing_s), rng=rng)
         lifecycles[job_id] = events
         expected_status[job_id] = {"RETRIED": "COMPLETED"}.get(outcome, outcome)
         expected_retries[job_id] = 1 if outcome == "RETRIED" else 0

@@ -160,7 +160,7 @@ async def test_sigkill_mid_stream_gives_identical_results(worker_factory, worker
     # pipeline writes, the audit indexes included.
     # (Agent cursors are left out: a read position per agent, not the pipeline's state.)
     tables = ("job_state", "job_counts", "active_jobs", "known_jobs", "runtime_stats", "audit_chain",
-              "audit_chain_heads", "audit_processed", "audit_by_resource", "audit_by_actor",
+              "audit_chain_heads", "audit_by_resource", "audit_by_actor",
               "notification_deliveries", "notification_status")
     # The downstream agents (audit, notifications) may still be working when the job states are
     # final: each worker's tables are read once they stopped changing.

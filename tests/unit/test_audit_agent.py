@@ -13,7 +13,7 @@ from app.core.models import AuditRecord
 from app.core.validation import event_to_json
 from app.worker.main import app, codecs
 from app.worker.streams import DUPLICATES_DROPPED
-from tables.audit_chain import audit_chain, audit_chain_heads, audit_processed
+from tables.audit_chain import audit_chain, audit_chain_heads
 from tables.audit_index import actor_records, audit_by_actor, audit_by_resource
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -119,13 +119,15 @@ async def test_a_duplicate_event_id_is_dropped_and_counted_not_chained(memory_ap
     assert AUDIT_HITS["duplicate"] == 1 and DUPLICATES_DROPPED["audit-trail"] == dropped + 1
 
 
-async def test_a_duplicate_is_caught_by_the_resource_index_after_the_window(memory_app):
+async def test_a_duplicate_in_a_later_batch_is_caught_by_the_resource_index(memory_app):
     event = _audit("job-w")
     async with record_audit_trail.test_context() as agent:
         await _put(agent, event, partition=2)
-        audit_processed.table.data.clear()  # the dedupe window expired
-        await _put(agent, event, partition=2)
-        assert len(_chain_of(2)) == 1
+        other = _audit("job-other")
+        await _put(agent, other, partition=2)
+        await _put(agent, event, partition=2)  # a copy re-emitted after a crash, at a new offset
+        assert [e["event_id"] for e in _chain_of(2)] == [event.event_id, other.event_id]
+        assert [i["event_id"] for i in audit_by_resource["job-w"]["records"]] == [event.event_id]
     assert memory_app["dead"] == [] and AUDIT_HITS["duplicate"] == 1
 
 
