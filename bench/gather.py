@@ -27,7 +27,7 @@ from typing import Any
 
 from app.ops.workload import build_workload
 from app.worker.publisher import EventPublisher
-from bench.context import BenchContext, BenchError, figure
+from bench.context import BenchContext, BenchError, figure, job_spacing, workload_start
 from bench.worker import BenchWorker
 
 TITLE = "Gathered reads with 1, 2 and 3 workers"
@@ -112,7 +112,8 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
             ctx.log(f"gather: worker {count} ready in {seconds:.1f} s")
             token = workers[0].process.operator_token()
             if count == 1:
-                workload = build_workload(jobs=jobs, seed=13, prefix=f"gather-{ctx.run_id}")
+                workload = build_workload(jobs=jobs, seed=13, prefix=f"gather-{ctx.run_id}", start=workload_start(jobs=jobs),
+                                          job_spacing_s=job_spacing(jobs=jobs))
                 async with EventPublisher(settings=settings) as publisher:
                     await publisher.publish_many(workload.deliveries)
             await _wait_settled(workers, token, jobs)
