@@ -24,6 +24,7 @@ from app.core.topic_specs import spec_by_name, unprefixed
 from app.ops.dlq import dlq_topics
 from app.web.gather import Gather
 from app.web.route import OPERATOR, endpoint, page
+from app.worker.health import HealthReporter
 from app.worker.main import settings
 from tables.job_counts import job_counts
 
@@ -32,29 +33,38 @@ class StatsUnavailable(CosmicError):
     """Kafka did not answer the offset requests."""
 
 
-async def dlq_sizes(*, settings: Settings, timeout: float = 30.0) -> dict[str, int]:
-    """Records retained in each dead-letter topic (unprefixed name → count)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+async def dlq_sizes(*, settings: Settings, timeout: float = 10.0) -> dict[str, int]:
+    """Records retained in each dead-letter topic (unprefixed name → count): one metadata, one
+    beginning-offsets and one end-offsets request, on the health reporter's long-lived consumer
+    (a consumer of its own when no reporter runs)."""
+    reporter = HealthReporter.current
+    own: AIOKafkaConsumer | None = None
     try:
-        await asyncio.wait_for(consumer.start(), timeout)
+        if reporter is not None:
+            consumer = await asyncio.wait_for(reporter.offsets_consumer(), timeout)
+        else:
+            own = consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, group_id=None,
+                                              enable_auto_commit=False)
+            await asyncio.wait_for(consumer.start(), timeout)
         existing = await asyncio.wait_for(consumer.topics(), timeout)
-        sizes: dict[str, int] = {}
-        for topic in dlq_topics(settings=settings):
-            name = unprefixed(topic=topic, prefix=settings.topic_prefix)
-            if topic not in existing:
-                sizes[name] = 0
-                continue
-            # the spec's partitions (consumer.topics() does not fill the consumer's own metadata)
-            tps = [TopicPartition(topic, p) for p in range(spec_by_name(name).partitions)]
-            begins = await asyncio.wait_for(consumer.beginning_offsets(tps), timeout)
-            ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout)
-            sizes[name] = sum(ends[tp] - begins[tp] for tp in tps)
+        names = {topic: unprefixed(topic=topic, prefix=settings.topic_prefix)
+                 for topic in dlq_topics(settings=settings)}
+        # the spec's partitions (consumer.topics() does not fill the consumer's own metadata)
+        tps = [TopicPartition(topic, p) for topic, name in names.items() if topic in existing
+               for p in range(spec_by_name(name).partitions)]
+        begins = await asyncio.wait_for(consumer.beginning_offsets(tps), timeout) if tps else {}
+        ends = await asyncio.wait_for(consumer.end_offsets(tps), timeout) if tps else {}
+        sizes = {name: 0 for name in names.values()}
+        for tp in tps:
+            sizes[names[tp.topic]] += ends[tp] - begins[tp]
         return sizes
     except (KafkaError, asyncio.TimeoutError, OSError) as exc:
+        if reporter is not None:
+            await reporter.reset_kafka()
         raise StatsUnavailable(f"cannot read the dead-letter topics' offsets: {exc!r}") from exc
     finally:
-        await consumer.stop()
+        if own is not None:
+            await own.stop()
 
 
 def job_status_counts(*, partitions: frozenset[int] | None = None) -> tuple[dict[str, int], list[int]]:

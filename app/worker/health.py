@@ -187,6 +187,16 @@ class HealthReporter(mode.Service):
             self._offsets = consumer
         return self._admin, self._offsets
 
+    async def offsets_consumer(self) -> AIOKafkaConsumer:
+        """The reporter's long-lived offsets consumer (no group), started on first use; other
+        readers of offsets (``GET /api/stats``) share it instead of connecting per request.
+        :meth:`reset_kafka` after it failed."""
+        return (await self._kafka_clients())[1]
+
+    async def reset_kafka(self) -> None:
+        """Drop the Kafka clients (after a failure): the next use connects anew."""
+        await self._close_kafka()
+
     async def _close_kafka(self) -> None:
         admin, consumer, self._admin, self._offsets = self._admin, self._offsets, None, None
         for client, close in ((admin, "close"), (consumer, "stop")):

@@ -1,11 +1,11 @@
-"""Complete answers with two workers in one group (issue #21), on the real stack.
+"""Complete answers with two and three workers in one group (issue #21), on the real stack.
 
 One worker takes a workload (job lifecycles with their audit records, and metrics samples)
 holding every partition; its answer to every read that spans partitions is the reference.
-A second worker then joins the group, and once the partitions are split between them, each
-worker's answer to every such read equals the reference — the jobs pages, stats, cluster
+A second worker then joins the group, then a third; each time, once the partitions are split
+among them, each worker's answer to every such read equals the reference — the jobs pages, stats, cluster
 windows, GPUs, slow jobs, runtimes, an actor's audit records and table dumps — and paging
-through ``/api/jobs`` from either worker yields every job exactly once. Each worker alone
+through ``/api/jobs`` from any worker yields every job exactly once. Each worker alone
 (``?local=true``) holds only part of it, so the answers were gathered.
 """
 
@@ -101,7 +101,7 @@ async def _publish_workload(*, settings: Settings, worker: WorkerProcess, uid: s
     return workload, samples
 
 
-async def test_every_gathered_read_of_either_worker_equals_one_workers(worker_factory, worker_env, uid, tmp_path):
+async def test_every_gathered_read_of_any_of_two_or_three_workers_equals_one_workers(worker_factory, worker_env, uid, tmp_path):
     settings = Settings.from_env(environ=worker_env)
     first = await asyncio.to_thread(worker_factory(**COMMON, COSMIC_DATA_DIR=str(tmp_path / "w1")).start)
     operator = first.operator_token()
@@ -127,22 +127,32 @@ async def test_every_gathered_read_of_either_worker_equals_one_workers(worker_fa
     mine = reference["/api/jobs?limit=25"][1]["jobs"]
     assert mine and all(j["user_id"] == USER for j in mine)
 
-    second = await asyncio.to_thread(worker_factory(**COMMON, COSMIC_DATA_DIR=str(tmp_path / "w2"),
-                                                    COSMIC_WEB_PORT=str(free_port())).start)
+    group = [first]
+    for size in (2, 3):  # a second worker joins, then a third: every answer stays the reference
+        group.append(await asyncio.to_thread(worker_factory(**COMMON, COSMIC_DATA_DIR=str(tmp_path / f"w{size}"),
+                                                            COSMIC_WEB_PORT=str(free_port())).start))
+        await _check_group(group, reference=reference, whole_jobs=whole_jobs, workload=workload,
+                           operator=operator, user=user)
+
+
+async def _check_group(group: list[WorkerProcess], *, reference: dict[str, Any], whole_jobs: list[dict[str, Any]],
+                       workload: Any, operator: str, user: str) -> None:
+    """Once the partitions are split among ``group``, each member's answers equal the reference."""
 
     def split() -> list[Any]:
-        """Each worker's own job-lifecycle partitions, once both hold some and both are ready."""
+        """Each worker's own job-lifecycle partitions, once every one holds some and all are ready."""
         held = []
-        for worker in (first, second):
+        for worker in group:
             status, body, _ = _get(worker, "/api/stats?local=true", operator)
-            if status != 200 or not body["missing_partitions"]:
+            if status != 200 or not body["missing_partitions"] or not body["jobs"]["partitions"]:
                 return []
             held.append(body["jobs"]["partitions"])
         return held
 
     held = await wait_until_async(lambda: asyncio.to_thread(split), timeout=180, interval=1.0,
-                                  what="the partitions split between the two workers")
-    assert set(held[0]).isdisjoint(held[1]) and held[0] and held[1]
+                                  what=f"the partitions split among {len(group)} workers")
+    assert sum(map(len, held)) == len(set().union(*held)), held  # disjoint
+    assert all(held), held
 
     async def settled(worker: WorkerProcess) -> dict[str, Any]:
         def complete() -> dict[str, Any] | None:
@@ -154,14 +164,14 @@ async def test_every_gathered_read_of_either_worker_equals_one_workers(worker_fa
                                       what=f"complete answers from {worker.base_url}",
                                       accept=lambda a: a is not None and all(s == 200 for s, _ in a.values()))
 
-    for worker in (first, second):
+    for worker in group:
         answers = await settled(worker)
         for path, expected in reference.items():
-            assert answers[path] == expected, f"{worker.base_url}{path} differs from one worker's answer"
+            assert answers[path] == expected, f"{worker.base_url}{path} differs from one worker's answer ({len(group)} workers)"
         for limit in (1, 17, 1000):
             jobs = await asyncio.to_thread(_all_jobs, worker, operator, limit=limit)
             ids = [j["job_id"] for j in jobs]
-            assert ids == sorted(workload.final_status), f"{worker.base_url}: paging by {limit}"
+            assert ids == sorted(workload.final_status), f"{worker.base_url}: paging by {limit} ({len(group)} workers)"
         own = await asyncio.to_thread(_all_jobs, worker, user, limit=5)
         assert own == [j for j in whole_jobs if j["user_id"] == USER]
         status, body, _ = _get(worker, "/api/stats?local=true", operator)
