@@ -7,7 +7,9 @@ the agent's per-event handler on each inside a :class:`Batch`:
 * **Tables coalesce.** Every table of this project is a :class:`CoalescingTable` (or a fenced
   one, which mixes :class:`CoalescingMixin` in). While a batch is active in the agent's task,
   ``table[k] = v``, ``del table[k]``, ``table[k]``, ``table.get(k)`` and ``k in table`` go to
-  the batch's overlay, so a handler sees its own earlier writes, and a key written by many
+  the batch's overlay, so a handler sees its own earlier writes (a key the batch has not
+  written is read from the event partition's store with one lookup,
+  :func:`app.worker.faust_internals.changelog.read_local`), and a key written by many
   events of the batch costs one store write and one changelog record when the batch ends
   (:meth:`Batch.flush`, with the event that wrote it last as Faust's current event, so the
   value lands in that event's partition). All of a batch's store writes happen in one
@@ -94,6 +96,9 @@ class Batch:
         self._deferred: list[Callable[[], Awaitable[Any]]] = []
         self.table_writes = 0
         self.flushed_keys = 0
+        #: What a handler derived from this batch's reads and writes and keeps for the batch's
+        #: next events (e.g. the audit chain's head per partition); gone with the batch.
+        self.memo: dict[str, Any] = {}
 
     @contextmanager
     def active(self) -> Iterator["Batch"]:
@@ -225,6 +230,15 @@ def _partition_of(table: Any, event: EventT | None) -> int | None:
     return event.message.partition
 
 
+def _stored(table: Any, key: Any) -> Any:
+    """``table``'s stored value of ``key`` for the current event, read directly
+    (:func:`app.worker.faust_internals.changelog.read_local`), or ``UNSUPPORTED``."""
+    event = current_event()
+    if event is None or _partition_of(table, event) is None:
+        return changelog.UNSUPPORTED
+    return changelog.read_local(table=table, key=key, partition=event.message.partition)
+
+
 class CoalescingMixin:
     """Mix into a :class:`faust.Table`: inside a :class:`Batch`, reads and writes go through
     the batch's overlay (see the module docstring); outside one, the table is Faust's."""
@@ -233,9 +247,11 @@ class CoalescingMixin:
         batch = _BATCH.get()
         if batch is not None:
             value = batch.lookup(self, key)
-            if value is _DELETED:
+            if value is _ABSENT:
+                value = _stored(self, key)
+            if value is _DELETED or value is changelog.ABSENT:
                 return self.__missing__(key)  # type: ignore[attr-defined]
-            if value is not _ABSENT:
+            if value is not changelog.UNSUPPORTED:
                 return value
         return super().__getitem__(key)  # type: ignore[misc]
 
@@ -259,8 +275,10 @@ class CoalescingMixin:
         batch = _BATCH.get()
         if batch is not None:
             value = batch.lookup(self, key)
-            if value is not _ABSENT:
-                return value is not _DELETED
+            if value is _ABSENT:
+                value = _stored(self, key)
+            if value is not changelog.UNSUPPORTED:
+                return value is not _DELETED and value is not changelog.ABSENT
         return super().__contains__(key)  # type: ignore[misc]
 
     def _flush_key(self, key: Any, value: Any) -> None:

@@ -242,6 +242,44 @@ def test_a_rocksdb_store_gets_the_changelog_records_bytes_and_reads_them_back(tm
         set_current_event(None)
 
 
+def test_reads_in_a_batch_take_one_store_lookup_and_equal_fausts_own(tmp_path):
+    import faust
+
+    from app.worker.batching import coalescing_table
+    from app.worker.faust_internals import changelog
+
+    rocks = faust.App("cosmic-unit-rocks-read", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    table = coalescing_table(rocks, "things", partitions=2, default=None)
+    rocks.finalize()
+    value = {"offset": 7, "history": [{"a": 1.5, "b": None}], "name": "é ✓", "big": 2**62}
+    set_current_event(_event(1))
+    try:
+        changelog.write_local(table=table, key="k", value=value, deleted=False, partition=1)
+        changelog.write_local(table=table, key="null", value=None, deleted=False, partition=1)
+        assert changelog.read_local(table=table, key="k", partition=1) == value == table.data["k"]
+        assert changelog.read_local(table=table, key="k", partition=0) is changelog.ABSENT
+        assert changelog.read_local(table=table, key="nothing", partition=1) is changelog.ABSENT
+        assert changelog.read_local(table=table, key=("k", 1), partition=1) is changelog.UNSUPPORTED
+        lookups = []
+        db = table.data._db_for_partition(1)
+        with Batch(producer=None, backoff=lambda n: 0.0).active():
+            table.data._dbs[1] = SimpleNamespace(get=lambda raw: lookups.append(raw) or db.get(raw))
+            try:
+                assert table["k"] == value and table.get("k") == value and "k" in table
+                assert table.get("nothing") is None and "nothing" not in table
+                assert table["null"] is None and "null" in table  # a stored JSON null is a value
+            finally:
+                table.data._dbs[1] = db
+        assert len(lookups) == 7  # one per read: Faust's path asks twice
+        set_current_event(_event(0))
+        with Batch(producer=None, backoff=lambda n: 0.0).active():
+            assert table.get("k") is None and "k" not in table  # another partition's store
+    finally:
+        set_current_event(None)
+    memory_table = job_state  # a memory store: Faust's own path, through the overlay as before
+    assert changelog.read_local(table=memory_table, key="k", partition=0) is changelog.UNSUPPORTED
+
+
 def test_plain_json_tables_get_the_bytes_fausts_serializers_produce():
     import importlib
     import pkgutil
