@@ -55,6 +55,7 @@ from app.core.errors import DuplicateEvent, EventDecodeError
 from app.core.models import AuditRecord
 from app.core.topic_specs import AUDIT_TRAIL
 from app.core.validation import event_to_json
+from app.worker.batching import active_batch
 from app.worker.main import app, codecs
 from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.worker.streams import Origin, process_events
@@ -126,10 +127,10 @@ def entry_at_offset(partition: int, offset: int, head: ChainHead) -> dict[str, A
     return None
 
 
-def _chained_offset(event: AuditRecord) -> int | None:
-    """The audit-trail offset ``event``'s id was chained at, if its resource index still has it."""
-    indexed = audit_by_resource.get(event.resource_id) or {}
-    for item in indexed.get("records", ()):
+def _chained_offset(event: AuditRecord, indexed: dict[str, Any] | None) -> int | None:
+    """The audit-trail offset ``event``'s id was chained at, if its resource index (``indexed``,
+    the value of ``audit_by_resource[event.resource_id]``) still has it."""
+    for item in (indexed or {}).get("records", ()):
         if item["event_id"] == event.event_id:
             return item["offset"]
     return None
@@ -147,9 +148,23 @@ def _record_json(event: AuditRecord, origin: Origin) -> dict[str, Any]:
     return event_to_json(event)
 
 
+def _batch_heads() -> dict[int, ChainHead]:
+    """The chain heads this batch derived or chained, per partition (empty outside a batch).
+
+    The head is derived from the stored entries (:func:`chain_head`, three reads or more) once
+    per partition and batch; afterwards it is the entry this agent chained last, set in the
+    same synchronous step as the entry's write, so it always equals what :func:`chain_head`
+    would derive from the batch's overlay (this agent is the partition's only writer)."""
+    batch = active_batch()
+    return {} if batch is None else batch.memo.setdefault("audit-chain-heads", {})
+
+
 async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
     partition, offset = origin.partition, origin.offset
-    head = chain_head(partition)
+    heads = _batch_heads()
+    head = heads.get(partition) or chain_head(partition)
+    heads[partition] = head
+    by_resource = None
     if offset <= head.offset:
         # Handled before a restart: chained then, or dead-lettered as a duplicate then.
         entry = entry_at_offset(partition, offset, head)
@@ -168,7 +183,8 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         audit_chain[entry_key(partition, entry["seq"])] = entry
         audit_chain_heads[str(partition)] = head.pointer()
     else:
-        chained_at = _chained_offset(event)
+        by_resource = audit_by_resource.get(event.resource_id)
+        chained_at = _chained_offset(event, by_resource)
         if chained_at is not None and chained_at != offset:
             AUDIT_HITS["duplicate"] += 1
             labelled(IDEMPOTENCY_HITS_METRIC, "record_audit_trail").inc()
@@ -179,10 +195,11 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         )
         # Entry first, then what points at it (see the module docstring).
         audit_chain[entry_key(partition, entry["seq"])] = entry
-        head = _head_of(entry)
+        head = heads[partition] = _head_of(entry)
     if audit_chain_heads.get(str(partition)) != head.pointer():
         audit_chain_heads[str(partition)] = head.pointer()
-    _index(event=event, entry=entry, partition=partition, offset=offset)
+    _index(event=event, entry=entry, partition=partition, offset=offset,
+           by_resource=by_resource if by_resource is not None else audit_by_resource.get(event.resource_id))
 
 
 def index_item(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
@@ -202,14 +219,17 @@ def index_item(*, event: AuditRecord, entry: dict[str, Any], partition: int, off
     }
 
 
-def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int) -> None:
+def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int,
+           by_resource: dict[str, Any] | None) -> None:
+    """Append the record to its resource's index (``by_resource``: that index's value as read
+    before the record was chained) and to its actor's index."""
     item = index_item(event=event, entry=entry, partition=partition, offset=offset)
     # A replayed record (at or below the fence) writes the index value again, unchanged: the
     # local store can hold a value whose changelog record died with a killed worker, and only
     # records after the last commit — the replayed ones — can be affected (as in
     # agents/job_lifecycle.py). Without it, a worker rebuilt from the changelogs alone missed
     # index items the survivor had (the pipeline SIGKILL test compares both).
-    by_resource = audit_by_resource.get(event.resource_id) or {"offsets": {}, "records": []}
+    by_resource = by_resource or {"offsets": {}, "records": []}
     if by_resource["offsets"].get(str(partition), -1) < offset:
         audit_by_resource[event.resource_id] = {
             "offsets": {**by_resource["offsets"], str(partition): offset},
