@@ -30,7 +30,8 @@ damage:
 So the agent never trusts the head pointer alone; it derives the head from the entries
 (:func:`chain_head`): it steps back while the entry the pointer names is missing (the
 head's changelog record survived, the entry's did not) and forward while the next entry
-exists and links to it (the entry survived, the head did not). Then:
+exists and links to it (the entry survived, the head did not) — once per partition and batch
+(:func:`_batch_heads`): the entries it chains afterwards are the head. Then:
 
 1. A replayed offset at or below the head's ``source_offset`` was handled before the
    crash: its entry is found by offset (offsets grow with seq) and nothing is chained;

@@ -136,17 +136,19 @@ class Batch:
         if not self._writes:
             return
         previous = current_event()
+        writes = changelog.StoreWrites()
         try:
             for table, key, value, event in self._writes.values():
                 set_current_event(event)
                 if self._direct_changelog and changelog.supports(table):
                     record = changelog.write_local(table=table, key=key, value=value, deleted=value is _DELETED,
-                                                   partition=event.message.partition)
+                                                   partition=event.message.partition, writes=writes)
                     if record is not None:
                         self._changelog.append(record)
                 else:
                     table._flush_key(key, value)
                 self.flushed_keys += 1
+            writes.commit()
         finally:
             set_current_event(previous)
             self._writes.clear()

@@ -280,6 +280,53 @@ def test_reads_in_a_batch_take_one_store_lookup_and_equal_fausts_own(tmp_path):
     assert changelog.read_local(table=memory_table, key="k", partition=0) is changelog.UNSUPPORTED
 
 
+def test_a_flush_writes_each_rocksdb_partition_once_with_every_key(tmp_path):
+    import faust
+
+    from app.worker.batching import coalescing_table
+    from app.worker.faust_internals import changelog
+
+    rocks = faust.App("cosmic-unit-rocks-flush", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    table = coalescing_table(rocks, "things", partitions=2, default=None)
+    rocks.finalize()
+    writes = changelog.StoreWrites()
+    set_current_event(_event(1))
+    try:
+        record = changelog.write_local(table=table, key="k", value={"n": 1}, deleted=False, partition=1, writes=writes)
+        assert record is not None and json.loads(record.value) == {"n": 1}
+        assert "k" not in table.data  # waits for the commit
+        writes.commit()
+        assert table.data["k"] == {"n": 1}
+
+        class Producer:
+            started = True
+        batch = Batch(producer=Producer(), backoff=lambda n: 0.0)
+        dbs = {p: table.data._db_for_partition(p) for p in (0, 1)}
+        written: list[int] = []
+        for p, db in dbs.items():
+            table.data._dbs[p] = SimpleNamespace(
+                get=db.get, write=lambda wb, _p=p, _db=db: written.append(_p) or _db.write(wb))
+        try:
+            with batch.active():
+                for n in range(6):
+                    set_current_event(_event(n % 2))
+                    table[f"key-{n}"] = {"n": n}
+                    table["k"] = {"n": 10 + n}
+                batch.flush()
+        finally:
+            table.data._dbs.update(dbs)
+        assert sorted(written) == [0, 1]  # one write per partition's database
+        assert len(batch._changelog) == 8  # six keys, and "k" once in each partition
+        for n in range(6):
+            set_current_event(_event(n % 2))
+            assert table.data[f"key-{n}"] == {"n": n}
+        assert table.data["k"] == {"n": 15}  # partition 1's last write
+        set_current_event(_event(0))
+        assert table.data["k"] == {"n": 14}
+    finally:
+        set_current_event(None)
+
+
 def test_plain_json_tables_get_the_bytes_fausts_serializers_produce():
     import importlib
     import pkgutil

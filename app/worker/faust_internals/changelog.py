@@ -26,6 +26,7 @@ from typing import Any
 
 from faust.stores.base import SerializedStore
 from faust.stores.rocksdb import Store as RocksDBStore
+from rocksdict import WriteBatch
 from faust.utils import json
 from faust.types import TP
 
@@ -89,13 +90,38 @@ def read_local(*, table: Any, key: Any, partition: int) -> Any:
     return ABSENT if raw is None else json.loads(raw)
 
 
-def write_local(*, table: Any, key: Any, value: Any, deleted: bool, partition: int) -> ChangelogRecord | None:
+class StoreWrites:
+    """The RocksDB puts of one flush, one ``WriteBatch`` per store and partition, written by
+    :meth:`commit` (what Faust's changelog recovery does, ``Store.apply_changelog_batch``):
+    one write to RocksDB's log per database instead of one per key."""
+
+    def __init__(self) -> None:
+        self._batches: dict[tuple[int, int], tuple[Any, int, Any]] = {}
+
+    def put(self, *, store: Any, partition: int, key: bytes, value: bytes) -> None:
+        slot = (id(store), partition)
+        entry = self._batches.get(slot)
+        if entry is None:
+            entry = self._batches[slot] = (store, partition, WriteBatch(raw_mode=True))
+        entry[2].put(key, value)
+        store._key_index[key] = partition  # as Store._set: where a later read finds the key
+
+    def commit(self) -> None:
+        """Write every batch to its database (synchronously, one after another)."""
+        batches, self._batches = self._batches, {}
+        for store, partition, batch in batches.values():
+            store._db_for_partition(partition).write(batch)
+
+
+def write_local(*, table: Any, key: Any, value: Any, deleted: bool, partition: int,
+                writes: StoreWrites | None = None) -> ChangelogRecord | None:
     """Write ``key`` to ``table``'s store in the current event's partition (or delete it), and
     return its changelog record (None for the deletion of a key the store does not hold).
 
     A serialized store (RocksDB) gets the changelog record's own bytes — what Faust's recovery
     writes into it too — so a value is encoded once, not once for the store and once for the
-    changelog."""
+    changelog. With ``writes``, a RocksDB put waits in it for :meth:`StoreWrites.commit`
+    (deletions, rare, are written at once)."""
     store = table.data
     topic = table.changelog_topic
     plain = _plain_json(table) and isinstance(key, str)
@@ -112,7 +138,9 @@ def write_local(*, table: Any, key: Any, value: Any, deleted: bool, partition: i
         raw_value = None
     else:
         raw_value = json.dumps(value) if plain else topic.prepare_value(value, table.value_serializer)[0]
-        if serialized:
+        if writes is not None and isinstance(store, RocksDBStore):
+            writes.put(store=store, partition=partition, key=raw_key, value=raw_value)
+        elif serialized:
             store._set(raw_key, raw_value)
         else:
             store[key] = value
