@@ -1,7 +1,7 @@
 """``record_audit_trail``: chain every audit record once, per partition, and index it.
 
-Each record of ``audit-trail`` partition *p* (decoded by :func:`app.worker.streams.process_events`;
-undecodable ones are dead-lettered there) becomes the next entry of *p*'s hash chain
+Each record of ``audit-trail`` partition *p* (decoded to its JSON form — what the chain holds —
+by :func:`app.worker.streams.process_events`; undecodable ones are dead-lettered there) becomes the next entry of *p*'s hash chain
 (:mod:`app.core.audit_chain`): entry ``n`` in ``audit_chain["p:n"]``, chained to entry ``n - 1``.
 It is also appended to the resource index and the actor index (:mod:`tables.audit_index`).
 A record whose event_id was already chained at another offset — the lifecycle agent
@@ -52,12 +52,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.audit_chain import GENESIS_HASH, entry_key, make_entry
-from app.core.errors import DuplicateEvent, EventDecodeError
-from app.core.models import AuditRecord
+from app.core.errors import DuplicateEvent
 from app.core.topic_specs import AUDIT_TRAIL
-from app.core.validation import event_to_json
 from app.worker.batching import active_batch
-from app.worker.main import app, codecs
+from app.worker.main import app
 from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.worker.streams import Origin, process_events
 from app.worker.topics import audit_trail_topic
@@ -128,25 +126,13 @@ def entry_at_offset(partition: int, offset: int, head: ChainHead) -> dict[str, A
     return None
 
 
-def _chained_offset(event: AuditRecord, indexed: dict[str, Any] | None) -> int | None:
-    """The audit-trail offset ``event``'s id was chained at, if its resource index (``indexed``,
-    the value of ``audit_by_resource[event.resource_id]``) still has it."""
+def _chained_offset(event_id: str, indexed: dict[str, Any] | None) -> int | None:
+    """The audit-trail offset ``event_id`` was chained at, if its resource index (``indexed``,
+    the value of ``audit_by_resource[resource_id]``) still has it."""
     for item in (indexed or {}).get("records", ()):
-        if item["event_id"] == event.event_id:
+        if item["event_id"] == event_id:
             return item["offset"]
     return None
-
-
-def _record_json(event: AuditRecord, origin: Origin) -> dict[str, Any]:
-    """The record's JSON form, as chained: read from its own bytes with logical types off
-    (``ConfluentAvroCodec.decode_json``, equal to ``event_to_json(event)`` and a fifth of its
-    cost), or built from the event when the bytes are not at hand."""
-    if origin.value:
-        try:
-            return codecs.for_topic(AUDIT_TRAIL).decode_json(origin.value)
-        except EventDecodeError:
-            pass
-    return event_to_json(event)
 
 
 def _batch_heads() -> dict[int, ChainHead]:
@@ -160,8 +146,11 @@ def _batch_heads() -> dict[int, ChainHead]:
     return {} if batch is None else batch.memo.setdefault("audit-chain-heads", {})
 
 
-async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
+async def handle_audit_record(record: dict[str, Any], origin: Origin) -> None:
+    """Chain and index one audit record, given in its JSON form (the agent decodes with
+    ``as_json``: what is chained is that form, so no record object is built)."""
     partition, offset = origin.partition, origin.offset
+    event_id, resource_id = record["event_id"], record["resource_id"]
     heads = _batch_heads()
     head = heads.get(partition) or chain_head(partition)
     heads[partition] = head
@@ -172,59 +161,57 @@ async def handle_audit_record(event: AuditRecord, origin: Origin) -> None:
         if entry is None:
             AUDIT_HITS["duplicate"] += 1
             labelled(IDEMPOTENCY_HITS_METRIC, "record_audit_trail").inc()
-            raise DuplicateEvent(f"audit event {event.event_id} was already chained")
+            raise DuplicateEvent(f"audit event {event_id} was already chained")
         AUDIT_HITS["replay"] += 1
         labelled(IDEMPOTENCY_HITS_METRIC, "record_audit_trail").inc()
-        if entry["event_id"] != event.event_id:
+        if entry["event_id"] != event_id:
             logger.error("audit chain %s: offset %s holds %s, replayed as %s", partition, offset,
-                         entry["event_id"], event.event_id)
+                         entry["event_id"], event_id)
         # Re-assert what this record wrote: the local store can be ahead of the changelogs
         # after a SIGKILL (values are stored at once, changelog records sent later), and
         # only records after the last commit, i.e. replayed ones, can be affected.
         audit_chain[entry_key(partition, entry["seq"])] = entry
         audit_chain_heads[str(partition)] = head.pointer()
     else:
-        by_resource = audit_by_resource.get(event.resource_id)
-        chained_at = _chained_offset(event, by_resource)
+        by_resource = audit_by_resource.get(resource_id)
+        chained_at = _chained_offset(event_id, by_resource)
         if chained_at is not None and chained_at != offset:
             AUDIT_HITS["duplicate"] += 1
             labelled(IDEMPOTENCY_HITS_METRIC, "record_audit_trail").inc()
-            raise DuplicateEvent(f"audit event {event.event_id} was already chained (offset {chained_at})")
-        entry = make_entry(
-            seq=head.seq + 1, event_id=event.event_id, record=_record_json(event, origin), prev_hash=head.hash,
-            source_offset=offset,
-        )
+            raise DuplicateEvent(f"audit event {event_id} was already chained (offset {chained_at})")
+        entry = make_entry(seq=head.seq + 1, event_id=event_id, record=record, prev_hash=head.hash,
+                           source_offset=offset)
         # Entry first, then what points at it (see the module docstring).
         audit_chain[entry_key(partition, entry["seq"])] = entry
         head = heads[partition] = _head_of(entry)
     if audit_chain_heads.get(str(partition)) != head.pointer():
         audit_chain_heads[str(partition)] = head.pointer()
-    _index(event=event, entry=entry, partition=partition, offset=offset,
-           by_resource=by_resource if by_resource is not None else audit_by_resource.get(event.resource_id))
+    _index(record=record, entry=entry, partition=partition, offset=offset,
+           by_resource=by_resource if by_resource is not None else audit_by_resource.get(resource_id))
 
 
-def index_item(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
-    """What the indexes keep of one chained record."""
+def index_item(*, record: dict[str, Any], entry: dict[str, Any], partition: int, offset: int) -> dict[str, Any]:
+    """What the indexes keep of one chained record (``record``: its JSON form)."""
     return {
         "seq": entry["seq"],
         "partition": partition,
-        "event_id": event.event_id,
-        "action": event.action,
-        "actor": event.actor,
+        "event_id": record["event_id"],
+        "action": record["action"],
+        "actor": record["actor"],
         "at": entry["record"]["timestamp"],
-        "outcome": event.outcome,
-        "resource_type": event.resource_type,
-        "resource_id": event.resource_id,
-        "source_event_id": event.source_event_id,
+        "outcome": record["outcome"],
+        "resource_type": record["resource_type"],
+        "resource_id": record["resource_id"],
+        "source_event_id": record["source_event_id"],
         "offset": offset,
     }
 
 
-def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset: int,
+def _index(*, record: dict[str, Any], entry: dict[str, Any], partition: int, offset: int,
            by_resource: dict[str, Any] | None) -> None:
     """Append the record to its resource's index (``by_resource``: that index's value as read
     before the record was chained) and to its actor's index."""
-    item = index_item(event=event, entry=entry, partition=partition, offset=offset)
+    item = index_item(record=record, entry=entry, partition=partition, offset=offset)
     # A replayed record (at or below the fence) writes the index value again, unchanged: the
     # local store can hold a value whose changelog record died with a killed worker, and only
     # records after the last commit — the replayed ones — can be affected (as in
@@ -232,13 +219,13 @@ def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset:
     # index items the survivor had (the pipeline SIGKILL test compares both).
     by_resource = by_resource or {"offsets": {}, "records": []}
     if by_resource["offsets"].get(str(partition), -1) < offset:
-        audit_by_resource[event.resource_id] = {
+        audit_by_resource[record["resource_id"]] = {
             "offsets": {**by_resource["offsets"], str(partition): offset},
             "records": (by_resource["records"] + [item])[-RESOURCE_INDEX_LIMIT:],
         }
     elif by_resource["records"]:
-        audit_by_resource[event.resource_id] = by_resource  # replay: re-assert
-    actor_key = f"{partition}/{event.actor}"
+        audit_by_resource[record["resource_id"]] = by_resource  # replay: re-assert
+    actor_key = f"{partition}/{record['actor']}"
     by_actor = audit_by_actor.get(actor_key) or {"offset": -1, "seqs": []}
     if by_actor["offset"] < offset:
         audit_by_actor[actor_key] = {"offset": offset, "seqs": (by_actor["seqs"] + [entry["seq"]])[-ACTOR_INDEX_LIMIT:]}
@@ -250,5 +237,5 @@ def _index(*, event: AuditRecord, entry: dict[str, Any], partition: int, offset:
 # each partition's records are chained in offset order.
 @app.agent(audit_trail_topic, concurrency=1)
 async def record_audit_trail(stream):
-    async for result in process_events(stream, topic=AUDIT_TRAIL, handler=handle_audit_record):
+    async for result in process_events(stream, topic=AUDIT_TRAIL, handler=handle_audit_record, as_json=True):
         yield result

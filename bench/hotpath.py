@@ -5,9 +5,10 @@ The bench workload (``app.ops.workload``: whole job lifecycles with duplicates a
 pairs) is encoded, then run through the real handlers in batches of 500, exactly as
 :func:`app.worker.streams.process_events` runs them — ``track_job_lifecycle`` (lifecycle and
 anomaly side), then ``record_audit_trail`` on the audit records it emitted, then
-``deliver_notifications`` on its notifications — on Faust's memory store, with a producer
+``deliver_notifications`` on its notifications — on Faust's memory store (``--store rocksdb``:
+RocksDB in a temporary directory, as in the worker), with a producer
 that acknowledges at once. What is left out is Faust's consumer and producer (fetching,
-per-record delivery to the agent, the Kafka client) and RocksDB; what is measured is the
+per-record delivery to the agent, the Kafka client) and, unless asked for, RocksDB; what is measured is the
 Python this project adds per event. The codecs use the schema registry of
 ``COSMIC_SCHEMA_REGISTRY_URL`` (one request per schema).
 
@@ -22,6 +23,7 @@ import asyncio
 import cProfile
 import os
 import sys
+import tempfile
 import time
 import zlib
 from types import SimpleNamespace
@@ -87,27 +89,29 @@ async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
     source = _events(JOB_LIFECYCLE, [(key_of(e).encode(), codec.encode(e)) for e in workload.deliveries])
     producer = _Producer()
 
-    async def handle(events: list[Any], *, topic: str, handler: Any) -> None:
+    async def handle(events: list[Any], *, topic: str, handler: Any, as_json: bool) -> None:
         for start in range(0, len(events), BATCH):
             batch = Batch(producer=producer, window=256, backoff=streams.backoff_delay, direct_changelog=True)
             with batch.active():
                 for event in events[start:start + BATCH]:
                     set_current_event(event)
-                    await streams.handle_one(topic=topic, origin=streams._origin(event.message), handler=handler)
+                    await streams.handle_one(topic=topic, origin=streams._origin(event.message), handler=handler,
+                                             as_json=as_json)
                 await batch.finish()
 
     profiler = cProfile.Profile() if profile else None
     seconds: dict[str, float] = {}
     counts: dict[str, int] = {}
-    stages = (("track_job_lifecycle", JOB_LIFECYCLE, lifecycle.handle_event, lambda: source),
-              ("record_audit_trail", AUDIT_TRAIL, audit.handle_audit_record, None),
-              ("deliver_notifications", NOTIFICATIONS, notifications.handle_notification, None))
-    for name, topic, handler, given in stages:
+    # (agent, topic, handler, its events, whether its agent decodes with as_json)
+    stages = (("track_job_lifecycle", JOB_LIFECYCLE, lifecycle.handle_event, lambda: source, False),
+              ("record_audit_trail", AUDIT_TRAIL, audit.handle_audit_record, None, True),
+              ("deliver_notifications", NOTIFICATIONS, notifications.handle_notification, None, False))
+    for name, topic, handler, given, as_json in stages:
         events = given() if given else _events(topic, [(k, v) for t, k, v in producer.sent if t.endswith(topic)])
         if profiler:
             profiler.enable()
         began = time.process_time()
-        await handle(events, topic=topic, handler=handler)
+        await handle(events, topic=topic, handler=handler, as_json=as_json)
         seconds[name] = time.process_time() - began
         if profiler:
             profiler.disable()
@@ -128,8 +132,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000, help="job lifecycles (about 5 events each)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the handling to FILE")
+    parser.add_argument("--store", choices=("memory", "rocksdb"), default="memory",
+                        help="the tables' store: Faust's memory store, or RocksDB in a temporary directory "
+                             "(the worker's: table reads and writes at their real cost)")
     args = parser.parse_args(argv)
-    os.environ["COSMIC_STORE"] = "memory://"  # before app.worker.main is imported
+    os.environ["COSMIC_STORE"] = f"{args.store}://"  # before app.worker.main is imported
+    if args.store == "rocksdb":
+        os.environ["COSMIC_DATA_DIR"] = tempfile.mkdtemp(prefix="cosmic-hotpath-")
     import logging
 
     logging.getLogger("agents").setLevel(logging.ERROR)  # the anomaly side logs every alert

@@ -38,7 +38,11 @@ def event_context(*, correlation_id: str | None, job_id: str | None, event_id: s
 
 
 def event_context_of(event: Any) -> contextlib.AbstractContextManager[None]:
-    """:func:`event_context` for a decoded event (job_id when the event has one)."""
+    """:func:`event_context` for a decoded event, a record or its JSON form (job_id when the
+    event has one)."""
+    if isinstance(event, dict):
+        return event_context(correlation_id=event.get("correlation_id"), job_id=event.get("job_id"),
+                             event_id=event.get("event_id"))
     return event_context(correlation_id=getattr(event, "correlation_id", None),
                          job_id=getattr(event, "job_id", None), event_id=getattr(event, "event_id", None))
 

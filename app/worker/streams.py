@@ -163,9 +163,13 @@ UNDECODABLE_SKIPPED: Counter[str] = Counter()
 
 
 async def handle_one(
-    *, topic: str, origin: Origin, handler: Handler, dead_letter_undecodable: bool = True
+    *, topic: str, origin: Origin, handler: Handler, dead_letter_undecodable: bool = True, as_json: bool = False
 ) -> bool:
     """Decode and handle one record; dead-letter on failure. True if the handler succeeded.
+
+    The handler gets the event record, or with ``as_json`` its JSON form
+    (``ConfluentAvroCodec.decode_json``: what ``event_to_json`` gives of the record, at half the
+    cost of building it) — for agents that need only that (the audit chain, the RabbitMQ copy).
 
     Only one agent per topic — its owner — dead-letters undecodable records; other agents
     reading the same topic pass ``dead_letter_undecodable=False`` and skip them, so a bad
@@ -177,7 +181,8 @@ async def handle_one(
     started = time.perf_counter()
     try:
         try:
-            event = codecs.for_topic(topic).decode(origin.value or b"")
+            codec = codecs.for_topic(topic)
+            event = (codec.decode_json if as_json else codec.decode)(origin.value or b"")
         except EventDecodeError as exc:
             if dead_letter_undecodable:
                 await dead_letter(origin=origin, reason=f"undecodable:{exc.reason}", error=exc, attempts=1)
@@ -305,7 +310,7 @@ _FROM_CURSOR: Any = object()
 
 
 async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler: Handler,  # noqa: ANN001
-                      dead_letter_undecodable: bool, last: int | None = _FROM_CURSOR) -> None:
+                      dead_letter_undecodable: bool, as_json: bool, last: int | None = _FROM_CURSOR) -> None:
     """Handle the records between this agent's last offset on ``origin``'s partition (``last``,
     read from the cursor unless given) and ``origin`` if Faust skipped them (read back from
     Kafka; see ``tables/agent_cursors.py``)."""
@@ -342,15 +347,17 @@ async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler
             headers=tuple(record.headers or ()),
         )
         await handle_one(topic=topic, origin=gap_origin, handler=handler,
-                         dead_letter_undecodable=dead_letter_undecodable)
+                         dead_letter_undecodable=dead_letter_undecodable, as_json=as_json)
         cursor[agent] = {"offset": record.offset}
 
 
 async def process_events(  # noqa: ANN201
-    stream, *, topic: str, handler: Handler, dead_letter_undecodable: bool = True  # noqa: ANN001
+    stream, *, topic: str, handler: Handler, dead_letter_undecodable: bool = True,  # noqa: ANN001
+    as_json: bool = False,
 ):
     """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name), in batches; yields
-    one list of (offset, ok) per batch, once the batch's effects are acknowledged.
+    one list of (offset, ok) per batch, once the batch's effects are acknowledged. The handler
+    gets each event as a record, or with ``as_json`` in its JSON form (:func:`handle_one`).
 
     Per batch (:mod:`app.worker.batching`): each event is handled in offset order as Faust's current
     event (its own failures dead-lettered, the agent goes on), table writes are coalesced per
@@ -387,7 +394,7 @@ async def process_events(  # noqa: ANN201
                     if seen[0] is not None and origin.offset > seen[0] + 1:
                         await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin,
                                           handler=handler, dead_letter_undecodable=dead_letter_undecodable,
-                                          last=seen[0])
+                                          as_json=as_json, last=seen[0])
                 replayed = seen is not None and seen[0] is not None and origin.offset <= seen[0]
                 mark = (seen[2] if seen is not None else marks.get(origin.partition)) if check_lateness else None
                 excess = late_by(timestamp_ms=origin.timestamp_ms, mark=mark) if check_lateness else None
@@ -405,7 +412,7 @@ async def process_events(  # noqa: ANN201
                         else:
                             marks[origin.partition] = origin.timestamp_ms
                     ok = await handle_one(topic=topic, origin=origin, handler=handler,
-                                          dead_letter_undecodable=dead_letter_undecodable)
+                                          dead_letter_undecodable=dead_letter_undecodable, as_json=as_json)
                 if cursor is not None and (seen[0] is None or seen[0] < origin.offset):
                     seen[0], seen[1] = origin.offset, event
                 results.append((origin.offset, ok))

@@ -15,7 +15,7 @@ import app.worker.streams as streams
 def handled(monkeypatch):
     seen: list[int] = []
 
-    async def fake_handle_one(*, topic, origin, handler, dead_letter_undecodable=True):  # noqa: ANN001
+    async def fake_handle_one(*, topic, origin, handler, dead_letter_undecodable=True, as_json=False):  # noqa: ANN001
         seen.append(origin.offset)
         return True
 
@@ -38,7 +38,7 @@ async def test_a_gap_is_read_back_and_handled_in_order(monkeypatch, handled):
     monkeypatch.setattr(offset_gaps, "read_range", fake_read_range)
     cursor = {"track_job_lifecycle": {"offset": 4}}
     await streams._repair_gap(cursor=cursor, agent="track_job_lifecycle", topic="job-lifecycle",
-                              origin=origin_at(10), handler=None, dead_letter_undecodable=True)
+                              origin=origin_at(10), handler=None, dead_letter_undecodable=True, as_json=False)
     assert reads == [("p-job-lifecycle", 3, 5, 9)]
     assert handled == [5, 6, 8, 9]
     assert cursor["track_job_lifecycle"] == {"offset": 9}
@@ -56,7 +56,7 @@ async def test_no_gap_no_read(monkeypatch, handled, cursor):
 
     monkeypatch.setattr(offset_gaps, "read_range", must_not_read)
     await streams._repair_gap(cursor=cursor, agent="track_job_lifecycle", topic="job-lifecycle",
-                              origin=origin_at(10), handler=None, dead_letter_undecodable=True)
+                              origin=origin_at(10), handler=None, dead_letter_undecodable=True, as_json=False)
     assert handled == []
 
 
@@ -74,7 +74,7 @@ async def test_an_unreadable_gap_is_retried_then_reported(monkeypatch, handled, 
     monkeypatch.setattr(streams.asyncio, "sleep", no_sleep)
     cursor = {"a": {"offset": 1}}
     await streams._repair_gap(cursor=cursor, agent="a", topic="job-lifecycle", origin=origin_at(10),
-                              handler=None, dead_letter_undecodable=True)
+                              handler=None, dead_letter_undecodable=True, as_json=False)
     assert len(calls) == streams.settings.max_attempts
     assert "could not be read back" in caplog.text
     assert handled == [] and cursor == {"a": {"offset": 1}}
