@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.errors import RejectedEvent
-from app.core.models import EventBase
 from app.core.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS
 from app.worker.batching import active_batch
 from app.worker.main import app, settings
@@ -25,14 +24,16 @@ from app.worker.streams import Origin, process_events
 from app.worker.topics import job_lifecycle_topic, job_metrics_topic, notifications_topic
 
 
-async def publish_event(event: EventBase, origin: Origin) -> None:
+async def publish_event(event: dict[str, Any], origin: Origin) -> None:
+    """Publish one event (its JSON form: the bridge agents decode with ``as_json``, since the
+    message body is that form) within the batch's confirm window."""
     from app.worker.rabbit_bridge import wait_for_bridge
     from app.worker.rabbit_topology import route_for
 
     try:
         route_for(event)
     except KeyError:
-        raise RejectedEvent(f"no RabbitMQ route for {event.event_type}", reason="not-bridged") from None
+        raise RejectedEvent(f"no RabbitMQ route for {event['event_type']}", reason="not-bridged") from None
     bridge = await wait_for_bridge()
     batch = active_batch()
     if batch is None:
@@ -48,7 +49,7 @@ def declare_bridge(*, topic: Any, topic_name: str, name: str, owner: str) -> Any
 
     async def bridge(stream):  # noqa: ANN001, ANN202
         async for result in process_events(stream, topic=topic_name, handler=publish_event,
-                                           dead_letter_undecodable=False):
+                                           dead_letter_undecodable=False, as_json=True):
             yield result
 
     bridge.__name__ = bridge.__qualname__ = name

@@ -51,6 +51,11 @@ def format_timestamp(moment: datetime) -> str:
     return moment.strftime(_ISO_SECONDS) + f"{moment.microsecond // 1000:03d}Z"
 
 
+def parse_timestamp(text: str) -> datetime:
+    """The text :func:`format_timestamp` writes → the aware UTC datetime it names."""
+    return datetime.fromisoformat(text)
+
+
 def format_epoch_ms(ms: int) -> str:
     """Epoch milliseconds → ISO 8601 UTC with milliseconds and ``Z`` (as the JSON API writes
     times). Formatted seconds are cached: a replay formats runs of nearby times."""

@@ -36,6 +36,7 @@ import aiormq
 import mode
 
 from app.core.models import EventBase
+from app.core.timeutil import parse_timestamp
 from app.core.validation import event_to_json
 from app.worker import observability as metrics
 from app.worker.main import app, settings
@@ -56,16 +57,18 @@ def _backoff(attempt: int) -> float:
     return min(1.0 * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
 
 
-def event_message(event: EventBase) -> aio_pika.Message:
-    """The AMQP message of an event: JSON body and the event's identity as properties."""
+def event_message(event: EventBase | dict[str, Any]) -> aio_pika.Message:
+    """The AMQP message of an event (a record, or its JSON form as the bridge agents decode it):
+    JSON body and the event's identity as properties."""
+    data = event if isinstance(event, dict) else event_to_json(event)
     return aio_pika.Message(
-        body=json.dumps(event_to_json(event), separators=(",", ":")).encode(),
+        body=json.dumps(data, separators=(",", ":")).encode(),
         content_type="application/json",
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=event.event_id,
-        correlation_id=event.correlation_id,
-        type=event.event_type,
-        timestamp=event.timestamp,
+        message_id=data["event_id"],
+        correlation_id=data["correlation_id"],
+        type=data["event_type"],
+        timestamp=parse_timestamp(data["timestamp"]),
         app_id="cosmic-horizons-events",
     )
 
@@ -157,8 +160,9 @@ class RabbitBridge(mode.Service):
         """Return once connected with the topology declared."""
         await self._ready.wait()
 
-    async def publish(self, event: EventBase) -> None:
-        """Publish ``event`` to its exchange and routing key; return once RabbitMQ confirmed it.
+    async def publish(self, event: EventBase | dict[str, Any]) -> None:
+        """Publish ``event`` (a record or its JSON form) to its exchange and routing key; return
+        once RabbitMQ confirmed it.
         Retries with backoff for as long as RabbitMQ is unavailable."""
         exchange_name, routing_key = route_for(event)
         await self.publish_message(exchange_name=exchange_name, routing_key=routing_key,

@@ -154,8 +154,23 @@ def all_queue_arguments(*, queue_type: str) -> dict[str, dict[str, Any]]:
 
 
 # -- routing ------------------------------------------------------------------------------
+class _Fields:
+    """Attribute access to an event's JSON form (only the fields routing reads)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        return self._data.get(name)
+
+
 def route_for(event: Any) -> tuple[str, str]:
-    """(exchange, routing key) of an event; KeyError for a type that is not bridged."""
+    """(exchange, routing key) of an event, a record or its JSON form; KeyError for a type
+    that is not bridged."""
+    if isinstance(event, dict):
+        event = _Fields(event)
     kind = event.event_type
     if kind == "JobSubmitted":
         return JOB_EVENTS, "job.submitted"

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import random
+import uuid
 from types import SimpleNamespace
 
 import pytest
 
 from app.core.errors import ConfigError
+from app.core.models import NotificationSent
 from app.core.settings import Settings
+from app.core.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS
 from app.ops.cli_rabbit import original_route
+from app.ops.demo import metrics_samples
+from app.ops.workload import build_workload
+from app.worker.main import codecs
+from app.worker.rabbit_bridge import event_message
 from app.worker.rabbit_consumer import retry_delay
 from app.worker.rabbit_topology import (
     QUEUES, TopologyMismatch, all_queue_arguments, diff_arguments, queue_spec, route_for,
@@ -84,3 +92,27 @@ def test_settings():
         Settings.from_env(environ={"COSMIC_RABBITMQ_QUEUE_TYPE": "stream"})
     redacted = Settings(rabbitmq_url="amqp://guest:pw@h:5672/v").rabbitmq_url_redacted
     assert redacted == "amqp://guest:***@h:5672/v"
+
+
+def test_the_bridge_gives_a_record_and_its_json_form_the_same_message_and_route():
+    """The bridge agents decode with ``as_json``: the message and route of an event's JSON form
+    equal those of its record (what ``publish(event)`` gives)."""
+    workload = build_workload(jobs=30, seed=5)
+    records = [(JOB_LIFECYCLE, e) for e in workload.deliveries]
+    job = workload.deliveries[0]
+    records += [(JOB_METRICS, s) for s in metrics_samples(job=job, rng=random.Random(1), at=job.timestamp, elapsed_s=60.0)]
+    records.append((NOTIFICATIONS, NotificationSent(
+        event_id=str(uuid.uuid4()), event_type="NotificationSent", timestamp=job.timestamp, correlation_id="c-1",
+        user_id="alice", schema_version=1, notification_id=str(uuid.uuid4()), channel="WEBSOCKET", severity="INFO",
+        title="Job j completed", body="Job j completed", job_id="j")))
+    kinds = set()
+    for topic, event in records:
+        data = codecs.for_topic(topic).encode(event)
+        as_json = codecs.for_topic(topic).decode_json(data)
+        record = codecs.for_topic(topic).decode(data)
+        assert route_for(as_json) == route_for(record)
+        one, other = event_message(as_json), event_message(record)
+        assert one.body == other.body and one.properties == other.properties, event.event_type
+        kinds.add(event.event_type)
+    assert {"JobSubmitted", "JobQueued", "JobStatusChanged", "JobCompleted", "JobMetricsSample",
+            "NotificationSent"} <= kinds
