@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Compare two revisions with the pipeline bench in alternating runs (single runs vary by ±30 %
+# on a 2-core machine): ./scripts/bench-ab.sh BEFORE [AFTER=HEAD] [ROUNDS=2] [EVENTS=10000]
+# Each side runs from a worktree of its revision (this checkout's .venv, the running local
+# stack); reports land in /tmp/bench-ab/<side>-<round>/ (benchmarks.md, .json, py-spy profiles).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+before=${1:?usage: scripts/bench-ab.sh BEFORE [AFTER] [ROUNDS] [EVENTS]}
+after=${2:-HEAD}
+rounds=${3:-2}
+events=${4:-10000}
+out=/tmp/bench-ab
+python=$PWD/.venv/bin/python
+mkdir -p "$out"
+for side in before after; do
+  rev=$before; [ "$side" = after ] && rev=$after
+  tree=$out/tree-$side
+  [ -d "$tree" ] && git worktree remove --force "$tree"
+  git worktree add -q --detach "$tree" "$rev"
+done
+for round in $(seq 1 "$rounds"); do
+  for side in before after; do
+    report=$out/$side-$round
+    rm -rf "$report"; mkdir -p "$report"
+    (cd "$out/tree-$side" && COSMIC_BENCH_PROFILE_DIR=$report/profiles \
+       "$python" -m bench --only pipeline --events "$events" --output-dir "$report" > "$report/log" 2>&1)
+    "$python" - "$report/benchmarks.json" "$side $round" <<'PY'
+import json, sys
+data = json.load(open(sys.argv[1]))
+section = data["sections"]["pipeline"]
+counted, events = section["params"]["counted"], section["params"]["events"]
+cells = [sys.argv[2], f"Faust floor {section['figures']['faust_floor']['value']:,.0f}/s"]
+for path in ("bridge_off", "bridge_on"):
+    run = counted[path]
+    cells.append(f"{path}: whole {events / run['all_agents_done_s']:,.0f}/s, lifecycle agent {run['rate']:,.0f}/s, "
+                 f"{run['changelog_writes_per_event']:.2f} changelog records/event")
+print(" | ".join(cells))
+PY
+  done
+done
+for side in before after; do git worktree remove --force "$out/tree-$side"; done
