@@ -1,8 +1,9 @@
 """``record_audit_trail``: chain every audit record once, per partition, and index it.
 
 Each record of ``audit-trail`` partition *p* (decoded to its JSON form — what the chain holds —
-by :func:`app.worker.streams.process_events`; undecodable ones are dead-lettered there) becomes the next entry of *p*'s hash chain
-(:mod:`app.core.audit_chain`): entry ``n`` in ``audit_chain["p:n"]``, chained to entry ``n - 1``.
+by :func:`app.worker.streams.process_events`; undecodable ones are dead-lettered there)
+becomes the next entry of *p*'s hash chain (:mod:`app.core.audit_chain`): entry ``n`` in
+``audit_chain["p:n"]``, chained to entry ``n - 1``.
 It is also appended to the resource index and the actor index (:mod:`tables.audit_index`).
 A record whose event_id was already chained at another offset — the lifecycle agent
 re-emits its audit records with the same ids after a crash — is a duplicate: dropped and

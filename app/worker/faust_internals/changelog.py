@@ -26,9 +26,9 @@ from typing import Any
 
 from faust.stores.base import SerializedStore
 from faust.stores.rocksdb import Store as RocksDBStore
-from rocksdict import WriteBatch
-from faust.utils import json
 from faust.types import TP
+from faust.utils import json
+from rocksdict import WriteBatch
 
 
 @dataclass(slots=True)
