@@ -236,7 +236,7 @@ def _stored(table: Any, key: Any) -> Any:
     """``table``'s stored value of ``key`` for the current event, read directly
     (:func:`app.worker.faust_internals.changelog.read_local`), or ``UNSUPPORTED``."""
     event = current_event()
-    if event is None or _partition_of(table, event) is None:
+    if event is None:
         return changelog.UNSUPPORTED
     return changelog.read_local(table=table, key=key, partition=event.message.partition)
 
