@@ -4,6 +4,7 @@ it, stop or kill it. Used by ``cosmic run``, the benchmarks and the integration 
 from __future__ import annotations
 
 import json
+import random
 import signal
 import socket
 import subprocess
@@ -22,10 +23,36 @@ class WorkerProcessError(CosmicError):
     """The worker exited or did not become ready."""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: Where :func:`free_port` looks: below the kernel's ephemeral range (32768–60999 by default), so
+#: that no outgoing connection of any process takes the port between the check and its listener;
+#: above the local stack's ports (RabbitMQ's distribution port is 25672).
+_PORT_RANGE = (26000, 32768)
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _PORT_RANGE[1]
+
+
+def free_port(*, host: str = "127.0.0.1") -> int:
+    """A port on ``host`` that nothing listens on now, outside the ephemeral range, and not handed
+    out before by this process (a listener started later gets it; ``bind(0)`` would give an
+    ephemeral port that an outgoing connection can take before the listener binds it)."""
+    low, high = _PORT_RANGE[0], min(_PORT_RANGE[1], _ephemeral_low())
+    candidates = [port for port in range(low, high) if port not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise WorkerProcessError(f"no free port in {low}–{high - 1} on {host}")
 
 
 class WorkerProcess:

@@ -7,7 +7,6 @@ import asyncio
 import json
 import random
 import shutil
-import socket
 import time
 import uuid
 from datetime import timedelta
@@ -27,14 +26,10 @@ from app.core.settings import Settings
 from app.core.timeutil import utc_now
 from app.core.webhook_signing import SIGNATURE_HEADER, verify
 from app.ops.demo import lifecycle_events
+from app.ops.worker_process import free_port
 from app.worker.publisher import EventPublisher
 from support.polling import wait_until_async
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Receiver:
@@ -105,7 +100,7 @@ async def test_preferences_route_lifecycle_notifications_to_webhook_and_email(wo
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     hook_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/hook"  # type: ignore[union-attr]
-    smtp = Controller(sink, hostname="127.0.0.1", port=_free_port())
+    smtp = Controller(sink, hostname="127.0.0.1", port=free_port())
     smtp.start()
     smtp_env = {"COSMIC_SMTP_URL": f"smtp://127.0.0.1:{smtp.port}", "COSMIC_SMTP_FROM": "ops@cosmic.example",
                 # The receiver listens on loopback, closed to webhooks unless allowed.

@@ -6,7 +6,6 @@ import asyncio
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -19,15 +18,11 @@ import httpx
 import pytest
 from support.polling import wait_until
 
+from app.ops.worker_process import free_port
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BOOTSTRAP = os.environ.get("COSMIC_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 CT = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import socket
 import uuid
 from email import message_from_bytes
 
@@ -29,6 +28,7 @@ from app.core.models import NotificationRead, NotificationSent
 from app.core.settings import Settings
 from app.core.timeutil import utc_now
 from app.core.webhook_signing import SIGNATURE_HEADER, user_secret, verify
+from app.ops.worker_process import free_port
 from app.worker.delivery import SmtpTarget, WebhookClient, send_email, webhook_body, webhook_headers
 from app.worker.main import app, codecs
 from app.worker.notification_delivery import NotificationDelivery
@@ -147,16 +147,10 @@ class Sink:
         return "250 Message accepted for delivery"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def smtp_sink():
     sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port())
     controller.start()
     yield sink, f"smtp://127.0.0.1:{controller.port}"
     controller.stop()
@@ -386,7 +380,7 @@ async def test_transient_failures_report_retrying_and_raise(delivery, receiver):
     statuses = [(o["status"], o["attempts"], o["reason"]) for o in delivery.faust_app.producer.outcomes]
     assert statuses == [("retrying", 1, "http-503"), ("retrying", 2, "timeout"), ("delivered", 3, None)]
     with pytest.raises(DeliveryFailed, match="unreachable"):
-        await delivery.deliver(_body(sent, url=f"http://127.0.0.1:{_free_port()}/hook"), FakeMessage())
+        await delivery.deliver(_body(sent, url=f"http://127.0.0.1:{free_port()}/hook"), FakeMessage())
 
 
 async def test_refusals_and_dead_letters_report_failed(delivery, receiver):
@@ -481,7 +475,7 @@ async def test_smtp_errors_are_classified(smtp_sink):
                          event=sent, timeout_s=5)
     assert info.value.status == 550
     with pytest.raises(DeliveryFailed):
-        await send_email(smtp_url=f"smtp://127.0.0.1:{_free_port()}", sender="ops@cosmic.example",
+        await send_email(smtp_url=f"smtp://127.0.0.1:{free_port()}", sender="ops@cosmic.example",
                          recipient="bob@example.org", event=sent, timeout_s=5)
     target = SmtpTarget.from_url("smtps://mailer:p%40ss@mail.example?starttls=1")
     assert (target.port, target.implicit_tls, target.starttls, target.password) == (465, True, False, "p@ss")
