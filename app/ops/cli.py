@@ -136,29 +136,29 @@ def topics_describe() -> None:
 )
 @click.pass_context
 def worker(ctx: click.Context) -> None:
-    from app.ops.topic_admin import ensure_topics
+    from app.ops.topic_admin import ensure_changelog_topics, ensure_topics
 
     settings = _settings()
-    try:
-        asyncio.run(
-            ensure_topics(
-                bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
-                prefix=settings.topic_prefix,
-            )
-        )
-    except CosmicError as exc:
-        _fail(exc)
     settings.worker_data_dir.mkdir(parents=True, exist_ok=True)
     from app.worker.main import app, codecs
-    from app.ops.topic_admin import ensure_changelog_topics
 
-    _warm_up_codecs(codecs=codecs, registry_url=settings.schema_registry_url)
     app.finalize()
     app.discover()  # every table declared, so their changelog topics exist before the group joins
+
+    async def ensure_all() -> None:
+        # Both at once: a new topic takes about a second before the broker serves it, and the
+        # two waits overlap (each returns once its topics are served: app.ops.topic_admin).
+        await asyncio.gather(
+            ensure_topics(bootstrap=settings.kafka_bootstrap, replication_factor=settings.replication_factor,
+                          prefix=settings.topic_prefix),
+            ensure_changelog_topics(app=app, bootstrap=settings.kafka_bootstrap),
+        )
+
     try:
-        asyncio.run(ensure_changelog_topics(app=app, bootstrap=settings.kafka_bootstrap))
+        asyncio.run(ensure_all())
     except CosmicError as exc:
         _fail(exc)
+    _warm_up_codecs(codecs=codecs, registry_url=settings.schema_registry_url)
 
     from app.worker.faust_internals import already_declared, check_versions
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
@@ -57,6 +58,7 @@ async def ensure_topics(
         ])
         names = [full_name(spec=s, prefix=prefix) for s in specs]
         described = await _describe_when_visible(admin=admin, names=names)
+        await wait_until_served(admin=admin, bootstrap=bootstrap, names=sorted(created))
         for spec in specs:
             name = full_name(spec=spec, prefix=prefix)
             report = described[name]
@@ -139,6 +141,41 @@ async def _describe_when_visible(
         await asyncio.sleep(0.1)
 
 
+async def wait_until_served(*, admin: AIOKafkaAdminClient, bootstrap: str, names: list[str],
+                            timeout: float = 30.0) -> None:
+    """Return once the broker answers offset requests for every partition of ``names``.
+
+    A new topic is listed, and its partitions have leaders in the metadata, before the broker
+    serves them: a consumer asking for offsets meanwhile gets NotLeaderForPartition, and Faust
+    retries after a pause (3 s of a fresh worker's start-up, measured 2026-12-07). Waiting here
+    until a plain consumer gets every partition's end offset (aiokafka retries those errors)
+    takes a few hundred ms and closes that."""
+    if not names:
+        return
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        partitions: list[TopicPartition] = []
+        pending = []
+        for topic in await admin.describe_topics(names):
+            listed = topic.get("partitions") or []
+            if topic.get("error_code", 0) != 0 or not listed or any(p.get("leader", -1) < 0 for p in listed):
+                pending.append(topic["topic"])
+            partitions += [TopicPartition(topic["topic"], p["partition"]) for p in listed]
+        if not pending:
+            break
+        if asyncio.get_running_loop().time() > deadline:
+            raise TopicAdminError(f"partitions without a leader after {timeout:.0f} s: {sorted(pending)}")
+        await asyncio.sleep(0.05)
+    remaining_ms = max(1000, int((deadline - asyncio.get_running_loop().time()) * 1000))
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=remaining_ms,
+                                enable_auto_commit=False)
+    try:
+        await consumer.start()
+        await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+
+
 async def describe_live(*, bootstrap: str, prefix: str = "") -> list[TopicReport]:
     """The live state of every spec'd topic that exists (for ``cosmic topics describe``)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
@@ -194,6 +231,7 @@ async def ensure_changelog_topics(*, app: object, bootstrap: str, timeout: float
                 raise TopicAdminError("changelog topics not visible in the broker's metadata after "
                                       f"{timeout:.0f} s: {sorted(n.name for n in missing if n.name not in listed)}")
             await asyncio.sleep(0.2)
+        await wait_until_served(admin=admin, bootstrap=bootstrap, names=[new.name for new in missing])
         return [new.name for new in missing]
     except KafkaError as exc:
         raise TopicAdminError(f"creating changelog topics failed: {exc!r}") from exc

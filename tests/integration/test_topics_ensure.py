@@ -64,3 +64,39 @@ async def test_drift_is_reported_and_never_repaired_destructively(stack, uid):
     live = {r.name: r for r in await describe_live(bootstrap=stack.kafka_bootstrap, prefix=prefix)}
     assert live[f"{prefix}notifications"].partitions == 2  # untouched
     assert live[f"{prefix}notifications"].configs["retention.ms"] == "1000"
+
+
+async def test_created_topics_are_served_when_ensure_returns(stack, uid):
+    """Offset requests for every new partition succeed at once: a worker started right after
+    ``ensure_topics`` never waits on NotLeaderForPartition (Faust pauses on it, seconds of a
+    fresh worker's start-up)."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.protocol.offset import OffsetRequest
+
+    prefix = f"{uid}-"
+    reports = await ensure_topics(bootstrap=stack.kafka_bootstrap, replication_factor=1, prefix=prefix)
+    assert all(r.created for r in reports)
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap)
+    client = AIOKafkaClient(bootstrap_servers=stack.kafka_bootstrap)
+    await admin.start()
+    await client.bootstrap()
+    try:
+        by_leader: dict[int, dict[str, list[int]]] = {}
+        for topic in await admin.describe_topics([r.name for r in reports]):
+            for partition in topic["partitions"]:
+                by_leader.setdefault(partition["leader"], {}).setdefault(topic["topic"], []).append(partition["partition"])
+        errors = []
+        asked = 0
+        for leader, topics in by_leader.items():
+            request = OffsetRequest(-1, 0, [(t, [(p, -1) for p in parts]) for t, parts in topics.items()])
+            response = await client.send(leader, request)
+            for topic, partitions in response.topics:
+                for partition, error_code, *_offset in partitions:
+                    asked += 1
+                    if error_code:
+                        errors.append((topic, partition, error_code))
+        assert asked == sum(spec.partitions for spec in all_topic_specs())
+        assert errors == []
+    finally:
+        await client.close()
+        await admin.close()
