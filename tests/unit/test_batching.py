@@ -352,3 +352,38 @@ def test_plain_json_tables_get_the_bytes_fausts_serializers_produce():
             assert changelog.json.dumps(key) == topic.prepare_key(key, table.key_serializer)[0], table.name
         tested += 1
     assert tested >= 10  # job_state, audit tables, cursors, …
+
+
+def test_global_table_reads_in_a_batch_equal_fausts_own(tmp_path):
+    """A global table's key lives in the store of the partition that wrote it: a read in a
+    batch finds it from any event's partition, as Faust's ``Store._get`` does (its key index,
+    else every open partition), with one key encoding and no second lookup."""
+    import faust
+
+    from app.worker.faust_internals import changelog
+    from app.worker.table_fencing import fenced_global_table
+
+    rocks = faust.App("cosmic-unit-rocks-global", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    table = fenced_global_table(rocks, "known", partitions=3, default=None, key_type=str)
+    rocks.finalize()
+    writes = changelog.StoreWrites()
+    values = {"a": {"p": 0}, "b": {"p": 2, "list": [1, None, "é"]}, "c": None}
+    set_current_event(_event(0))
+    try:
+        for key, partition in (("a", 0), ("b", 2), ("c", 1)):
+            changelog.write_local(table=table, key=key, value=values[key], deleted=False, partition=partition,
+                                  writes=writes)
+        writes.commit()
+        table.data._key_index.clear()  # found by asking every partition, then indexed
+        for event_partition in (0, 1, 2):
+            set_current_event(_event(event_partition))
+            for key, value in values.items():
+                assert changelog.read_local(table=table, key=key, partition=event_partition) == value
+                assert table.data[key] == value  # Faust's own read agrees
+            assert changelog.read_local(table=table, key="nothing", partition=event_partition) is changelog.ABSENT
+            with Batch(producer=None, backoff=lambda n: 0.0).active():
+                assert table["b"] == values["b"] and "c" in table and table["c"] is None
+                assert table.get("nothing") is None and "nothing" not in table
+        assert table.data._key_index[json.dumps("b").encode()] == 2
+    finally:
+        set_current_event(None)

@@ -14,9 +14,10 @@ once, and then records each changelog partition's persisted offset once
 (:func:`record_persisted`, the highest acknowledged offset), before Faust acks the batch.
 
 :func:`read_local` is the read for the same tables inside a batch: one RocksDB lookup in the
-event's partition and one JSON decode, where Faust's ``table[k]`` asks the store twice
-(``k in data``, then ``data[k]``), each time serializing the key through its serializer
-registry (about 8 % of a worker's time, docs/profiles.md "2026-12-07").
+event's partition (a global table: where Faust's key index says, else in each partition) and
+one JSON decode, where Faust's ``table[k]`` asks the store twice (``k in data``, then
+``data[k]``), each time serializing the key through its serializer registry (about 8 % of a
+worker's time, docs/profiles.md "2026-12-07").
 """
 
 from __future__ import annotations
@@ -66,28 +67,56 @@ def _plain_json(table: Any) -> bool:
 ABSENT: Any = object()
 #: What :func:`read_local` returns for a table it cannot read directly (use Faust's path).
 UNSUPPORTED: Any = object()
-_DIRECT_READ: dict[int, bool] = {}
+_DIRECT_READ: dict[int, int] = {}
+_NOT_DIRECT, _PARTITIONED, _GLOBAL = 0, 1, 2
 
 
-def _direct_read(table: Any) -> bool:
-    """True if :func:`read_local` reads ``table``: plain JSON, partitioned like its source (not
-    global, no partitioner: a key lives in the store of the event's partition), on RocksDB."""
-    flag = _DIRECT_READ.get(id(table))
-    if flag is None:
-        flag = _DIRECT_READ[id(table)] = (_plain_json(table) and not getattr(table, "is_global", False)
-                                          and not getattr(table, "use_partitioner", False)
-                                          and isinstance(table.data, RocksDBStore))
-    return flag
+def _direct_read(table: Any) -> int:
+    """How :func:`read_local` reads ``table``: plain JSON on RocksDB, without a partitioner, and
+    either partitioned like its source (a key lives in the store of the event's partition) or
+    global (a key lives in the store of whichever partition wrote it)."""
+    mode = _DIRECT_READ.get(id(table))
+    if mode is None:
+        direct = (_plain_json(table) and not getattr(table, "use_partitioner", False)
+                  and isinstance(table.data, RocksDBStore))
+        mode = _DIRECT_READ[id(table)] = (
+            _NOT_DIRECT if not direct else _GLOBAL if getattr(table, "is_global", False) else _PARTITIONED)
+    return mode
 
 
 def read_local(*, table: Any, key: Any, partition: int) -> Any:
-    """``table[key]`` in the store of ``partition`` as Faust decodes it (the JSON value; no
-    model in it: these tables hold plain JSON), with one RocksDB lookup; :data:`ABSENT` if the
-    store does not hold it, :data:`UNSUPPORTED` if ``table`` or ``key`` is not read this way."""
-    if not isinstance(key, str) or not _direct_read(table):
+    """``table[key]`` as Faust decodes it (the JSON value; no model in it: these tables hold plain
+    JSON), with one key encoding and one RocksDB lookup per database asked; :data:`ABSENT` if
+    the store does not hold it, :data:`UNSUPPORTED` if ``table`` or ``key`` is not read this way.
+
+    A partitioned table is read in the store of ``partition``. A global table is read as
+    Faust's ``Store._get`` reads it: in the partition its key index names, else in every open
+    partition until one holds the key (which the index then names)."""
+    if not isinstance(key, str):
         return UNSUPPORTED
-    raw = table.data._db_for_partition(partition).get(json.dumps(key))
+    mode = _direct_read(table)
+    if mode == _PARTITIONED:
+        raw = table.data._db_for_partition(partition).get(json.dumps(key))
+    elif mode == _GLOBAL:
+        raw = _global_get(table.data, json.dumps(key))
+    else:
+        return UNSUPPORTED
     return ABSENT if raw is None else json.loads(raw)
+
+
+def _global_get(store: Any, raw_key: bytes) -> bytes | None:
+    index = store._key_index
+    known = index.get(raw_key)
+    if known is not None:
+        db = store._dbs.get(known)
+        if db is not None:  # as Faust: the indexed partition alone is asked
+            return db.get(raw_key)
+    for partition, db in store._dbs.items():
+        raw = db.get(raw_key)
+        if raw is not None:
+            index[raw_key] = partition
+            return raw
+    return None
 
 
 class StoreWrites:
