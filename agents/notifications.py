@@ -182,7 +182,8 @@ async def _queue_delivery(event: NotificationSent, channel: str, preferences: di
     bridge = await wait_for_bridge()
 
     def publish() -> Any:
-        return bridge.publish_message(exchange_name="", routing_key=NOTIFICATION_DELIVERY, message=message)
+        return bridge.publish_message(exchange_name="", routing_key=NOTIFICATION_DELIVERY, body=message.body,
+                                      properties=message.properties)
 
     batch = active_batch()
     if batch is None:

@@ -57,19 +57,35 @@ def _backoff(attempt: int) -> float:
     return min(1.0 * 2 ** max(attempt - 1, 0), MAX_BACKOFF)
 
 
-def event_message(event: EventBase | dict[str, Any]) -> aio_pika.Message:
-    """The AMQP message of an event (a record, or its JSON form as the bridge agents decode it):
-    JSON body and the event's identity as properties."""
+APP_ID = "cosmic-horizons-events"
+
+
+def event_frame(event: EventBase | dict[str, Any]) -> tuple[bytes, aiormq.spec.Basic.Properties]:
+    """The AMQP body and properties of an event (a record, or its JSON form as the bridge agents
+    decode it): JSON body and the event's identity as properties. What the bridge publishes;
+    built directly for aiormq (an ``aio_pika.Message`` and its properties cost 35 µs more per
+    event here, 2026-12-07)."""
     data = event if isinstance(event, dict) else event_to_json(event)
-    return aio_pika.Message(
-        body=json.dumps(data, separators=(",", ":")).encode(),
+    return json.dumps(data, separators=(",", ":")).encode(), aiormq.spec.Basic.Properties(
         content_type="application/json",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
         message_id=data["event_id"],
         correlation_id=data["correlation_id"],
-        type=data["event_type"],
+        message_type=data["event_type"],
         timestamp=parse_timestamp(data["timestamp"]),
-        app_id="cosmic-horizons-events",
+        app_id=APP_ID,
+        headers={},  # as aio-pika sends them: the same bytes on the wire as before
+        priority=0,
+    )
+
+
+def event_message(event: EventBase | dict[str, Any]) -> aio_pika.Message:
+    """:func:`event_frame` as an ``aio_pika.Message`` (for aio-pika's own publish)."""
+    body, properties = event_frame(event)
+    return aio_pika.Message(
+        body=body, content_type=properties.content_type, delivery_mode=properties.delivery_mode,
+        message_id=properties.message_id, correlation_id=properties.correlation_id,
+        type=properties.message_type, timestamp=properties.timestamp, app_id=properties.app_id,
     )
 
 
@@ -165,12 +181,15 @@ class RabbitBridge(mode.Service):
         once RabbitMQ confirmed it.
         Retries with backoff for as long as RabbitMQ is unavailable."""
         exchange_name, routing_key = route_for(event)
-        await self.publish_message(exchange_name=exchange_name, routing_key=routing_key,
-                                   message=event_message(event))
+        body, properties = event_frame(event)
+        await self.publish_message(exchange_name=exchange_name, routing_key=routing_key, body=body,
+                                   properties=properties)
 
-    async def publish_message(self, *, exchange_name: str, routing_key: str, message: aio_pika.Message) -> None:
-        """Publish ``message`` (``exchange_name`` "" is the default exchange: straight to the
-        queue named ``routing_key``); return once RabbitMQ confirmed it, retrying meanwhile."""
+    async def publish_message(self, *, exchange_name: str, routing_key: str, body: bytes,
+                              properties: aiormq.spec.Basic.Properties) -> None:
+        """Publish ``body`` with ``properties`` (``exchange_name`` "" is the default exchange:
+        straight to the queue named ``routing_key``); return once RabbitMQ confirmed it,
+        retrying meanwhile."""
         attempt = 0
         while True:
             attempt += 1
@@ -178,7 +197,7 @@ class RabbitBridge(mode.Service):
                 if not self._ready.is_set():
                     await self._ready.wait()
                 exchange = self._exchanges[exchange_name]
-                confirmation = await _bounded(_publish(exchange, message, routing_key=routing_key), 15)
+                confirmation = await _bounded(_publish(exchange, body, properties, routing_key=routing_key), 15)
                 if isinstance(confirmation, aiormq.abc.DeliveredMessage):  # returned: no queue bound
                     if exchange_name in BOUND_EXCHANGES:
                         raise RuntimeError(f"RabbitMQ returned the message: no queue bound on {exchange_name!r} "
@@ -190,7 +209,7 @@ class RabbitBridge(mode.Service):
                 self.published += 1
                 metrics.labelled(metrics.RABBITMQ_CONFIRMS, exchange_name).inc()
                 if attempt > 1:
-                    logger.info("publish of %s confirmed after %d attempts", message.message_id, attempt)
+                    logger.info("publish of %s confirmed after %d attempts", properties.message_id, attempt)
                 return
             except asyncio.CancelledError:
                 raise
@@ -201,7 +220,7 @@ class RabbitBridge(mode.Service):
                 delay = _backoff(attempt)
                 if attempt <= 3 or attempt % 10 == 0:
                     logger.warning("publish of %s to %r/%s failed (%s: %s); retrying in %.0f s",
-                                   message.message_id, exchange_name, routing_key, type(exc).__name__,
+                                   properties.message_id, exchange_name, routing_key, type(exc).__name__,
                                    _safe(exc), delay)
                 await asyncio.sleep(delay)
                 await self._recover()
@@ -251,7 +270,8 @@ async def _exchanges_of(channel: aio_pika.abc.AbstractChannel) -> dict[str, aio_
     return exchanges
 
 
-async def _publish(exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Message, *, routing_key: str) -> Any:
+async def _publish(exchange: aio_pika.abc.AbstractExchange, body: bytes, properties: aiormq.spec.Basic.Properties,
+                   *, routing_key: str) -> Any:
     """``exchange.publish(message)`` on its confirm channel, without waiting for the frames to
     be written to the socket before the next publish may start: aio-pika's publish holds the
     channel's lock until the writer task drained the frames, so the publishes of one batch
@@ -262,7 +282,7 @@ async def _publish(exchange: aio_pika.abc.AbstractExchange, message: aio_pika.Me
         raise aiormq.exceptions.ChannelInvalidStateError(f"{exchange.channel!r} closed")
     channel = await exchange.channel.get_underlay_channel()
     return await channel.basic_publish(
-        message.body, exchange=exchange.name, routing_key=routing_key, properties=message.properties,
+        body, exchange=exchange.name, routing_key=routing_key, properties=properties,
         mandatory=True, timeout=10, wait=False,
     )
 

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import uuid
 from email import message_from_bytes
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -51,8 +52,8 @@ class RecordingBridge:
     def __init__(self) -> None:
         self.published: list[tuple[str, str, object]] = []
 
-    async def publish_message(self, *, exchange_name: str, routing_key: str, message) -> None:  # noqa: ANN001
-        self.published.append((exchange_name, routing_key, message))
+    async def publish_message(self, *, exchange_name: str, routing_key: str, body: bytes, properties) -> None:  # noqa: ANN001
+        self.published.append((exchange_name, routing_key, SimpleNamespace(body=body, properties=properties)))
 
     def bodies(self) -> list[dict]:
         return [json.loads(m.body) for _, _, m in self.published]
@@ -282,12 +283,12 @@ async def test_routing_follows_preferences_and_queues_once_per_channel(memory_ap
         await _put_event(agent, untouched)  # default preferences: no webhook
         await _put_event(agent, second)
     assert [(exchange, key) for exchange, key, _ in bridge.published] == [("", "notification-delivery")] * 3
-    assert [m.message_id for _, _, m in bridge.published] == [f"{first.notification_id}:WEBHOOK"] * 2 + [
+    assert [m.properties.message_id for _, _, m in bridge.published] == [f"{first.notification_id}:WEBHOOK"] * 2 + [
         f"{second.notification_id}:WEBHOOK"]
     body = bridge.bodies()[-1]
     assert body["target"] == hook and body["signing_salt"] == "a" * 32 and body["user_id"] == user
     assert body["channel"] == "WEBHOOK" and body["event"]["notification_id"] == second.notification_id
-    assert bridge.published[-1][2].delivery_mode == 2  # persistent
+    assert bridge.published[-1][2].properties.delivery_mode == 2  # persistent
     deliveries = _deliveries(user)
     assert set(deliveries[first.notification_id]) == {"WEBSOCKET", "WEBHOOK"}
     assert deliveries[second.notification_id]["WEBHOOK"]["status"] == "pending"

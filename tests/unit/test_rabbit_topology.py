@@ -16,7 +16,7 @@ from app.ops.cli_rabbit import original_route
 from app.ops.demo import metrics_samples
 from app.ops.workload import build_workload
 from app.worker.main import codecs
-from app.worker.rabbit_bridge import event_message
+from app.worker.rabbit_bridge import event_frame, event_message
 from app.worker.rabbit_consumer import retry_delay
 from app.worker.rabbit_topology import (
     QUEUES, TopologyMismatch, all_queue_arguments, diff_arguments, queue_spec, route_for,
@@ -113,6 +113,7 @@ def test_the_bridge_gives_a_record_and_its_json_form_the_same_message_and_route(
         assert route_for(as_json) == route_for(record)
         one, other = event_message(as_json), event_message(record)
         assert one.body == other.body and one.properties == other.properties, event.event_type
+        assert event_frame(as_json) == event_frame(record) == (one.body, one.properties)  # what the bridge sends
         kinds.add(event.event_type)
     assert {"JobSubmitted", "JobQueued", "JobStatusChanged", "JobCompleted", "JobMetricsSample",
             "NotificationSent"} <= kinds
