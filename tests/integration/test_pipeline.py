@@ -136,7 +136,10 @@ async def _settled_tables(worker, names: tuple[str, ...], *, quiet_s: float = 2.
 async def test_sigkill_mid_stream_gives_identical_results(worker_factory, worker_env, uid):
     settings = Settings.from_env(environ=worker_env)
     workload = build_workload(jobs=JOBS, seed=2, prefix=f"job-{uid}")
-    first = await asyncio.to_thread(worker_factory().start)
+    # Kafka's shortest session (group.min.session.timeout.ms): the killed worker's partitions
+    # move to the next one 6 s after the kill, not after the default 60 s.
+    session = {"COSMIC_BROKER_SESSION_TIMEOUT_SECONDS": "6"}
+    first = await asyncio.to_thread(worker_factory(**session).start)
     await _publish(settings, workload)
     # Kill it once it is part-way through.
 
@@ -148,7 +151,7 @@ async def test_sigkill_mid_stream_gives_identical_results(worker_factory, worker
                                   accept=lambda n: n >= JOBS // 4, fail=False)
     assert done < JOBS, "the worker finished before it could be killed; the test proves nothing"
     first.kill()
-    second = await asyncio.to_thread(worker_factory().start)
+    second = await asyncio.to_thread(worker_factory(**session).start)
     states = await asyncio.to_thread(wait_for_final_states, worker=second, workload=workload, timeout=240)
     _check_states(states, workload)
     figures = await _check_effects(settings, workload, exact_messages=False)
