@@ -41,7 +41,7 @@ from support.workers import wait_for_final_states
 JOBS = 600
 CYCLES = 10
 RATE = 1_000.0
-SESSION_TIMEOUT_S = 10
+SESSION_TIMEOUT_S = 6  # Kafka's shortest (group.min.session.timeout.ms), as in test_scale_out
 
 
 @pytest.mark.timeout(1200)
