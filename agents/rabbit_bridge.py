@@ -2,8 +2,9 @@
 Kafka events on RabbitMQ, published through :class:`app.worker.rabbit_bridge.RabbitBridge`.
 
 Each agent has concurrency 1 and takes events in batches (:mod:`app.worker.batching`): a batch's
-messages are published with up to ``COSMIC_RABBITMQ_CONFIRM_WINDOW`` publisher confirms
-outstanding, and the batch ends only when RabbitMQ confirmed every one of them, so Faust acks
+messages are published when it finishes, in order, one write per ``COSMIC_RABBITMQ_CONFIRM_WINDOW``
+messages (the publisher confirms outstanding at most), and the batch ends only when RabbitMQ
+confirmed every one of them, so Faust acks
 (and later commits) an event only after RabbitMQ holds it. While
 RabbitMQ is down the publish retries forever: consumption of these agents pauses, nothing is
 dead-lettered for it, and a redelivery after a crash re-publishes with the same message_id.
@@ -38,8 +39,14 @@ async def publish_event(event: dict[str, Any], origin: Origin) -> None:
     batch = active_batch()
     if batch is None:
         await bridge.publish(event)
-    else:  # confirmed, within the window, before the batch is acked
-        batch.defer(lambda: bridge.publish(event))
+        return
+    # The batch's events go out together when it finishes, in order, confirmed before it is
+    # acked (one write per window of confirms: RabbitBridge.publish_events).
+    pending = batch.memo.get("rabbitmq-events")
+    if pending is None:
+        pending = batch.memo["rabbitmq-events"] = []
+        batch.defer(lambda: bridge.publish_events(pending, window=settings.rabbitmq_confirm_window))
+    pending.append(event)
 
 
 def declare_bridge(*, topic: Any, topic_name: str, name: str, owner: str) -> Any:

@@ -1,5 +1,7 @@
 """Windowed publishes through ``RabbitBridge.publish``, the bridge agent's way, on an idle and on
-a busy event loop: ``python -m bench.bridge_window [--events N] [--batch N]``.
+a busy event loop: ``python -m bench.bridge_window [--events N] [--batch N]``; "one" publishes
+each event alone (a confirmed ``publish`` per event, as the agents did before 2026-12-07),
+"batched" a batch at once (``RabbitBridge.publish_events``, the agents' way now).
 
 A fresh vhost on ``COSMIC_RABBITMQ_URL`` with the project's topology; job-lifecycle events are
 published in batches (default 25, what a bridge agent's batch held under the pipeline bench),
@@ -18,6 +20,7 @@ import uuid
 
 
 async def _run(*, events: int, batch: int, window: int = 256) -> dict[str, float]:
+    from app.core.validation import event_to_json
     from app.worker.rabbit_bridge import RabbitBridge
     from app.core.settings import Settings
     from bench.bridge import _Management
@@ -48,18 +51,24 @@ async def _run(*, events: int, batch: int, window: int = 256) -> dict[str, float
                 await bridge.publish(event)
 
         for label, loaded in (("idle", False), ("busy", True)):
-            sample = make_events(events)
-            busy = loaded
-            holder = asyncio.ensure_future(hold_the_loop()) if loaded else None
-            began = time.perf_counter()
-            cpu = time.process_time()
-            for start in range(0, len(sample), batch):
-                await asyncio.gather(*(publish(e) for e in sample[start:start + batch]))
-            results[f"{label}_events_per_s"] = round(len(sample) / (time.perf_counter() - began), 1)
-            results[f"{label}_cpu_us_per_event"] = round((time.process_time() - cpu) / len(sample) * 1e6, 1)
-            busy = False
-            if holder is not None:
-                await holder
+            for path in ("one", "batched"):
+                # JSON forms, as the bridge agents pass them (they decode with as_json)
+                sample = [event_to_json(e) for e in make_events(events)]
+                busy = loaded
+                holder = asyncio.ensure_future(hold_the_loop()) if loaded else None
+                began = time.perf_counter()
+                cpu = time.process_time()
+                for start in range(0, len(sample), batch):
+                    if path == "one":  # a confirmed publish per event, 256 at once (before 2026-12-07)
+                        await asyncio.gather(*(publish(e) for e in sample[start:start + batch]))
+                    else:  # the agents' way: RabbitBridge.publish_events, one write per window
+                        await bridge.publish_events(sample[start:start + batch], window=window)
+                key = f"{label}_{path}"
+                results[f"{key}_events_per_s"] = round(len(sample) / (time.perf_counter() - began), 1)
+                results[f"{key}_cpu_us_per_event"] = round((time.process_time() - cpu) / len(sample) * 1e6, 1)
+                busy = False
+                if holder is not None:
+                    await holder
     finally:
         await bridge.stop()
         management.delete_vhost(name)

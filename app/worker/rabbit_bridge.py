@@ -39,6 +39,7 @@ from app.core.models import EventBase
 from app.core.timeutil import parse_timestamp
 from app.core.validation import event_to_json
 from app.worker import observability as metrics
+from app.worker.faust_internals import amqp
 from app.worker.main import app, settings
 from app.worker.rabbit_topology import JOB_EVENTS, METRICS, NOTIFICATIONS, QUEUES, TopologyMismatch, declare_topology, route_for
 
@@ -184,6 +185,56 @@ class RabbitBridge(mode.Service):
         body, properties = event_frame(event)
         await self.publish_message(exchange_name=exchange_name, routing_key=routing_key, body=body,
                                    properties=properties)
+
+    async def publish_events(self, events: list[EventBase | dict[str, Any]], *, window: int) -> None:
+        """Publish ``events`` in order, at most ``window`` confirms outstanding; return once
+        RabbitMQ confirmed every one. Each chunk of ``window`` goes out in one write
+        (:func:`app.worker.faust_internals.amqp.publish_batch`); a message that is not confirmed there
+        (a nack, a return on a bound exchange, no answer in 15 s, the channel gone) is published
+        again alone by :meth:`publish_message`, which retries until RabbitMQ confirms it."""
+        window = max(1, window)
+        for start in range(0, len(events), window):
+            chunk = [(*route_for(event), *event_frame(event)) for event in events[start:start + window]]
+            outcomes = await self._publish_chunk(chunk)
+            for (exchange_name, routing_key, body, properties), outcome in zip(chunk, outcomes):
+                if outcome is None:
+                    await self.publish_message(exchange_name=exchange_name, routing_key=routing_key, body=body,
+                                               properties=properties)
+                elif outcome == "unroutable":
+                    self._count_unroutable(exchange_name=exchange_name, routing_key=routing_key)
+                else:
+                    self.published += 1
+                    metrics.labelled(metrics.RABBITMQ_CONFIRMS, exchange_name).inc()
+
+    async def _publish_chunk(self, chunk: list[tuple[str, str, bytes, Any]]) -> list[str | None]:
+        """Publish ``chunk`` in one write; per message "confirmed", "unroutable" (returned by an
+        exchange no queue of ours is bound to) or None (not confirmed: publish it again)."""
+        if not self._ready.is_set() or not self.connected:
+            return [None] * len(chunk)
+        try:
+            channel = await self._channel.get_underlay_channel()  # type: ignore[union-attr]
+            futures = await _bounded(amqp.publish_batch(
+                channel, [(self._exchanges[exchange_name].name, routing_key, body, properties)
+                          for exchange_name, routing_key, body, properties in chunk]), 15)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - channel closed, connection lost: one at a time
+            logger.info("RabbitMQ batch publish failed (%s: %s); publishing one at a time",
+                        type(exc).__name__, _safe(exc))
+            return [None] * len(chunk)
+        _, pending = await asyncio.wait(futures, timeout=15)
+        for future in pending:
+            future.cancel()  # a late confirm is then ignored by aiormq; the message goes again
+        outcomes: list[str | None] = []
+        for (exchange_name, _routing_key, _body, _properties), future in zip(chunk, futures):
+            result = None if future.cancelled() or future.exception() is not None else future.result()
+            if isinstance(result, aiormq.spec.Basic.Ack):
+                outcomes.append("confirmed")
+            elif isinstance(result, aiormq.abc.DeliveredMessage) and exchange_name not in BOUND_EXCHANGES:
+                outcomes.append("unroutable")
+            else:
+                outcomes.append(None)
+        return outcomes
 
     async def publish_message(self, *, exchange_name: str, routing_key: str, body: bytes,
                               properties: aiormq.spec.Basic.Properties) -> None:

@@ -243,3 +243,60 @@ async def test_metrics_nobody_subscribes_to_are_counted_unroutable_and_never_blo
     assert unroutable() == len(samples), worker.log_tail()
     assert "no queue is bound for them" in worker.log_tail(400)
     assert "RabbitMQ did not ack" not in worker.log_tail(400)  # never retried as a failure
+
+
+async def test_a_batch_goes_out_in_order_and_a_closed_channel_only_slows_it(vhost, uid):  # noqa: F811
+    """``RabbitBridge.publish_events`` (the bridge agents' batch: one write per window of
+    confirms): every message reaches its queue in publish order with its properties, a metrics
+    sample no queue is bound for is counted unroutable, and with the confirm channel closed under
+    it the batch is still delivered whole (each message again on a fresh channel)."""
+    from app.core.validation import event_to_json
+    from app.worker.rabbit_bridge import RabbitBridge, event_frame
+
+    bridge = RabbitBridge()
+    bridge.url = vhost.url
+    await bridge.start()
+    try:
+        await asyncio.wait_for(bridge.ready(), 30)
+        events = [event_to_json(e) for e in sample_events(uid)]
+        job_events = [e for e in events if e["event_type"].startswith("Job") and e["event_type"] != "JobMetricsSample"]
+        unroutable_before = bridge.unroutable.get("metrics", 0)
+        await bridge.publish_events(events, window=4)  # several writes, a window each
+        assert bridge.unroutable.get("metrics", 0) == unroutable_before + 1
+        assert bridge.published == len(events) - 1
+        want = [e["event_id"] for e in job_events]
+        got = await drain(vhost.url, "job-events-audit", want=set(want), timeout=30)
+        assert set(got) == set(want) and all(len(copies) == 1 for copies in got.values())
+        for event in job_events:
+            message = got[event["event_id"]][0]
+            body, properties = event_frame(event)
+            assert message.body == body and json.loads(message.body) == event
+            assert (message.type, message.correlation_id, message.app_id, message.delivery_mode) == (
+                properties.message_type, properties.correlation_id, properties.app_id, aio_pika.DeliveryMode.PERSISTENT)
+
+        # order: one consumer reads the queue front to back
+        more = [event_to_json(e) for e in sample_events(f"{uid}-b")]
+        more_jobs = [e["event_id"] for e in more if e["event_type"].startswith("Job") and e["event_type"] != "JobMetricsSample"]
+        await bridge.publish_events(more, window=5)
+        connection = await aio_pika.connect(vhost.url)
+        try:
+            channel = await connection.channel()
+            queue = await channel.get_queue("job-events-audit")
+            order = []
+            while len(order) < len(more_jobs):
+                message = await queue.get(timeout=10)
+                order.append(message.message_id)
+                await message.ack()
+        finally:
+            await connection.close()
+        assert order == more_jobs
+
+        # the confirm channel closed under the bridge: the batch still goes out whole
+        await bridge._channel.close()
+        last = [event_to_json(e) for e in sample_events(f"{uid}-c")]
+        last_jobs = {e["event_id"] for e in last if e["event_type"].startswith("Job") and e["event_type"] != "JobMetricsSample"}
+        await asyncio.wait_for(bridge.publish_events(last, window=8), 60)
+        got = await drain(vhost.url, "job-events-audit", want=last_jobs, timeout=30)
+        assert last_jobs <= set(got)
+    finally:
+        await bridge.stop()

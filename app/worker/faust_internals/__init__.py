@@ -1,7 +1,8 @@
-"""Everything this project changes inside Faust, in one package, checked against the pinned
-versions (:data:`PINNED`): :func:`install` refuses any other faust-streaming, aiokafka or
-mode-streaming with :class:`~app.core.errors.FaustVersionError`, since each change below is
-written against that version's code.
+"""Everything this project changes inside Faust (and the one reach into aiormq), in one package,
+checked against the pinned versions (:data:`PINNED`): :func:`install` refuses any other
+faust-streaming or aiokafka, and ``cosmic worker`` any other mode-streaming or aiormq
+(:func:`check_versions`), with :class:`~app.core.errors.FaustVersionError`, since each change
+below is written against that version's code.
 
 * :mod:`.producer_buffer` — Faust's producer-buffer flush drains the buffer completely
   before offsets are committed (Faust's own gives up after 0.1 s: lost changelog records).
@@ -28,6 +29,8 @@ written against that version's code.
 * :class:`App` — Faust's app without its ``Monitor`` sensor (per-record bookkeeping that
   feeds only Faust's own web stats, which are off; this project's health has its own sensor).
 * :func:`use_uvloop` — the worker's event loop is uvloop's.
+* :mod:`.amqp` — not Faust's: the RabbitMQ bridge's batch of publishes on one aiormq confirm
+  channel in one write (aiormq's own publish costs a lock, a queued write and a task per message).
 
 Why each, measured: docs/profiles.md and ``../shared/studies`` (Faust's per-record costs).
 """
@@ -53,7 +56,8 @@ __all__ = ["App", "PINNED", "already_declared", "check_versions", "imported_vers
 logger = logging.getLogger(__name__)
 
 #: The distributions whose internals this package reaches into, at the versions it was written for.
-PINNED: dict[str, str] = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
+PINNED: dict[str, str] = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1",
+                          "aiormq": "7.2.4"}
 
 
 def check_versions(*, installed: dict[str, str] | None = None) -> None:
@@ -75,8 +79,8 @@ def check_versions(*, installed: dict[str, str] | None = None) -> None:
 
 def imported_versions() -> dict[str, str]:
     """The versions the imported modules declare (``__version__``; no metadata read from disk).
-    mode-streaming's module declares none of its own, so only :func:`check_versions` at
-    worker start-up (``cosmic worker``) checks it."""
+    mode-streaming's and aiormq's modules declare none of their own, so only
+    :func:`check_versions` at worker start-up (``cosmic worker``) checks those."""
     import aiokafka
 
     return {"faust-streaming": faust.__version__, "aiokafka": aiokafka.__version__}
