@@ -195,20 +195,17 @@ class RabbitBridge(mode.Service):
         window = max(1, window)
         for start in range(0, len(events), window):
             chunk = [(*route_for(event), *event_frame(event)) for event in events[start:start + window]]
-            outcomes = await self._publish_chunk(chunk)
-            for (exchange_name, routing_key, body, properties), outcome in zip(chunk, outcomes):
-                if outcome is None:
+            confirmations = await self._publish_chunk(chunk)
+            for (exchange_name, routing_key, body, properties), confirmation in zip(chunk, confirmations):
+                try:
+                    self._settle(exchange_name=exchange_name, routing_key=routing_key, confirmation=confirmation)
+                except RuntimeError:
                     await self.publish_message(exchange_name=exchange_name, routing_key=routing_key, body=body,
                                                properties=properties)
-                elif outcome == "unroutable":
-                    self._count_unroutable(exchange_name=exchange_name, routing_key=routing_key)
-                else:
-                    self.published += 1
-                    metrics.labelled(metrics.RABBITMQ_CONFIRMS, exchange_name).inc()
 
-    async def _publish_chunk(self, chunk: list[tuple[str, str, bytes, Any]]) -> list[str | None]:
-        """Publish ``chunk`` in one write; per message "confirmed", "unroutable" (returned by an
-        exchange no queue of ours is bound to) or None (not confirmed: publish it again)."""
+    async def _publish_chunk(self, chunk: list[tuple[str, str, bytes, Any]]) -> list[Any]:
+        """Publish ``chunk`` in one write; per message what RabbitMQ answered (see
+        :meth:`_settle`), or None when it did not (an error, no answer in 15 s)."""
         if not self._ready.is_set() or not self.connected:
             return [None] * len(chunk)
         try:
@@ -225,16 +222,22 @@ class RabbitBridge(mode.Service):
         _, pending = await asyncio.wait(futures, timeout=15)
         for future in pending:
             future.cancel()  # a late confirm is then ignored by aiormq; the message goes again
-        outcomes: list[str | None] = []
-        for (exchange_name, _routing_key, _body, _properties), future in zip(chunk, futures):
-            result = None if future.cancelled() or future.exception() is not None else future.result()
-            if isinstance(result, aiormq.spec.Basic.Ack):
-                outcomes.append("confirmed")
-            elif isinstance(result, aiormq.abc.DeliveredMessage) and exchange_name not in BOUND_EXCHANGES:
-                outcomes.append("unroutable")
-            else:
-                outcomes.append(None)
-        return outcomes
+        return [None if future.cancelled() or future.exception() is not None else future.result()
+                for future in futures]
+
+    def _settle(self, *, exchange_name: str, routing_key: str, confirmation: Any) -> None:
+        """Count what RabbitMQ answered to one publish: an ack, or a return from an exchange no
+        queue of ours is bound to (unroutable); anything else raises RuntimeError (publish again)."""
+        if isinstance(confirmation, aiormq.abc.DeliveredMessage):  # returned: no queue bound
+            if exchange_name in BOUND_EXCHANGES:
+                raise RuntimeError(f"RabbitMQ returned the message: no queue bound on {exchange_name!r} "
+                                   f"for {routing_key} (was a queue of the topology deleted?)")
+            self._count_unroutable(exchange_name=exchange_name, routing_key=routing_key)
+            return
+        if not isinstance(confirmation, aiormq.spec.Basic.Ack):
+            raise RuntimeError(f"RabbitMQ did not ack the message: {confirmation!r}")
+        self.published += 1
+        metrics.labelled(metrics.RABBITMQ_CONFIRMS, exchange_name).inc()
 
     async def publish_message(self, *, exchange_name: str, routing_key: str, body: bytes,
                               properties: aiormq.spec.Basic.Properties) -> None:
@@ -249,16 +252,7 @@ class RabbitBridge(mode.Service):
                     await self._ready.wait()
                 exchange = self._exchanges[exchange_name]
                 confirmation = await _bounded(_publish(exchange, body, properties, routing_key=routing_key), 15)
-                if isinstance(confirmation, aiormq.abc.DeliveredMessage):  # returned: no queue bound
-                    if exchange_name in BOUND_EXCHANGES:
-                        raise RuntimeError(f"RabbitMQ returned the message: no queue bound on {exchange_name!r} "
-                                           f"for {routing_key} (was a queue of the topology deleted?)")
-                    self._count_unroutable(exchange_name=exchange_name, routing_key=routing_key)
-                    return
-                if not isinstance(confirmation, aiormq.spec.Basic.Ack):
-                    raise RuntimeError(f"RabbitMQ did not ack the message: {confirmation!r}")
-                self.published += 1
-                metrics.labelled(metrics.RABBITMQ_CONFIRMS, exchange_name).inc()
+                self._settle(exchange_name=exchange_name, routing_key=routing_key, confirmation=confirmation)
                 if attempt > 1:
                     logger.info("publish of %s confirmed after %d attempts", properties.message_id, attempt)
                 return
