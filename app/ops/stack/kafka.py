@@ -185,6 +185,9 @@ class KafkaCluster:
         java = require_tool(name="java", hint=JAVA_HINT)
         return [
             java, "-Xms256m", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            # slf4j-simple (the binding fetched with the jars): a timestamp on every log line
+            "-Dorg.slf4j.simpleLogger.showDateTime=true",
+            "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd'T'HH:mm:ss.SSS",
             f"-D{marker}", "-cp", f"{self.libs_dir}/*", main, *args,
         ]
 
