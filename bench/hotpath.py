@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 import zlib
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,11 +44,14 @@ class _Producer:
     def __init__(self) -> None:
         self.sends = 0
         self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+        self.changelog: Counter[str] = Counter()
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
                    timestamp: float | None, headers: Any) -> asyncio.Future:
         self.sends += 1
-        if not topic.endswith("-changelog"):
+        if topic.endswith("-changelog"):
+            self.changelog[topic] += 1
+        else:
             self.sent.append((topic, key, value))
         future = asyncio.get_running_loop().create_future()
         future.set_result(SimpleNamespace(offset=self.sends))
@@ -139,6 +143,9 @@ async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
         result[f"{name}_us_per_lifecycle_event"] = round(seconds[name] * 1e6 / total, 1)
         result[f"{name}_records"] = counts[name]
     result["total_us_per_lifecycle_event"] = round(sum(seconds.values()) * 1e6 / total, 1)
+    result["changelog_records_per_lifecycle_event"] = round(sum(producer.changelog.values()) / total, 2)
+    for topic, records in producer.changelog.most_common():
+        result[f"  {topic.split('-', 1)[1].removesuffix('-changelog')}"] = round(records / total, 3)
     return result
 
 
