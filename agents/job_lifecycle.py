@@ -14,6 +14,10 @@ Per event (see :mod:`app.core.state_machine` for the transition and out-of-order
 2. The anomaly side (:func:`agents.runtime_anomaly.handle_lifecycle_event`): ``known_jobs``,
    ``runtime_stats`` and runtime alerts, for every decodable event whatever step 1
    decided (see :func:`handle_event` for the order and the failures).
+3. The RabbitMQ copy (``COSMIC_RABBITMQ_BRIDGE_ENABLED``): every decodable event, whatever
+   steps 1 and 2 decided, is copied to the ``job.events`` exchange with the batch's other
+   copies, confirmed before the batch is acked (:mod:`app.worker.rabbit_bridge`) — so this
+   agent is the topic's only reader.
 
 Emitted events get deterministic ids (:func:`app.core.ids.derived_id`, uuid5 of the source
 event id), so a replay after a crash re-emits the same ids and downstream consumers apply
@@ -286,5 +290,6 @@ async def _anomaly_side(*, event: JobEvent, origin: Origin) -> None:
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight event.
 @app.agent(job_lifecycle_topic, concurrency=1)
 async def track_job_lifecycle(stream):
-    async for result in process_events(stream, topic=JOB_LIFECYCLE, handler=handle_event):
+    async for result in process_events(stream, topic=JOB_LIFECYCLE, handler=handle_event,
+                                       copy_to_rabbitmq=settings.rabbitmq_bridge_enabled):
         yield result

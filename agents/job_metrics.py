@@ -22,7 +22,9 @@ Per sample (all tables in :mod:`tables.job_metrics`; the design is in docs/metri
 6. Windows past their retention (:data:`app.core.metrics_math.RETENTION`, relative to the
    partition's newest event time) are deleted when the partition enters a new minute.
 
-Bad samples never touch a table: every check runs before the first write.
+Bad samples never touch a table: every check runs before the first write. Every decodable
+sample is also copied to RabbitMQ's ``metrics`` exchange in the agent's batch, confirmed before
+the batch is acked (``COSMIC_RABBITMQ_BRIDGE_ENABLED``, :mod:`app.worker.rabbit_bridge`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from app.core.models import EventBase, JobMetricsSample
 from app.core.timeutil import utc_ms
 from app.core.topic_specs import JOB_METRICS
 from app.worker import streams
-from app.worker.main import app
+from app.worker.main import app, settings
 from app.worker.streams import Origin, process_events
 from app.worker.topics import job_metrics_topic
 from tables.job_metrics import (
@@ -212,5 +214,6 @@ def _prune(*, partition: int, at_ms: int) -> None:
 # bridge's metrics agent skips undecodable records), so each bad record is dead-lettered once.
 @app.agent(job_metrics_topic, concurrency=1)
 async def track_job_metrics(stream):
-    async for result in process_events(stream, topic=JOB_METRICS, handler=handle_sample):
+    async for result in process_events(stream, topic=JOB_METRICS, handler=handle_sample,
+                                       copy_to_rabbitmq=settings.rabbitmq_bridge_enabled):
         yield result

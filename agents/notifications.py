@@ -24,6 +24,10 @@ through RabbitMQ's retry queues and report each attempt on ``notification-outcom
 ``record_notification_outcomes`` applies those to ``notification_outcomes``. One slow or dead
 endpoint therefore delays only its own deliveries.
 
+``deliver_notifications`` is the topic's only reader: it also copies each decodable record
+to RabbitMQ's ``notifications`` exchange in its batch (``COSMIC_RABBITMQ_BRIDGE_ENABLED``,
+:mod:`app.worker.rabbit_bridge`).
+
 A ``pending`` record with no outcome yet is published again when its event is handled again
 (its publish may not have been confirmed before a crash): at least once, with the same
 ``Idempotency-Key`` (an email, the same ``Message-ID``) for receivers to dedupe on.
@@ -297,5 +301,6 @@ async def record_notification_outcomes(stream):
 # Decides and records state: concurrency 1, so Faust never commits past an in-flight event.
 @app.agent(notifications_topic, concurrency=1)
 async def deliver_notifications(stream):
-    async for result in process_events(stream, topic=NOTIFICATIONS, handler=handle_notification):
+    async for result in process_events(stream, topic=NOTIFICATIONS, handler=handle_notification,
+                                       copy_to_rabbitmq=settings.rabbitmq_bridge_enabled):
         yield result

@@ -7,14 +7,14 @@ end) on the run's RabbitMQ, its topology declared with :func:`app.worker.rabbit_
 1. Publish throughput with confirms, the same job-lifecycle events through three paths to the
    ``job.events`` exchange (routed to ``job-events-api`` and ``job-events-audit``, persistent);
    (a) and (b) one message at a time, each confirm awaited before the next publish
-   (:meth:`RabbitBridge.publish` returns once RabbitMQ acked), (c) as the bridge agents publish:
+   (:meth:`RabbitBridge.publish` returns once RabbitMQ acked), (c) as the agents publish their batch's copies:
 
    a. bare aio-pika: a confirm channel publishing pre-built messages (the very bodies and
       properties of ``event_message``) with their routing keys: the reference;
    b. the project's bridge: a started :class:`app.worker.rabbit_bridge.RabbitBridge` service,
       ``publish(event)`` per event (``route_for`` + ``event_message`` + bounded publish on
       its confirm channel + ack check);
-   c. the bridge agents' way: ``publish_events`` of the whole repetition, one write per window
+   c. the agents' way: ``publish_events`` of the whole repetition, one write per window
       of ``COSMIC_RABBITMQ_CONFIRM_WINDOW`` messages, every confirm awaited before it returns.
 
    Repetitions rotate which path goes first; both work queues are purged before each.
@@ -385,7 +385,7 @@ def markdown(result: dict[str, Any]) -> str:
         "message in flight: every publisher confirm is awaited before the next publish. (a) publishes "
         "pre-built messages — the same bodies, properties and routing keys — on a bare aio-pika "
         "confirm channel; (b) calls a started `RabbitBridge` service's `publish(event)` "
-        "(`route_for` + JSON encoding + bounded publish + ack check). (c) is how the bridge agents "
+        "(`route_for` + JSON encoding + bounded publish + ack check). (c) is how the agents "
         "publish a batch: `RabbitBridge.publish_events` of the whole repetition, one write per window "
         f"of {p.get('batch_window', 256)} messages, returning once every one is confirmed. Median of "
         f"{p['publish_repetitions']} repetitions (rotating order), range in brackets.",
@@ -402,7 +402,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"b / a: {fmt(f['bridge_vs_bare']['value'], 'ratio')}; c / a: {fmt(f['batch_vs_bare']['value'], 'ratio')}. "
         "With one message in flight, throughput is bounded by the confirm round trip (RabbitMQ confirms "
         "a persistent message once the queues have it on disk); a window of confirms outstanding is "
-        "what lifts (c) above it, and (c) is the ceiling of one bridge agent.",
+        "what lifts (c) above it, and (c) is the ceiling of one agent's copies.",
         "",
         f"**Kafka → queue latency:** a real worker (own app id and topics) bridges "
         f"`job-lifecycle`; the bench publishes to Kafka with `EventPublisher` at "
@@ -419,7 +419,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"{lat['p95']:,.1f} ms | {lat['p99']:,.1f} ms | {lat['max']:,.1f} ms | {lat['delivered_eps']:,.0f} events/s |",
         "",
         "\"Bridged by the worker\": events sent over the time from the first send to the last "
-        "arrival — the rate the worker's bridge agent sustained.",
+        "arrival — the rate the worker's copies sustained.",
     ]
     target, bridged = p["latency_target_rate"], lat["delivered_eps"]
     confirmed = f.get("batch_confirmed_eps", f["bridge_confirmed_eps"])["value"]

@@ -1,10 +1,10 @@
-"""Windowed publishes through ``RabbitBridge.publish``, the bridge agent's way, on an idle and on
+"""Windowed publishes through ``RabbitBridge.publish``, the agents' way, on an idle and on
 a busy event loop: ``python -m bench.bridge_window [--events N] [--batch N]``; "one" publishes
 each event alone (a confirmed ``publish`` per event, as the agents did before 2026-12-07),
 "batched" a batch at once (``RabbitBridge.publish_events``, the agents' way now).
 
 A fresh vhost on ``COSMIC_RABBITMQ_URL`` with the project's topology; job-lifecycle events are
-published in batches (default 25, what a bridge agent's batch held under the pipeline bench),
+published in batches (default 25, what the bridge agent's batch held under the pipeline bench before 2026-12-07),
 all of a batch at once with up to 256 confirms outstanding, as :meth:`app.worker.batching.Batch.finish`
 runs a batch's deferred publishes. "Busy" adds a task that holds the loop 5 ms out of every
 6, as the worker's other agents do while they handle their batches: how many event-loop
@@ -52,7 +52,7 @@ async def _run(*, events: int, batch: int, window: int = 256) -> dict[str, float
 
         for label, loaded in (("idle", False), ("busy", True)):
             for path in ("one", "batched"):
-                # JSON forms, as the bridge agents pass them (they decode with as_json)
+                # JSON forms, as the agents pass their copies (decode_json)
                 sample = [event_to_json(e) for e in make_events(events)]
                 busy = loaded
                 holder = asyncio.ensure_future(hold_the_loop()) if loaded else None

@@ -1,5 +1,17 @@
-"""The RabbitMQ side of the bridge: a Faust service owning one aio-pika RobustConnection and
-a publisher-confirm channel; agents (``agents/rabbit_bridge.py``) publish through it.
+"""The RabbitMQ bridge: ephemeral copies of Kafka events on RabbitMQ, through a Faust service
+owning one aio-pika RobustConnection and a publisher-confirm channel.
+
+* Who copies: the agent that owns a topic (``track_job_lifecycle``, ``deliver_notifications``,
+  ``track_job_metrics``) copies each decodable record of its batch (:func:`copy_event`, from
+  :func:`app.worker.streams.process_events` with ``copy_to_rabbitmq``), so each topic is read
+  by one agent. The copies go out when the batch ends, in order, one write per
+  ``COSMIC_RABBITMQ_CONFIRM_WINDOW`` messages, and the batch is acked only once RabbitMQ
+  confirmed every one: Faust commits an event's offset only after RabbitMQ holds its copy.
+  While RabbitMQ is down those agents therefore wait (nothing is dead-lettered for it and
+  nothing is lost: Kafka keeps the events); a redelivery after a crash publishes again with
+  the same message_id. An event type without a route is dead-lettered to ``<topic>.dlq``
+  (``not-bridged``). Off with ``COSMIC_RABBITMQ_BRIDGE_ENABLED=false`` (notification
+  deliveries still go through RabbitMQ).
 
 * Start-up: the first connect happens in ``on_start``. Reachable → the topology is declared
   (:mod:`app.worker.rabbit_topology`); a queue with other arguments stops the worker with
@@ -39,6 +51,7 @@ from app.core.models import EventBase
 from app.core.timeutil import parse_timestamp
 from app.core.validation import event_to_json
 from app.worker import observability as metrics
+from app.worker.batching import active_batch
 from app.worker.faust_internals import amqp
 from app.worker.main import app, settings
 from app.worker.rabbit_topology import JOB_EVENTS, METRICS, NOTIFICATIONS, QUEUES, TopologyMismatch, declare_topology, route_for
@@ -62,8 +75,8 @@ APP_ID = "cosmic-horizons-events"
 
 
 def event_frame(event: EventBase | dict[str, Any]) -> tuple[bytes, aiormq.spec.Basic.Properties]:
-    """The AMQP body and properties of an event (a record, or its JSON form as the bridge agents
-    decode it): JSON body and the event's identity as properties. What the bridge publishes;
+    """The AMQP body and properties of an event (a record, or its JSON form as the owning agents
+    copy it): JSON body and the event's identity as properties. What the bridge publishes;
     built directly for aiormq (an ``aio_pika.Message`` and its properties cost 35 µs more per
     event here, 2026-12-07)."""
     data = event if isinstance(event, dict) else event_to_json(event)
@@ -363,3 +376,26 @@ async def wait_for_bridge() -> RabbitBridge:
     while RabbitBridge.current is None:
         await asyncio.sleep(0.1)
     return RabbitBridge.current
+
+
+async def copy_event(event: dict[str, Any], *, window: int) -> None:
+    """The RabbitMQ copy of one consumed event (its JSON form), made by the agent that owns the
+    event's topic (:func:`app.worker.streams.process_events` with ``copy_to_rabbitmq``).
+
+    Inside a batch the copies wait for the batch's end and go out together, in order, at most
+    ``window`` confirms outstanding (:meth:`RabbitBridge.publish_events`); the batch — and so
+    the Kafka offsets of its events — is acked only once RabbitMQ confirmed every copy.
+    Outside a batch this returns once RabbitMQ confirmed it."""
+    bridge = await wait_for_bridge()
+    batch = active_batch()
+    if batch is None:
+        await bridge.publish(event)
+        return
+    pending = batch.memo.get(_COPIES)
+    if pending is None:
+        pending = batch.memo[_COPIES] = []
+        batch.defer(lambda: bridge.publish_events(pending, window=window))
+    pending.append(event)
+
+
+_COPIES = "rabbitmq-copies"

@@ -163,13 +163,18 @@ UNDECODABLE_SKIPPED: Counter[str] = Counter()
 
 
 async def handle_one(
-    *, topic: str, origin: Origin, handler: Handler, dead_letter_undecodable: bool = True, as_json: bool = False
+    *, topic: str, origin: Origin, handler: Handler, dead_letter_undecodable: bool = True, as_json: bool = False,
+    copy_to_rabbitmq: bool = False,
 ) -> bool:
     """Decode and handle one record; dead-letter on failure. True if the handler succeeded.
 
     The handler gets the event record, or with ``as_json`` its JSON form
     (``ConfluentAvroCodec.decode_json``: what ``event_to_json`` gives of the record, at half the
-    cost of building it) — for agents that need only that (the audit chain, the RabbitMQ copy).
+    cost of building it) — for agents that need only that (the audit chain).
+
+    With ``copy_to_rabbitmq`` every decodable record is also copied to RabbitMQ, whatever the
+    handler decides (:func:`copy_to_rabbitmq`): the topic's one agent makes the copies, so the
+    topic is read once.
 
     Only one agent per topic — its owner — dead-letters undecodable records; other agents
     reading the same topic pass ``dead_letter_undecodable=False`` and skip them, so a bad
@@ -189,10 +194,29 @@ async def handle_one(
             else:
                 UNDECODABLE_SKIPPED[topic] += 1
             return False
+        if copy_to_rabbitmq:
+            await _copy_to_rabbitmq(topic=topic, origin=origin, event=event if as_json else None)
         with event_context_of(event):
             return await handle_decoded(topic=topic, origin=origin, handler=handler, event=event)
     finally:
         metrics.labelled(metrics.PROCESSING_SECONDS, agent_name).observe(time.perf_counter() - started)
+
+
+async def _copy_to_rabbitmq(*, topic: str, origin: Origin, event: dict[str, Any] | None) -> None:
+    """Publish the RabbitMQ copy of a decoded record (its JSON form: the message body), within
+    the batch (:func:`app.worker.rabbit_bridge.copy_event`); an event type with no route is
+    dead-lettered as ``not-bridged``."""
+    from app.worker.rabbit_bridge import copy_event
+    from app.worker.rabbit_topology import route_for
+
+    data = event if event is not None else codecs.for_topic(topic).decode_json(origin.value or b"")
+    try:
+        route_for(data)
+    except KeyError:
+        error = RejectedEvent(f"no RabbitMQ route for {data.get('event_type')}", reason="not-bridged")
+        await dead_letter(origin=origin, reason="not-bridged", error=error, attempts=1)
+        return
+    await copy_event(data, window=settings.rabbitmq_confirm_window)
 
 
 async def handle_decoded(*, topic: str, origin: Origin, handler: Handler, event: EventBase) -> bool:
@@ -310,7 +334,8 @@ _FROM_CURSOR: Any = object()
 
 
 async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler: Handler,  # noqa: ANN001
-                      dead_letter_undecodable: bool, as_json: bool, last: int | None = _FROM_CURSOR) -> None:
+                      dead_letter_undecodable: bool, as_json: bool, copy_to_rabbitmq: bool = False,
+                      last: int | None = _FROM_CURSOR) -> None:
     """Handle the records between this agent's last offset on ``origin``'s partition (``last``,
     read from the cursor unless given) and ``origin`` if Faust skipped them (read back from
     Kafka; see ``tables/agent_cursors.py``)."""
@@ -347,17 +372,20 @@ async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler
             headers=tuple(record.headers or ()),
         )
         await handle_one(topic=topic, origin=gap_origin, handler=handler,
-                         dead_letter_undecodable=dead_letter_undecodable, as_json=as_json)
+                         dead_letter_undecodable=dead_letter_undecodable, as_json=as_json,
+                         copy_to_rabbitmq=copy_to_rabbitmq)
         cursor[agent] = {"offset": record.offset}
 
 
 async def process_events(  # noqa: ANN201
     stream, *, topic: str, handler: Handler, dead_letter_undecodable: bool = True,  # noqa: ANN001
-    as_json: bool = False,
+    as_json: bool = False, copy_to_rabbitmq: bool = False,
 ):
     """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name), in batches; yields
     one list of (offset, ok) per batch, once the batch's effects are acknowledged. The handler
-    gets each event as a record, or with ``as_json`` in its JSON form (:func:`handle_one`).
+    gets each event as a record, or with ``as_json`` in its JSON form (:func:`handle_one`);
+    with ``copy_to_rabbitmq`` each decodable record is also copied to RabbitMQ, confirmed
+    before the batch is acked.
 
     Per batch (:mod:`app.worker.batching`): each event is handled in offset order as Faust's current
     event (its own failures dead-lettered, the agent goes on), table writes are coalesced per
@@ -394,7 +422,7 @@ async def process_events(  # noqa: ANN201
                     if seen[0] is not None and origin.offset > seen[0] + 1:
                         await _repair_gap(cursor=cursor, agent=agent_name, topic=topic, origin=origin,
                                           handler=handler, dead_letter_undecodable=dead_letter_undecodable,
-                                          as_json=as_json, last=seen[0])
+                                          as_json=as_json, copy_to_rabbitmq=copy_to_rabbitmq, last=seen[0])
                 replayed = seen is not None and seen[0] is not None and origin.offset <= seen[0]
                 mark = (seen[2] if seen is not None else marks.get(origin.partition)) if check_lateness else None
                 excess = late_by(timestamp_ms=origin.timestamp_ms, mark=mark) if check_lateness else None
@@ -412,7 +440,8 @@ async def process_events(  # noqa: ANN201
                         else:
                             marks[origin.partition] = origin.timestamp_ms
                     ok = await handle_one(topic=topic, origin=origin, handler=handler,
-                                          dead_letter_undecodable=dead_letter_undecodable, as_json=as_json)
+                                          dead_letter_undecodable=dead_letter_undecodable, as_json=as_json,
+                                          copy_to_rabbitmq=copy_to_rabbitmq)
                 if cursor is not None and (seen[0] is None or seen[0] < origin.offset):
                     seen[0], seen[1] = origin.offset, event
                 results.append((origin.offset, ok))

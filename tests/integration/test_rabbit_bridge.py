@@ -1,4 +1,4 @@
-"""Kafka → worker (bridge agents) → RabbitMQ: routing keys, properties, topology arguments,
+"""Kafka → worker (the copies each topic's agent makes) → RabbitMQ: routing keys, properties, topology arguments,
 and bad start-up input (mismatched queue, unreachable URL). Each test has its own vhost."""
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ async def test_unreachable_rabbitmq_at_startup_is_logged_without_password_and_re
 async def test_metrics_nobody_subscribes_to_are_counted_unroutable_and_never_block(worker_factory, worker_env, vhost, uid):  # noqa: F811
     """The topology binds no queue on `metrics`: RabbitMQ returns every sample (mandatory
     publish). The bridge counts them and moves on — it used to retry them forever, which held
-    the bridge agent and job-metrics' offsets."""
+    track_job_metrics (which makes the copies) and job-metrics' offsets."""
     import urllib.request
 
     worker = worker_factory(COSMIC_RABBITMQ_URL=vhost.url).start()
@@ -246,7 +246,7 @@ async def test_metrics_nobody_subscribes_to_are_counted_unroutable_and_never_blo
 
 
 async def test_a_batch_goes_out_in_order_and_a_closed_channel_only_slows_it(vhost, uid):  # noqa: F811
-    """``RabbitBridge.publish_events`` (the bridge agents' batch: one write per window of
+    """``RabbitBridge.publish_events`` (a batch's copies: one write per window of
     confirms): every message reaches its queue in publish order with its properties, a metrics
     sample no queue is bound for is counted unroutable, and with the confirm channel closed under
     it the batch is still delivered whole (each message again on a fresh channel)."""

@@ -1,5 +1,6 @@
-"""Helpers of the RabbitMQ integration tests: a uuid vhost per test, queue inspection
-through the management API, and draining a queue into memory."""
+"""Helpers of the RabbitMQ tests: a uuid vhost per test, queue inspection through the
+management API, draining a queue into memory; and, for unit tests, a stand-in for the
+worker's RabbitMQ bridge that keeps what would have been published."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import base64
 import json
 import urllib.request
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -60,3 +63,25 @@ def vhost(stack, uid) -> Vhost:  # noqa: ANN001
     except Exception:  # noqa: BLE001 - the node may be restarting after a failed fault test
         node.start()
         node.ctl("delete_vhost", name)
+
+
+class RecordingBridge:
+    """Stands in for ``RabbitBridge.current`` in unit tests: keeps what would have been
+    published — messages (``published``: exchange, routing key, body and properties) and the
+    event copies the owning agents make (``copies``: JSON forms, in publish order)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, object]] = []
+        self.copies: list[dict[str, Any]] = []
+
+    async def publish_message(self, *, exchange_name: str, routing_key: str, body: bytes, properties: Any) -> None:
+        self.published.append((exchange_name, routing_key, SimpleNamespace(body=body, properties=properties)))
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        self.copies.append(event)
+
+    async def publish_events(self, events: list[dict[str, Any]], *, window: int) -> None:
+        self.copies.extend(events)
+
+    def bodies(self) -> list[dict]:
+        return [json.loads(m.body) for _, _, m in self.published]

@@ -50,8 +50,11 @@ def memory_app(memory_registry, captured, memory_app_patches):  # noqa: ANN001
 
 @pytest.fixture
 def captured(monkeypatch):
-    """Record what agents emit and dead-letter instead of producing to Kafka."""
+    """Record what agents emit, dead-letter and copy to RabbitMQ instead of producing to Kafka
+    (``emitted``, ``dead``, ``copied``)."""
     import app.worker.streams
+    from app.worker.rabbit_bridge import RabbitBridge
+    from support.rabbit import RecordingBridge
 
     sent: dict[str, list] = {"emitted": [], "dead": []}
 
@@ -63,4 +66,8 @@ def captured(monkeypatch):
 
     monkeypatch.setattr(app.worker.streams, "emit", fake_emit)
     monkeypatch.setattr(app.worker.streams, "dead_letter", fake_dead_letter)
+    # The RabbitMQ copies the owning agents make (and any other publish) are kept too.
+    bridge = RecordingBridge()
+    monkeypatch.setattr(RabbitBridge, "current", bridge)
+    sent["copied"] = bridge.copies
     return sent

@@ -3,6 +3,7 @@ of its sides (the lifecycle and the runtime anomalies) and how their failures co
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from aiokafka.errors import KafkaConnectionError
@@ -55,6 +56,33 @@ async def test_bad_events_are_dead_lettered_and_the_agent_keeps_going(memory_app
     reasons = [reason for _, reason, _ in memory_app["dead"]]
     assert reasons == ["undecodable:not-framed", "unknown-job"]
     assert memory_app["dead"][0][0].value == b"definitely not avro"  # original bytes kept
+
+
+async def test_every_decodable_event_is_copied_to_rabbitmq_in_order_whatever_was_decided(memory_app, monkeypatch):
+    """The agent is job-lifecycle's only reader: it makes the RabbitMQ copies itself — applied,
+    rejected and duplicate events alike, each as the JSON form its message body carries;
+    an undecodable record is dead-lettered, not copied. With the bridge off, no copies."""
+    from app.core.validation import event_to_json
+
+    events = lifecycle_events(job_id="job-7", user_id="eve", rng=random.Random(3), outcome="FAILED")
+    other = lifecycle_events(job_id="job-8", user_id="eve", rng=random.Random(4), outcome="COMPLETED")
+    sent = [other[1], *events, events[2]]  # an unknown job's event (rejected), then a duplicate
+    async with track_job_lifecycle.test_context() as agent:
+        await agent.put(b"definitely not avro", key=b"job-7")
+        for event in sent:
+            await agent.put(_encode(event), key=event.job_id.encode())
+    assert memory_app["copied"] == [event_to_json(e) for e in sent]
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["undecodable:not-framed", "unknown-job"]
+
+    memory_app["copied"].clear()
+    monkeypatch.setattr(agents.job_lifecycle, "settings",
+                        dataclasses.replace(agents.job_lifecycle.settings, rabbitmq_bridge_enabled=False))
+    later = lifecycle_events(job_id="job-9", user_id="eve", rng=random.Random(5), outcome="COMPLETED")
+    async with track_job_lifecycle.test_context() as agent:
+        for event in later:
+            await agent.put(_encode(event), key=b"job-9")
+        assert job_state["job-9"]["status"] == "COMPLETED"
+    assert memory_app["copied"] == []
 
 
 async def test_a_swapped_pair_applies_in_order_with_one_audit_each(memory_app):

@@ -9,7 +9,6 @@ import dataclasses
 import json
 import uuid
 from email import message_from_bytes
-from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
@@ -34,6 +33,7 @@ from app.worker.delivery import SmtpTarget, WebhookClient, send_email, webhook_b
 from app.worker.main import app, codecs
 from app.worker.notification_delivery import NotificationDelivery
 from app.worker.rabbit_bridge import RabbitBridge
+from support.rabbit import RecordingBridge
 from tables.notification_deliveries import OUTCOMES_PER_USER, notification_outcomes, notification_status
 from tables.notification_preferences import notification_preferences, parse_preferences, preferences_of
 
@@ -44,19 +44,6 @@ def memory_app_patches(monkeypatch):
     """Retries back off 10 ms; no SMTP server configured."""
     monkeypatch.setattr(streams, "backoff_delay", lambda attempt: 0.01)
     monkeypatch.setattr(notifications, "settings", dataclasses.replace(notifications.settings, smtp_url=""))
-
-
-class RecordingBridge:
-    """Stands in for the RabbitMQ bridge: keeps what would have been published."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[str, str, object]] = []
-
-    async def publish_message(self, *, exchange_name: str, routing_key: str, body: bytes, properties) -> None:  # noqa: ANN001
-        self.published.append((exchange_name, routing_key, SimpleNamespace(body=body, properties=properties)))
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(m.body) for _, _, m in self.published]
 
 
 @pytest.fixture

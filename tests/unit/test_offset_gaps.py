@@ -15,7 +15,8 @@ import app.worker.streams as streams
 def handled(monkeypatch):
     seen: list[int] = []
 
-    async def fake_handle_one(*, topic, origin, handler, dead_letter_undecodable=True, as_json=False):  # noqa: ANN001
+    async def fake_handle_one(*, topic, origin, handler, dead_letter_undecodable=True, as_json=False,  # noqa: ANN001
+                              copy_to_rabbitmq=False):
         seen.append(origin.offset)
         return True
 

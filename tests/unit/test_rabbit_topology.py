@@ -95,7 +95,7 @@ def test_settings():
 
 
 def test_the_bridge_gives_a_record_and_its_json_form_the_same_message_and_route(memory_registry):  # noqa: ANN001
-    """The bridge agents decode with ``as_json``: the message and route of an event's JSON form
+    """The owning agents copy an event's JSON form (``decode_json``): the message and route of an event's JSON form
     equal those of its record (what ``publish(event)`` gives)."""
     workload = build_workload(jobs=30, seed=5)
     records = [(JOB_LIFECYCLE, e) for e in workload.deliveries]
