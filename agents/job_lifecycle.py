@@ -187,11 +187,18 @@ def _update_active(*, partition: int, offset: int, user_id: str | None, job_id: 
     if current["offset"] >= offset:
         active_jobs[key] = current  # replay: re-assert
         return
+    active = job_id in current["jobs"]
+    if active == (status in ACTIVE_STATUSES):
+        # Unchanged (QUEUED -> RUNNING, say): nothing written, so the key keeps the offset of its
+        # last change. Every event after that offset left the set as it was, so replaying them
+        # from it changes nothing either: the fence stays exact with fewer writes (a job
+        # changes the set twice of its four or five events, entering and leaving).
+        return
     jobs = set(current["jobs"])
-    if status in ACTIVE_STATUSES:
-        jobs.add(job_id)
-    else:
+    if active:
         jobs.discard(job_id)
+    else:
+        jobs.add(job_id)
     active_jobs[key] = {"offset": offset, "jobs": sorted(jobs)}
 
 

@@ -41,6 +41,25 @@ async def test_a_lifecycle_is_applied_audited_and_notified(memory_app):
     assert memory_app["dead"] == []
 
 
+async def test_active_jobs_is_written_only_when_the_set_changes(memory_app):
+    """A user's active jobs change when a job enters (SUBMITTED) and leaves (a final status):
+    the events between leave the key, and its fence offset, as they were (replays: the
+    pipeline SIGKILL test compares the table with an uninterrupted run's)."""
+    from tables.active_jobs import active_jobs
+
+    events = lifecycle_events(job_id="job-4", user_id="ann", rng=random.Random(2), outcome="COMPLETED")
+    assert [e.status_after() for e in events] == ["SUBMITTED", "QUEUED", "RUNNING", "COMPLETED"]
+    async with track_job_lifecycle.test_context() as agent:
+        offsets = []
+        for event in events[:3]:
+            offsets.append((await agent.put(_encode(event), key=b"job-4")).message.offset)
+        assert active_jobs["0/ann"] == {"offset": offsets[0], "jobs": ["job-4"]}
+        await agent.put(_encode(events[3]), key=b"job-4")
+        left = active_jobs["0/ann"]
+        assert left["jobs"] == [] and left["offset"] > offsets[2]
+    assert memory_app["dead"] == []
+
+
 async def test_bad_events_are_dead_lettered_and_the_agent_keeps_going(memory_app):
     events = lifecycle_events(job_id="job-7", user_id="eve", rng=random.Random(3), outcome="FAILED")
     other = lifecycle_events(job_id="job-8", user_id="eve", rng=random.Random(4), outcome="COMPLETED")
