@@ -18,8 +18,10 @@ the agent's per-event handler on each inside a :class:`Batch`:
   (:mod:`app.worker.faust_internals.changelog`, not Faust's per-write path) and each changelog
   partition's persisted offset is recorded once they are acknowledged.
 * **Kafka sends are awaited once.** :func:`app.worker.streams.emit` hands each record to the
-  producer and keeps its future; :meth:`Batch.finish` awaits them all, re-sending (in order,
-  with backoff) any the broker did not acknowledge.
+  producer and keeps its future; the changelog records go to the Kafka client as one record
+  batch per changelog partition (:func:`app.worker.faust_internals.changelog.send_records`);
+  :meth:`Batch.finish` awaits them all, re-sending (with backoff) any the broker did not
+  acknowledge.
 * **Other confirmations are windowed.** :meth:`Batch.defer` queues a coroutine factory (a
   RabbitMQ publish waiting for its confirm); :meth:`Batch.finish` runs them with at most
   ``window`` in flight and returns when all succeeded.
@@ -93,6 +95,8 @@ class Batch:
         #: table's slot has partition None).
         self._writes: dict[tuple[int, Any], list[Any]] = {}
         self._sends: list[PendingSend] = []
+        #: Changelog records handed over as Kafka record batches, with each batch's future.
+        self._record_batches: list[tuple[list[changelog.ChangelogRecord], Any]] = []
         self._deferred: list[Callable[[], Awaitable[Any]]] = []
         self.table_writes = 0
         self.flushed_keys = 0
@@ -172,9 +176,13 @@ class Batch:
         """Flush the tables, await every send (re-sending failures), run the deferred work."""
         self.flush()
         records, self._changelog = self._changelog, []
-        for record in records:
-            await self.send(topic=record.topic, key=record.key, value=record.value, partition=record.partition,
-                            timestamp=None, headers=[], changelog_record=record)
+        client = changelog.batch_client(self._producer) if records else None
+        if client is not None:  # one record batch per changelog partition
+            self._record_batches += await changelog.send_records(client=client, records=records)
+        else:
+            for record in records:
+                await self.send(topic=record.topic, key=record.key, value=record.value, partition=record.partition,
+                                timestamp=None, headers=[], changelog_record=record)
         await self._await_sends()
         if self._deferred:
             deferred, self._deferred = self._deferred, []
@@ -188,10 +196,20 @@ class Batch:
 
     async def _await_sends(self) -> None:
         sends, self._sends = self._sends, []
-        if not sends:
+        record_batches, self._record_batches = self._record_batches, []
+        if not sends and not record_batches:
             return
-        results = await asyncio.gather(*(s.future for s in sends), return_exceptions=True)
+        results = await asyncio.gather(*(s.future for s in sends), *(f for _, f in record_batches),
+                                       return_exceptions=True)
         persisted: dict[tuple[int, str, int], tuple[Any, int]] = {}
+
+        def acknowledged(record: changelog.ChangelogRecord, offset: Any) -> None:
+            if isinstance(offset, int):
+                slot = (id(record.table), record.topic, record.partition)
+                known = persisted.get(slot)
+                if known is None or known[1] < offset:
+                    persisted[slot] = (record.table, offset)
+
         for send, result in zip(sends, results):
             if isinstance(result, BaseException):
                 if isinstance(result, asyncio.CancelledError):
@@ -199,13 +217,22 @@ class Batch:
                 result = await self._resend(send, result)
             if send.on_acked is not None:
                 send.on_acked()
-            record = send.changelog
-            offset = getattr(result, "offset", None)
-            if record is not None and isinstance(offset, int):
-                slot = (id(record.table), record.topic, record.partition)
-                known = persisted.get(slot)
-                if known is None or known[1] < offset:
-                    persisted[slot] = (record.table, offset)
+            if send.changelog is not None:
+                acknowledged(send.changelog, getattr(result, "offset", None))
+        for (members, _), result in zip(record_batches, results[len(sends):]):
+            if isinstance(result, BaseException):
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                # Kafka wrote none of the batch: each record again, alone, until acknowledged
+                # (each key is in a batch once, so their order among themselves does not matter).
+                for record in members:
+                    metadata = await self._resend(PendingSend(
+                        topic=record.topic, key=record.key, value=record.value, partition=record.partition,
+                        timestamp=None, headers=[], future=None, changelog=record), result)
+                    acknowledged(record, getattr(metadata, "offset", None))
+            elif members:  # the batch's base offset: its records are that and the next ones
+                base = getattr(result, "offset", None)
+                acknowledged(members[-1], base + len(members) - 1 if isinstance(base, int) else None)
         changelog.record_persisted(persisted)
 
     async def _resend(self, send: PendingSend, error: BaseException) -> Any:

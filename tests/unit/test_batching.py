@@ -133,6 +133,79 @@ async def test_store_writes_happen_at_flush_and_persisted_offsets_once_acknowled
     assert tables == {("job_state", 0): 1, ("job_state", 1): 1, ("job_state", 2): 1}
 
 
+class BatchingProducer(FakeProducer):
+    """Faust's running producer as :func:`changelog.batch_client` finds it: under it an aiokafka
+    producer (never started: it only builds record batches, ``max_batch_size`` bytes at most)
+    whose ``send_batch`` is recorded; the first ``fail_batches`` batches end in an error."""
+
+    started = True
+
+    def __init__(self, *, max_batch_size: int, fail_batches: int = 0) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        super().__init__()
+        self.kafka = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", max_batch_size=max_batch_size)
+        self.batches: list[tuple[str, int, list[bytes]]] = []
+        self.fail_batches = fail_batches
+
+    def _ensure_producer(self):  # noqa: ANN202 - Faust's accessor of its aiokafka producer
+        return self
+
+    def create_batch(self):  # noqa: ANN202
+        return self.kafka.create_batch()
+
+    async def send_batch(self, builder, topic, *, partition):  # noqa: ANN001, ANN201
+        from aiokafka.record.default_records import DefaultRecordBatch
+
+        builder.close()
+        records = list(DefaultRecordBatch(bytes(builder._builder.build())))
+        self.batches.append((topic, partition, [json.loads(r.key) for r in records]))
+        future = asyncio.get_running_loop().create_future()
+        if self.fail_batches:
+            self.fail_batches -= 1
+            future.set_exception(KafkaConnectionError())
+            return future
+        base = self._metadata(topic, partition).offset
+        self.offsets[(topic, partition)] = base + len(records) - 1
+        future.set_result(SimpleNamespace(topic=topic, partition=partition, offset=base))
+        return future
+
+
+async def test_changelog_records_go_out_as_one_record_batch_per_partition(tables):
+    """A running producer gets a batch's changelog records as Kafka record batches, one per
+    changelog partition in order (a full one is sent and another begun), not one ``send``
+    each; each partition's persisted offset is its last record's (base offset + count - 1)."""
+    producer = BatchingProducer(max_batch_size=400)
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
+    with batch.active():
+        for i in range(12):
+            set_current_event(_event(i % 3))
+            job_state[f"j-{i}"] = {"offset": i, "note": "x" * 60}
+        await batch.finish()
+    assert producer.sent == [] and producer.resent == []
+    keys = {}
+    for topic, partition, batch_keys in producer.batches:
+        assert topic.endswith("job_state-changelog")
+        keys.setdefault(partition, []).append(batch_keys)
+    assert {p: sum(k, []) for p, k in keys.items()} == {p: [f"j-{i}" for i in range(p, 12, 3)] for p in range(3)}
+    assert max(len(k) for k in keys.values()) > 1  # 400 bytes hold fewer than four records
+    assert tables == {("job_state", p): 3 for p in range(3)}  # four records each: offsets 0..3
+    assert {k: v["offset"] for k, v in job_state.data.items()} == {f"j-{i}": i for i in range(12)}
+
+
+async def test_a_record_batch_kafka_refused_is_sent_again_record_by_record(tables):
+    producer = BatchingProducer(max_batch_size=16384, fail_batches=1)
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
+    with batch.active():
+        for i in range(4):
+            set_current_event(_event(i % 2))
+            job_state[f"j-{i}"] = {"offset": i}
+        await batch.finish()
+    assert [p for _, p, _ in producer.batches] == [0, 1]
+    assert sorted(json.loads(key) for _, key, _ in producer.resent) == ["j-0", "j-2"]  # partition 0's, alone
+    assert tables == {("job_state", 0): 1, ("job_state", 1): 1}
+
+
 async def test_reads_contains_and_deletes_go_through_the_overlay(tables, faust_changelog):
     set_current_event(_event(3))
     job_state["j-1"] = {"offset": 1}  # outside a batch: Faust's own path, at once

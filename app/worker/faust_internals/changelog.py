@@ -13,6 +13,9 @@ changelog record as bytes, serialized exactly as Faust serializes it. The batch
 once, and then records each changelog partition's persisted offset once
 (:func:`record_persisted`, the highest acknowledged offset), before Faust acks the batch.
 
+:func:`send_records` hands a batch's changelog records to aiokafka as one record batch per
+changelog partition instead of one ``send`` per record.
+
 :func:`read_local` is the read for the same tables inside a batch: one RocksDB lookup in the
 event's partition (a global table: where Faust's key index says, else in each partition) and
 one JSON decode, where Faust's ``table[k]`` asks the store twice (``k in data``, then
@@ -176,6 +179,42 @@ def write_local(*, table: Any, key: Any, value: Any, deleted: bool, partition: i
         table._maybe_set_key_ttl(key, partition)
     return ChangelogRecord(table=table, topic=topic.get_topic_name(), partition=partition, key=raw_key,
                            value=raw_value)
+
+
+def batch_client(producer: Any) -> Any:
+    """The aiokafka producer under Faust's ``producer`` if it is running (for
+    :func:`send_records`), else None (a stand-in producer, as in tests: send per record)."""
+    if not getattr(producer, "started", False) or not hasattr(producer, "_ensure_producer"):
+        return None
+    client = producer._ensure_producer()
+    return client if hasattr(client, "send_batch") else None
+
+
+async def send_records(*, client: Any, records: list[ChangelogRecord]) -> list[tuple[list[ChangelogRecord], Any]]:
+    """Hand ``records`` to ``client`` (:func:`batch_client`) as one Kafka record batch per
+    changelog partition, in order (aiokafka's ``create_batch`` / ``send_batch``); returns each
+    batch's records with the future of its acknowledgement (RecordMetadata: the batch's base
+    offset). A batch that reaches the producer's batch size is sent (it is closed, so it goes
+    out at once) and another one begun; a first record always fits.
+
+    Why: a record handed to aiokafka's ``send`` costs about 16 µs of CPU here (a future, the
+    partitioner, the accumulator), one appended to a batch about 4 µs (40,000 records of 200
+    bytes over 10 partitions, two runs, 2026-12-07); a batch writes 4-6 changelog records per
+    lifecycle event."""
+    groups: dict[tuple[str, int], list[ChangelogRecord]] = {}
+    for record in records:
+        groups.setdefault((record.topic, record.partition), []).append(record)
+    sent: list[tuple[list[ChangelogRecord], Any]] = []
+    for (topic, partition), group in groups.items():
+        builder, members = client.create_batch(), []
+        for record in group:
+            if builder.append(key=record.key, value=record.value, timestamp=None) is None:
+                sent.append((members, await client.send_batch(builder, topic, partition=partition)))
+                builder, members = client.create_batch(), []
+                builder.append(key=record.key, value=record.value, timestamp=None)
+            members.append(record)
+        sent.append((members, await client.send_batch(builder, topic, partition=partition)))
+    return sent
 
 
 def record_persisted(acknowledged: dict[tuple[int, str, int], tuple[Any, int]]) -> None:
