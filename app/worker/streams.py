@@ -173,8 +173,8 @@ async def handle_one(
     cost of building it) — for agents that need only that (the audit chain).
 
     With ``copy_to_rabbitmq`` every decodable record is also copied to RabbitMQ, whatever the
-    handler decides (:func:`copy_to_rabbitmq`): the topic's one agent makes the copies, so the
-    topic is read once.
+    handler decides (:func:`app.worker.rabbit_bridge.copy_event`): the topic's one agent makes
+    the copies, so the topic is read once.
 
     Only one agent per topic — its owner — dead-letters undecodable records; other agents
     reading the same topic pass ``dead_letter_undecodable=False`` and skip them, so a bad
@@ -209,11 +209,11 @@ async def _copy_to_rabbitmq(*, topic: str, origin: Origin, event: dict[str, Any]
     from app.worker.rabbit_bridge import copy_event
     from app.worker.rabbit_topology import route_for
 
-    data = event if event is not None else codecs.for_topic(topic).decode_json(origin.value or b"")
     try:
+        data = event if event is not None else codecs.for_topic(topic).decode_json(origin.value or b"")
         route_for(data)
-    except KeyError:
-        error = RejectedEvent(f"no RabbitMQ route for {data.get('event_type')}", reason="not-bridged")
+    except (EventDecodeError, KeyError) as exc:
+        error = RejectedEvent(f"no RabbitMQ copy of this record: {exc!r}", reason="not-bridged")
         await dead_letter(origin=origin, reason="not-bridged", error=error, attempts=1)
         return
     await copy_event(data, window=settings.rabbitmq_confirm_window)

@@ -41,6 +41,27 @@ async def test_a_lifecycle_is_applied_audited_and_notified(memory_app):
     assert memory_app["dead"] == []
 
 
+async def test_an_event_without_a_rabbitmq_route_is_applied_and_its_copy_dead_lettered(memory_app, monkeypatch):
+    import app.worker.rabbit_topology as topology
+
+    def no_route_for_queued(event):  # noqa: ANN001, ANN202
+        if event["event_type"] == "JobStatusChanged":
+            raise KeyError(event["event_type"])
+        return real(event)
+
+    real = topology.route_for
+    monkeypatch.setattr(topology, "route_for", no_route_for_queued)
+    events = lifecycle_events(job_id="job-3", user_id="ann", rng=random.Random(2), outcome="COMPLETED")
+    async with track_job_lifecycle.test_context() as agent:
+        for event in events:
+            await agent.put(_encode(event), key=b"job-3")
+        assert job_state["job-3"]["status"] == "COMPLETED"  # every event applied
+    unrouted = [e for e in events if e.event_type == "JobStatusChanged"]
+    assert unrouted and [e["event_id"] for e in memory_app["copied"]] == [
+        e.event_id for e in events if e.event_type != "JobStatusChanged"]
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["not-bridged"] * len(unrouted)
+
+
 async def test_active_jobs_is_written_only_when_the_set_changes(memory_app):
     """A user's active jobs change when a job enters (SUBMITTED) and leaves (a final status):
     the events between leave the key, and its fence offset, as they were (replays: the
