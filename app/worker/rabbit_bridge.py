@@ -378,14 +378,18 @@ async def wait_for_bridge() -> RabbitBridge:
     return RabbitBridge.current
 
 
-async def copy_event(event: dict[str, Any], *, window: int) -> None:
+#: The batch memo key of a batch's RabbitMQ copies.
+_COPIES = "rabbitmq-copies"
+
+
+async def copy_event(event: dict[str, Any]) -> None:
     """The RabbitMQ copy of one consumed event (its JSON form), made by the agent that owns the
     event's topic (:func:`app.worker.streams.process_events` with ``copy_to_rabbitmq``).
 
     Inside a batch the copies wait for the batch's end and go out together, in order, at most
-    ``window`` confirms outstanding (:meth:`RabbitBridge.publish_events`); the batch — and so
-    the Kafka offsets of its events — is acked only once RabbitMQ confirmed every copy.
-    Outside a batch this returns once RabbitMQ confirmed it."""
+    ``COSMIC_RABBITMQ_CONFIRM_WINDOW`` confirms outstanding (:meth:`RabbitBridge.publish_events`);
+    the batch — and so the Kafka offsets of its events — is acked only once RabbitMQ confirmed
+    every copy. Outside a batch this returns once RabbitMQ confirmed it."""
     bridge = await wait_for_bridge()
     batch = active_batch()
     if batch is None:
@@ -394,8 +398,5 @@ async def copy_event(event: dict[str, Any], *, window: int) -> None:
     pending = batch.memo.get(_COPIES)
     if pending is None:
         pending = batch.memo[_COPIES] = []
-        batch.defer(lambda: bridge.publish_events(pending, window=window))
+        batch.defer(lambda: bridge.publish_events(pending, window=settings.rabbitmq_confirm_window))
     pending.append(event)
-
-
-_COPIES = "rabbitmq-copies"

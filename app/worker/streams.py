@@ -216,7 +216,7 @@ async def _copy_to_rabbitmq(*, topic: str, origin: Origin, event: dict[str, Any]
         error = RejectedEvent(f"no RabbitMQ copy of this record: {exc!r}", reason="not-bridged")
         await dead_letter(origin=origin, reason="not-bridged", error=error, attempts=1)
         return
-    await copy_event(data, window=settings.rabbitmq_confirm_window)
+    await copy_event(data)
 
 
 async def handle_decoded(*, topic: str, origin: Origin, handler: Handler, event: EventBase) -> bool:
