@@ -110,9 +110,11 @@ class Settings:
     rabbitmq_queue_type: str = "classic"
     #: Copy job-lifecycle, notifications and job-metrics events to RabbitMQ (the bridge).
     rabbitmq_bridge_enabled: bool = True
-    #: Attempts of a RabbitMQ consumer's handler (retries after 1, 2, 4, 8, 16, 30 s) before
-    #: the message goes to ``job-dlq``.
+    #: Attempts of a RabbitMQ consumer's handler before the message goes to ``job-dlq``.
     rabbitmq_max_attempts: int = 7
+    #: Seconds before each retry of a RabbitMQ consumer's message, comma-separated, the last one
+    #: repeating: one retry queue ``<queue>.retry.<n>s`` per delay (a message's TTL there).
+    rabbitmq_retry_delays: str = "1,2,4,8,16,30"
     #: Log line format: ``text`` (human) or ``json`` (one object per line, with
     #: correlation_id and job_id on every line about an event).
     log_format: str = "text"
@@ -186,6 +188,7 @@ class Settings:
             raise ConfigError("COSMIC_RABBITMQ_QUEUE_TYPE must be classic or quorum")
         if self.rabbitmq_max_attempts < 1:
             raise ConfigError("COSMIC_RABBITMQ_MAX_ATTEMPTS must be at least 1")
+        self.retry_delays  # noqa: B018 - raises ConfigError on a bad schedule
         if self.producer_linger_ms < 0:
             raise ConfigError("COSMIC_PRODUCER_LINGER_MS must be 0 or more")
         if self.batch_max_events < 1 or not self.batch_max_wait_ms > 0 or self.rabbitmq_confirm_window < 1:
@@ -236,6 +239,18 @@ class Settings:
         from app.core.net_guard import parse_networks
 
         return parse_networks(self.webhook_allowed_networks)
+
+    @property
+    def retry_delays(self) -> tuple[int, ...]:
+        """``COSMIC_RABBITMQ_RETRY_DELAYS`` parsed: whole seconds, increasing (ConfigError otherwise)."""
+        try:
+            delays = tuple(int(part) for part in self.rabbitmq_retry_delays.split(","))
+        except ValueError:
+            delays = ()
+        if not delays or delays[0] < 1 or any(b <= a for a, b in zip(delays, delays[1:])) or delays[-1] > 86400:
+            raise ConfigError("COSMIC_RABBITMQ_RETRY_DELAYS must be increasing whole seconds from 1 to 86400, "
+                              f"comma-separated (e.g. 1,2,4,8,16,30), got {self.rabbitmq_retry_delays!r}")
+        return delays
 
     @property
     def worker_data_dir(self) -> Path:

@@ -75,7 +75,8 @@ async def _status_amqp(settings: Settings) -> list[dict]:
     connection = await _connect(settings)
     rows = []
     try:
-        for name, arguments in all_queue_arguments(queue_type=settings.rabbitmq_queue_type).items():
+        for name, arguments in all_queue_arguments(queue_type=settings.rabbitmq_queue_type,
+                                                   retry_delays=settings.retry_delays).items():
             channel = await connection.channel()
             try:
                 queue = await channel.declare_queue(name, passive=True)

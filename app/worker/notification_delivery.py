@@ -219,9 +219,9 @@ class NotificationDelivery(mode.Service):
 
 async def queue_depths(*, settings: Settings) -> dict[str, int]:
     """Messages ready in the delivery queue and each of its retry queues (management API)."""
-    from app.worker.rabbit_topology import RETRY_DELAYS, management_get, retry_queue_name
+    from app.worker.rabbit_topology import management_get, retry_queue_name
 
-    names = [NOTIFICATION_DELIVERY] + [retry_queue_name(NOTIFICATION_DELIVERY, d) for d in RETRY_DELAYS]
+    names = [NOTIFICATION_DELIVERY] + [retry_queue_name(NOTIFICATION_DELIVERY, d) for d in settings.retry_delays]
     depths = {}
     for name in names:
         found = await asyncio.to_thread(management_get, settings.rabbitmq_url, f"/{name}")

@@ -140,7 +140,8 @@ class RabbitBridge(mode.Service):
         connection = await aio_pika.connect_robust(self.url, timeout=10, client_properties={
             "connection_name": f"cosmic-bridge {settings.app_id}"})
         try:
-            await declare_topology(connection, url=self.url, queue_type=settings.rabbitmq_queue_type)
+            await declare_topology(connection, url=self.url, queue_type=settings.rabbitmq_queue_type,
+                                   retry_delays=settings.retry_delays)
             channel = await connection.channel(publisher_confirms=True)
             exchanges = await _exchanges_of(channel)
         except BaseException:

@@ -28,7 +28,7 @@ import aio_pika
 
 from app.core.errors import RetriableError
 from app.core.settings import Settings
-from app.worker.rabbit_topology import DLQ_ROUTING_KEY, DLX, RETRY_DELAYS, retry_queue_name
+from app.worker.rabbit_topology import DLQ_ROUTING_KEY, DLX, retry_queue_name
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ Handler = Callable[[Any, aio_pika.abc.AbstractIncomingMessage], Awaitable[Any]]
 DeadLetterHook = Callable[[Any, aio_pika.abc.AbstractIncomingMessage, str, BaseException], Awaitable[Any]]
 
 
-def retry_delay(retry_number: int) -> int:
-    """Seconds before retry ``retry_number`` (1-based): 1, 2, 4, 8, 16, 30, 30 …"""
-    return RETRY_DELAYS[min(retry_number, len(RETRY_DELAYS)) - 1]
+def retry_delay(retry_number: int, *, delays: tuple[int, ...]) -> int:
+    """Seconds before retry ``retry_number`` (1-based): the schedule's delays, the last one repeating."""
+    return delays[min(retry_number, len(delays)) - 1]
 
 
 def _copy(message: aio_pika.abc.AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
@@ -73,6 +73,7 @@ class RetryingConsumer:
         #: Handler calls at once (aio-pika runs one task per delivered message, up to the prefetch).
         self._gate = asyncio.Semaphore(concurrency) if concurrency else None
         self.max_attempts = settings.rabbitmq_max_attempts
+        self.retry_delays = settings.retry_delays
         self.channel = publish_channel
         self.outcomes: dict[str, int] = {"ok": 0, "retried": 0, "dead-lettered": 0}
 
@@ -110,7 +111,7 @@ class RetryingConsumer:
         self.outcomes["ok"] += 1
 
     async def _retry(self, message: Any, headers: dict[str, Any], retry_number: int, exc: BaseException) -> None:
-        target = retry_queue_name(self.queue, retry_delay(retry_number))
+        target = retry_queue_name(self.queue, retry_delay(retry_number, delays=self.retry_delays))
         headers.update({"x-retry-count": retry_number, "x-last-error-class": type(exc).__name__,
                         "x-last-error-message": str(exc)[:1024]})
         await self.channel.default_exchange.publish(_copy(message, headers), routing_key=target)

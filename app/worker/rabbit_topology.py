@@ -52,9 +52,6 @@ JOB_EVENTS_API = "job-events-api"
 JOB_EVENTS_AUDIT = "job-events-audit"
 WEBSOCKET_BROADCAST = "websocket-broadcast"
 
-#: Delays (seconds) of the retry queues, the last one repeating.
-RETRY_DELAYS = (1, 2, 4, 8, 16, 30)
-
 
 class TopologyMismatch(CosmicError):
     """A queue or exchange exists with arguments other than the ones we declare."""
@@ -142,13 +139,13 @@ def retry_queue_arguments(queue: str, delay: int, *, queue_type: str) -> dict[st
     }
 
 
-def all_queue_arguments(*, queue_type: str) -> dict[str, dict[str, Any]]:
-    """Queue name → the arguments we declare it with (work, DLQ and retry queues)."""
+def all_queue_arguments(*, queue_type: str, retry_delays: tuple[int, ...]) -> dict[str, dict[str, Any]]:
+    """Queue name → the arguments we declare it with (work, DLQ and one retry queue per delay)."""
     out: dict[str, dict[str, Any]] = {}
     for spec in QUEUES:
         out[spec.name] = spec.arguments(queue_type=queue_type)
         if spec.retry:
-            for delay in RETRY_DELAYS:
+            for delay in retry_delays:
                 out[retry_queue_name(spec.name, delay)] = retry_queue_arguments(spec.name, delay, queue_type=queue_type)
     return out
 
@@ -227,7 +224,7 @@ def diff_arguments(existing: dict[str, Any], wanted: dict[str, Any]) -> dict[str
     return diff
 
 
-async def declare_topology(connection: Any, *, url: str, queue_type: str) -> None:
+async def declare_topology(connection: Any, *, url: str, queue_type: str, retry_delays: tuple[int, ...]) -> None:
     """Declare every exchange, queue and binding (idempotent). Raise TopologyMismatch when a
     queue or exchange exists with other arguments; nothing is deleted or changed."""
     import aiormq
@@ -244,7 +241,7 @@ async def declare_topology(connection: Any, *, url: str, queue_type: str) -> Non
             except aiormq.exceptions.ChannelPreconditionFailed as exc:
                 differences[f"exchange {spec.name}"] = str(exc)
                 channel = await connection.channel(publisher_confirms=False)
-        wanted = all_queue_arguments(queue_type=queue_type)
+        wanted = all_queue_arguments(queue_type=queue_type, retry_delays=retry_delays)
         for name, arguments in wanted.items():
             try:
                 queue = await channel.declare_queue(name, durable=True, arguments=arguments)

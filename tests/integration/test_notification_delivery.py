@@ -27,7 +27,7 @@ from app.core.settings import Settings
 from app.core.timeutil import utc_now
 from app.core.webhook_signing import SIGNATURE_HEADER, verify
 from app.worker.publisher import EventPublisher
-from app.worker.rabbit_topology import RETRY_DELAYS
+from app.worker.rabbit_consumer import retry_delay
 from support.polling import wait_until_async
 from support.rabbit import vhost  # noqa: F401 - fixture
 
@@ -36,6 +36,8 @@ PER_USER = 10
 RATE = 100.0  # notifications per second
 TIMEOUT_S = 2.0  # the worker's webhook timeout: what one black-hole attempt holds a slot for
 RECEIVER_HOST = "127.0.0.2"
+#: A shorter retry schedule than the default 1 … 30 s (walked in real time): 1, 2, 4, 4 s.
+RETRY_ENV = {"COSMIC_RABBITMQ_RETRY_DELAYS": "1,2,4", "COSMIC_RABBITMQ_MAX_ATTEMPTS": "5"}
 
 
 class Receivers:
@@ -124,7 +126,7 @@ async def test_dead_endpoints_delay_only_their_own_and_internal_addresses_stay_c
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     black_hole = await Listener().start(RECEIVER_HOST)
     env = {"COSMIC_RABBITMQ_URL": vhost.url, "COSMIC_WEBHOOK_ALLOWED_NETWORKS": f"{RECEIVER_HOST}/32",
-           "COSMIC_WEBHOOK_TIMEOUT_SECONDS": str(TIMEOUT_S)}
+           "COSMIC_WEBHOOK_TIMEOUT_SECONDS": str(TIMEOUT_S), **RETRY_ENV}
     worker = worker_factory(**env)
     settings = Settings.from_env(environ={**worker_env, **env})
     try:
@@ -189,12 +191,13 @@ async def test_dead_endpoints_delay_only_their_own_and_internal_addresses_stay_c
                 while True:
                     depths.append(sum([await asyncio.to_thread(
                         worker.metric, "cosmic_notification_queue_depth", queue=f"notification-delivery.retry.{d}s")
-                        for d in RETRY_DELAYS]))
+                        for d in settings.retry_delays]))
                     await asyncio.sleep(2)
 
             sampler = asyncio.create_task(sample_depths())
             theirs = {u: [nid for nid, o in owner.items() if o == u] for u in (slow, broken)}
-            walk_s = sum(RETRY_DELAYS) + len(RETRY_DELAYS) * TIMEOUT_S + 60
+            schedule = [retry_delay(n, delays=settings.retry_delays) for n in range(1, settings.rabbitmq_max_attempts)]
+            walk_s = sum(schedule) + settings.rabbitmq_max_attempts * TIMEOUT_S + 60
             for user, expected_reason in ((broken, "retries-exhausted (http-500)"),
                                           (slow, "retries-exhausted (timeout)")):
                 statuses = await wait_until_async(lambda u=user: _final_statuses(http, settings, u, theirs[u]),
@@ -205,9 +208,9 @@ async def test_dead_endpoints_delay_only_their_own_and_internal_addresses_stay_c
             sampler.cancel()
         attempts = [receivers.got[nid] for nid in theirs[broken]]
         assert all(len(a) == settings.rabbitmq_max_attempts for a in attempts), [len(a) for a in attempts]
-        for tries in attempts:  # the gaps follow the schedule 1, 2, 4, 8, 16, 30 s
+        for tries in attempts:  # the gaps follow the schedule 1, 2, 4, 4 s
             gaps = [b["at"] - a["at"] for a, b in zip(tries, tries[1:])]
-            assert all(gap >= delay * 0.9 for gap, delay in zip(gaps, RETRY_DELAYS)), gaps
+            assert len(gaps) == len(schedule) and all(gap >= d * 0.9 for gap, d in zip(gaps, schedule)), gaps
         assert black_hole.connections >= 1
         dead = await _dead_letters(vhost.url)
         reasons = defaultdict(int)

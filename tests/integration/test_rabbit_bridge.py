@@ -19,7 +19,6 @@ from app.core.timeutil import utc_now
 from app.ops.demo import lifecycle_events
 from app.ops.worker_process import WorkerProcessError
 from app.worker.publisher import EventPublisher
-from app.worker.rabbit_topology import RETRY_DELAYS
 from support.polling import wait_until_async
 from support.rabbit import vhost  # noqa: F401 - fixture
 
@@ -136,7 +135,7 @@ async def test_every_event_reaches_its_queues_with_key_and_properties(worker_fac
         assert args.get("x-queue-type") == "classic", (name, args)
         if name != "job-dlq":
             assert args["x-dead-letter-exchange"] == "dlx", (name, args)
-    for delay in RETRY_DELAYS:
+    for delay in Settings().retry_delays:
         args = queues[f"job-events-audit.retry.{delay}s"]["arguments"]
         assert args["x-message-ttl"] == delay * 1000 and args["x-dead-letter-routing-key"] == "job-events-audit"
     exchanges = {x["name"]: x for x in vhost.management(f"/api/exchanges/{vhost.name}")}

@@ -23,7 +23,7 @@ from support.rabbit import vhost  # noqa: F401 - fixture
 
 async def _setup(url: str) -> aio_pika.abc.AbstractConnection:
     connection = await aio_pika.connect(url)
-    await declare_topology(connection, url=url, queue_type="classic")
+    await declare_topology(connection, url=url, queue_type="classic", retry_delays=Settings().retry_delays)
     return connection
 
 

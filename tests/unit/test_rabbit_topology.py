@@ -44,7 +44,7 @@ def test_unbridged_type_has_no_route():
 
 
 def test_seed_arguments_classic_and_quorum():
-    classic = all_queue_arguments(queue_type="classic")
+    classic = all_queue_arguments(queue_type="classic", retry_delays=(1, 2, 4, 8, 16, 30))
     assert classic["job-events-api"] == {
         "x-queue-type": "classic", "x-message-ttl": 30_000, "x-max-length": 100_000,
         "x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "job-dlq"}
@@ -55,7 +55,7 @@ def test_seed_arguments_classic_and_quorum():
         "x-queue-type": "classic", "x-message-ttl": 30_000, "x-dead-letter-exchange": "",
         "x-dead-letter-routing-key": "job-events-api"}
     assert "job-dlq.retry.1s" not in classic
-    quorum = all_queue_arguments(queue_type="quorum")
+    quorum = all_queue_arguments(queue_type="quorum", retry_delays=(1, 2, 4, 8, 16, 30))
     assert quorum["job-events-audit"]["x-overflow"] == "reject-publish"
     assert quorum["job-events-audit"]["x-dead-letter-strategy"] == "at-least-once"
     assert "x-overflow" not in classic["job-events-audit"]
@@ -64,8 +64,21 @@ def test_seed_arguments_classic_and_quorum():
                                       "notification-delivery", "job-dlq"}
 
 
-def test_retry_delays_double_and_cap():
-    assert [retry_delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+def test_retry_delays_follow_the_schedule_and_repeat_its_last():
+    delays = Settings().retry_delays
+    assert delays == (1, 2, 4, 8, 16, 30)
+    assert [retry_delay(n, delays=delays) for n in range(1, 9)] == [1, 2, 4, 8, 16, 30, 30, 30]
+    short = Settings.from_env(environ={"COSMIC_RABBITMQ_RETRY_DELAYS": " 1, 3"}).retry_delays
+    assert [retry_delay(n, delays=short) for n in range(1, 5)] == [1, 3, 3, 3]
+    assert set(all_queue_arguments(queue_type="classic", retry_delays=short)) >= {
+        "notification-delivery.retry.1s", "notification-delivery.retry.3s"}
+    assert "notification-delivery.retry.2s" not in all_queue_arguments(queue_type="classic", retry_delays=short)
+
+
+@pytest.mark.parametrize("raw", ["0,1", "2,1", "1,1", "1,x", "1.5", ",", "1,100000"])
+def test_a_bad_retry_schedule_is_refused_naming_the_variable(raw):
+    with pytest.raises(ConfigError, match="COSMIC_RABBITMQ_RETRY_DELAYS"):
+        Settings.from_env(environ={"COSMIC_RABBITMQ_RETRY_DELAYS": raw})
 
 
 def test_mismatch_names_queue_and_arguments():
