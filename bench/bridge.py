@@ -151,7 +151,8 @@ async def _throughput(ctx: BenchContext, *, vhost_url: str, n: int, reps: int) -
     bridge.url = vhost_url
     retries_before = 0
     try:
-        await declare_topology(connection, url=vhost_url, queue_type=ctx.settings.rabbitmq_queue_type)
+        await declare_topology(connection, url=vhost_url, queue_type=ctx.settings.rabbitmq_queue_type,
+                               retry_delays=ctx.settings.retry_delays)
         admin_channel = await connection.channel()
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(EXCHANGE, ensure=False)

@@ -321,7 +321,8 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
     runs: list[dict[str, Any]] = []
     try:
         # the project's topology (the worker's bridge declares the same, idempotently)
-        await declare_topology(connection, url=vhost_url, queue_type=settings.rabbitmq_queue_type)
+        await declare_topology(connection, url=vhost_url, queue_type=settings.rabbitmq_queue_type,
+                               retry_delays=settings.retry_delays)
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=2000)
         api_queue = await channel.get_queue(API_QUEUE, ensure=False)
