@@ -81,7 +81,10 @@ WS_CHANNEL = "jobs:all"
 #: After the last send: a sink with no new arrival for STALL_S is done waiting; nobody waits
 #: longer than MAX_DRAIN_S; a sink with less than COMPLETE_SHARE of the events fails the run.
 STALL_S, MAX_DRAIN_S, COMPLETE_SHARE = 30.0, 600.0, 0.95
-WARM_UP, WARM_UP_TIMEOUT_S = 40, 120.0
+#: Warm-up events (whole lifecycles, ~5 events each): enough jobs to reach every partition, so
+#: the RocksDB databases a fresh worker creates at a partition's first write (10-20 ms each,
+#: app/worker/faust_internals/startup.py) exist before the clock starts.
+WARM_UP, WARM_UP_TIMEOUT_S = 400, 120.0
 QUANTILE_POINTS = 101
 PLOT_NAME = "benchmarks-latency.png"
 #: SIGTERM, then SIGKILL after this (it need not drain: the run's topics are deleted at the end).
@@ -341,7 +344,8 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
         child, client_reader = await _start_client(worker=worker, token=token, sink=ws)
         tasks.append(client_reader)
 
-        # warm-up: a few lifecycles through all three paths (partitions assigned, bridge connected)
+        # warm-up: lifecycles through all three paths (partitions assigned, their databases
+        # created, bridge connected)
         warm = make_events(WARM_UP, seed=99)
         warm_start = time.perf_counter()
         await publisher.publish_many(warm)
