@@ -457,6 +457,9 @@ def markdown(result: dict[str, Any]) -> str:
         f"subscribed to `{p['websocket_channel']}` with an operator token (the worker's hub reads "
         "`job-lifecycle` itself, outside the agents' consumer group).",
         "",
+        f"Before the clock starts, {WARM_UP} warm-up events (whole lifecycles) go through every sink: a fresh "
+        "worker creates a partition's table databases at its first write (10-20 ms each), which would "
+        "otherwise land in the first rate's tail. "
         "The bench waits until every event reached every sink before the next rate. \"Drained at\": the "
         "sink's arrivals per second from its first to its last arrival — the rate the worker sustained "
         "for that sink. One run per rate (no repetitions); the machine's other load makes the tails noisy.",
