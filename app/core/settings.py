@@ -84,6 +84,11 @@ class Settings:
     #: How long the worker's producer waits to fill a request (ms): a batch's effects and
     #: changelog records then travel in a few produce requests instead of one each.
     producer_linger_ms: float = 5.0
+    #: How long the broker may hold the worker's fetch request when no partition in it has a new
+    #: record (ms). A partition the worker resumes (after a rebalance, after its buffer drained)
+    #: is fetched only once the request in flight to its broker returns: this bounds that wait.
+    #: Faust's own is 1,500 ms (app/worker/faust_internals/fetch.py).
+    consumer_fetch_max_wait_ms: int = 100
     #: RabbitMQ publisher confirms outstanding at once per agent batch (the bridge's window).
     rabbitmq_confirm_window: int = 256
     #: A retriable FAILED job may go back to QUEUED this many times.
@@ -189,6 +194,8 @@ class Settings:
         if self.rabbitmq_max_attempts < 1:
             raise ConfigError("COSMIC_RABBITMQ_MAX_ATTEMPTS must be at least 1")
         self.retry_delays  # noqa: B018 - raises ConfigError on a bad schedule
+        if not 1 <= self.consumer_fetch_max_wait_ms <= 30000:
+            raise ConfigError("COSMIC_CONSUMER_FETCH_MAX_WAIT_MS must be from 1 to 30000")
         if self.producer_linger_ms < 0:
             raise ConfigError("COSMIC_PRODUCER_LINGER_MS must be 0 or more")
         if self.batch_max_events < 1 or not self.batch_max_wait_ms > 0 or self.rabbitmq_confirm_window < 1:

@@ -11,8 +11,8 @@ from app.worker import faust_internals
 from app.worker.gc_policy import apply_gc_policy
 from app.worker.logging_setup import logging_config
 
-faust_internals.install()
 settings = Settings.from_env()
+faust_internals.install(fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms)
 #: The Avro codecs of every topic (Faust codec names ``avro:<topic>``); no I/O until used.
 codecs = Codecs(settings=settings)
 codecs.register_with_faust()

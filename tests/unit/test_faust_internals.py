@@ -78,10 +78,27 @@ def test_importing_checks_the_imported_modules_versions_without_reading_metadata
     assert imported_versions() == {k: v for k, v in faust_internals.PINNED.items()
                                    if k not in ("mode-streaming", "aiormq")}  # no __version__ in these
     monkeypatch.setattr(faust_internals.metadata, "version", lambda name: pytest.fail(f"metadata read for {name}"))
-    faust_internals.install()  # the pinned versions are imported: no error, and no metadata read
+    faust_internals.install(fetch_max_wait_ms=100)  # the pinned versions are imported: no error, no metadata read
     monkeypatch.setattr(faust, "__version__", "0.16.0")
     with pytest.raises(FaustVersionError, match="faust-streaming 0.16.0"):
-        faust_internals.install()
+        faust_internals.install(fetch_max_wait_ms=100)
+
+
+async def test_the_worker_consumer_waits_the_settings_fetch_wait_not_faust_s_1500_ms():
+    from app.worker.faust_internals.fetch import worker_consumer_fetch_wait
+    from app.worker.main import app, settings
+
+    assert settings.consumer_fetch_max_wait_ms == 100
+    assert await worker_consumer_fetch_wait(app) == 100
+
+
+@pytest.mark.parametrize("raw", ["0", "30001", "x"])
+def test_a_bad_fetch_wait_is_refused_naming_the_variable(raw):
+    from app.core.errors import ConfigError
+    from app.core.settings import Settings
+
+    with pytest.raises(ConfigError, match="COSMIC_CONSUMER_FETCH_MAX_WAIT_MS"):
+        Settings.from_env(environ={"COSMIC_CONSUMER_FETCH_MAX_WAIT_MS": raw})
 
 
 def test_committed_offsets_are_a_copy_of_the_consumers_and_empty_before_any_commit():

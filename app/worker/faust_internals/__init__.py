@@ -16,6 +16,8 @@ below is written against that version's code.
   without a committed offset nothing sought them back (lost records when a worker joins).
 * :mod:`.changelog` — a batch's table writes: the store write and the changelog record
   without Faust's per-write producer buffer and per-record persisted-offset write.
+* :mod:`.fetch` — the worker consumer's fetch wait is a setting (Faust writes 1.5 s into its
+  consumer; a partition resumed after a rebalance waits for the fetch in flight: failover stall).
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
   ``take_events`` stops filling and waits its whole window again after every batch).
 * :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
@@ -45,7 +47,7 @@ from typing import Any, Iterable
 import faust
 
 from app.core.errors import FaustVersionError
-from app.worker.faust_internals import producer_buffer, seek, startup
+from app.worker.faust_internals import fetch, producer_buffer, seek, startup
 from app.worker.faust_internals.events import set_current_event
 from app.worker.faust_internals.startup import already_declared
 from app.worker.faust_internals.take import take_batches
@@ -86,7 +88,7 @@ def imported_versions() -> dict[str, str]:
     return {"faust-streaming": faust.__version__, "aiokafka": aiokafka.__version__}
 
 
-def install() -> None:
+def install(*, fetch_max_wait_ms: int) -> None:
     """Check the imported faust and aiokafka against :data:`PINNED` and install the patches
     (idempotent; patches classes, no I/O). The worker checks every pinned distribution's
     installed metadata before it starts (:func:`check_versions` in ``cosmic worker``)."""
@@ -95,6 +97,7 @@ def install() -> None:
     producer_buffer.install()
     startup.install()
     seek.install()
+    fetch.install(fetch_max_wait_ms=fetch_max_wait_ms)
 
 
 class App(faust.App):
