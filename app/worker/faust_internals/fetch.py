@@ -9,8 +9,8 @@ joins a request only once the one in flight to that broker returns
 request holds only partitions with nothing new (a caught-up partition, a standby's changelog),
 the broker keeps it the whole wait: up to 1.5 s before the partitions a worker has just taken
 over are read at all. Measured in ``tests/reliability/test_scale_out.py`` (one of two workers
-SIGKILLed, kill to the first moved job's change): 9.6 / 10.1 / 7.0 / 9.7 / 10.3 s at
-1,500 ms, 7.8 / 7.1 / 7.0 / 8.1 s at 100 ms (docs/profiles.md, 2026-12-07 fourth part).
+SIGKILLed, kill to the first moved job's change), alternating runs: median 9.6 s (7.0–10.3)
+at 1,500 ms, 7.35 s (7.0–8.1) at 100 ms (docs/profiles.md, 2026-12-07 fourth part).
 
 Here the consumer is created as Faust creates it and then given ``COSMIC_CONSUMER_FETCH_MAX_WAIT_MS``
 before it starts (aiokafka builds its fetcher from it at start). A request that finds records
