@@ -45,20 +45,26 @@ async def drain(url: str, queue: str, *, want: set[str], timeout: float) -> dict
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=500)
         q = await channel.get_queue(queue)
-        async with q.iterator() as it:
+        # A consumer feeding an asyncio queue: waiting on that may time out and be retried (an
+        # aio-pika queue iterator closes itself when a wait on it is cancelled).
+        arrived: asyncio.Queue = asyncio.Queue()
+        tag = await q.consume(arrived.put)
 
-            async def received() -> bool:
-                try:
-                    message = await asyncio.wait_for(it.__anext__(), timeout=1)
-                except asyncio.TimeoutError:
-                    return want <= set(got)
-                got.setdefault(message.message_id, []).append(message)
-                await message.ack()
+        async def received() -> bool:
+            try:
+                message = await asyncio.wait_for(arrived.get(), timeout=1)
+            except asyncio.TimeoutError:
                 return want <= set(got)
+            got.setdefault(message.message_id, []).append(message)
+            await message.ack()
+            return want <= set(got)
 
+        try:
             if not want <= set(got):
                 await wait_until_async(received, timeout=timeout, interval=0, what=f"{len(want)} messages of {queue}",
                                        fail=False)
+        finally:
+            await q.cancel(tag)
     finally:
         await connection.close()
     return got
