@@ -11,14 +11,15 @@ What is measured, not assumed:
 * **Seconds since the last commit**: a Faust sensor (:class:`CommitTracker`) notes every
   commit that moved a committed offset.
 * **Tables recovered**: Faust's recovery state. **Kafka** and the **schema registry**: a
-  metadata request and ``GET /subjects`` every interval. **RabbitMQ**: the bridge's
-  connection state (only when the bridge is enabled). **Websocket connections**: the gauge
-  the websocket module keeps.
+  metadata request and ``GET /subjects`` every interval. **Kafka producer**: the age of its
+  oldest unacknowledged batch and whether its sender runs (a stalled producer waits silently;
+  its state is logged). **RabbitMQ**: the bridge's connection state (only when the bridge is
+  enabled). **Websocket connections**: the gauge the websocket module keeps.
 
 Report ``metrics`` keys (the contract of :mod:`app.core.alert_rules`): ``consumer_lag`` (total),
 ``consumer_lag_max``, ``consumer_lag:<topic>:<partition>``, ``seconds_since_commit``,
-``tables_recovered``, ``kafka_reachable``, ``registry_reachable``, ``rabbitmq_connected``
-(bridge on only), ``websocket_connections``, ``dlq_events`` (dead letters since start),
+``tables_recovered``, ``kafka_reachable``, ``producer_oldest_batch_seconds``, ``registry_reachable``,
+``rabbitmq_connected`` (bridge on only), ``websocket_connections``, ``dlq_events`` (dead letters since start),
 ``uptime_seconds``, ``health_interval_seconds``; 1/0 for booleans.
 """
 
@@ -43,6 +44,7 @@ from app.core.models import SystemHealthReport
 from app.core.timeutil import utc_now
 from app.core.topic_specs import unprefixed
 from app.worker import observability as metrics
+from app.worker.faust_internals.producer_state import ProducerState, producer_state
 from app.worker.faust_internals.state import committed_offsets
 from app.worker.main import app, settings
 
@@ -52,6 +54,9 @@ logger = logging.getLogger(__name__)
 COMPONENT = f"worker-{socket.gethostname()}-{settings.web_port}"
 #: Seconds a network probe may take.
 PROBE_TIMEOUT = 10.0
+#: A producer batch unacknowledged this long (or a stopped sender) fails readiness and is logged
+#: with the producer's state: Kafka takes no record from this worker.
+PRODUCER_STALL_SECONDS = 30.0
 STARTED_AT = time.monotonic()
 
 
@@ -111,6 +116,20 @@ def tables_check() -> Check:
     if app.rebalancing:
         detail += "; the consumer group is rebalancing"
     return Check(name="tables", ok=recovered, detail=detail, error=None if recovered else "recovering")
+
+
+def producer_check(*, state: ProducerState) -> Check:
+    """Faust's Kafka producer delivers: its sender runs and no batch has waited
+    :data:`PRODUCER_STALL_SECONDS` for Kafka's acknowledgement."""
+    if not state.started:
+        return Check(name="kafka_producer", ok=True, detail="not started yet")
+    if not state.sender_running:
+        return Check(name="kafka_producer", ok=False, detail=state.describe(), error="the producer's sender stopped")
+    if state.oldest_batch_seconds >= PRODUCER_STALL_SECONDS:
+        return Check(name="kafka_producer", ok=False, detail=state.describe(),
+                     error=f"a batch unacknowledged for {state.oldest_batch_seconds:.0f} s")
+    return Check(name="kafka_producer", ok=True,
+                 detail=f"oldest unacknowledged batch {state.oldest_batch_seconds:.1f} s")
 
 
 def rabbitmq_check() -> Check | None:
@@ -295,6 +314,7 @@ class HealthReporter(mode.Service):
         values["seconds_since_commit"] = round(self.commits.seconds_since_commit(), 3)
         values["tables_recovered"] = 1.0 if checks["tables"].ok else 0.0
         values["kafka_reachable"] = 1.0 if checks["kafka"].ok else 0.0
+        values["producer_oldest_batch_seconds"] = producer_state(app.producer).oldest_batch_seconds
         values["registry_reachable"] = 1.0 if checks["schema_registry"].ok else 0.0
         if "rabbitmq" in checks:
             values["rabbitmq_connected"] = 1.0 if checks["rabbitmq"].ok else 0.0
@@ -326,6 +346,8 @@ class HealthReporter(mode.Service):
         checks = self.readiness_checks()
         values = self.report_metrics(checks)
         failing = [name for name, c in checks.items() if not c.ok]
+        if not checks["kafka_producer"].ok:
+            logger.warning("Kafka producer stalled: %s", checks["kafka_producer"].detail)
         status = "DOWN" if not checks["kafka"].ok else ("DEGRADED" if failing else "OK")
         report = SystemHealthReport(
             event_id=str(uuid.uuid4()), event_type="SystemHealthReport", timestamp=utc_now(),
@@ -362,6 +384,7 @@ def readiness_checks(*, reporter: HealthReporter | None) -> dict[str, Check]:
         checks["kafka"] = reporter.probe("kafka", label=f"Kafka at {settings.kafka_bootstrap}")
         checks["schema_registry"] = reporter.probe(
             "schema_registry", label=f"schema registry at {settings.schema_registry_url}")
+    checks["kafka_producer"] = producer_check(state=producer_state(app.producer))
     rabbit = rabbitmq_check()
     if rabbit is not None:
         checks["rabbitmq"] = rabbit

@@ -82,7 +82,7 @@ async def test_rabbitmq_outage_turns_ready_503_and_raises_then_resolves_an_alert
 
     # Ready once the first probes ran: each check says ok with a detail; no auth needed.
     _, ready = await wait_until_async(ready_ok, timeout=120, interval=0.25, what="/ready 200", diagnostics=worker.log_tail)
-    assert set(ready["checks"]) == {"tables", "kafka", "schema_registry", "rabbitmq"}
+    assert set(ready["checks"]) == {"tables", "kafka", "schema_registry", "kafka_producer", "rabbitmq"}
     assert all(c["ok"] and c["detail"] and c["error"] is None for c in ready["checks"].values()), ready
     status, live = await get("/health")
     assert status == 200 and live["status"] == "alive" and live["component"] == ready["component"]

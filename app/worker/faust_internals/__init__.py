@@ -16,6 +16,10 @@ below is written against that version's code.
   without a committed offset nothing sought them back (lost records when a worker joins).
 * :mod:`.changelog` — a batch's table writes: the store write and the changelog record
   without Faust's per-write producer buffer and per-record persisted-offset write.
+* :mod:`.connections` — aiokafka drops a connection whose broker went away without closing it:
+  its pending requests were never answered nor failed (a producer hung for good after a broker
+  restart). It is closed first, so they fail and are retried.
+* :mod:`.producer_state` — what the producer waits for (health: a stalled producer).
 * :mod:`.fetch` — the worker consumer's fetch wait is a setting (Faust writes 1.5 s into its
   consumer; a partition resumed after a rebalance waits for the fetch in flight: failover stall).
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
@@ -47,7 +51,7 @@ from typing import Any, Iterable
 import faust
 
 from app.core.errors import FaustVersionError
-from app.worker.faust_internals import fetch, producer_buffer, seek, startup
+from app.worker.faust_internals import connections, fetch, producer_buffer, seek, startup
 from app.worker.faust_internals.events import set_current_event
 from app.worker.faust_internals.startup import already_declared
 from app.worker.faust_internals.take import take_batches
@@ -98,6 +102,7 @@ def install(*, fetch_max_wait_ms: int) -> None:
     startup.install()
     seek.install()
     fetch.install(fetch_max_wait_ms=fetch_max_wait_ms)
+    connections.install()
 
 
 class App(faust.App):
