@@ -67,6 +67,8 @@ EVENTS_PER_JOB = 5
 POLL_S = 0.25
 #: Seconds without any agent handling an event before the work per event is counted.
 QUIET_S = 3.0
+#: The same in a --quick run (a smoke run of the harness: its figures are not read).
+QUICK_QUIET_S = 1.0
 #: Events of a --quick run (the drains dominate its time).
 QUICK_EVENTS = 500
 #: Give up on a worker that has not handled every event after this long.
@@ -196,12 +198,13 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
         # The downstream agents (audit, notifications) consume what the lifecycle agent emitted
         # and may lag behind it: the work per event is counted once every agent is idle.
         counts, quiet_since = await asyncio.to_thread(handled_by_agent, worker.base_url), time.monotonic()
-        while time.monotonic() - quiet_since < QUIET_S and time.monotonic() < deadline:
+        quiet_s = QUICK_QUIET_S if ctx.quick else QUIET_S
+        while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
             latest = await asyncio.to_thread(handled_by_agent, worker.base_url)
             if latest != counts:
                 counts, quiet_since = latest, time.monotonic()
-        all_done_s = time.perf_counter() - first[0] - QUIET_S
+        all_done_s = time.perf_counter() - first[0] - quiet_s
         consumer = AIOKafkaConsumer(bootstrap_servers=ctx.settings.kafka_bootstrap)
         await consumer.start()
         try:
