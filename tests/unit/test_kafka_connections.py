@@ -15,6 +15,7 @@ import pytest
 from aiokafka.client import AIOKafkaClient, ConnectionGroup
 from aiokafka.conn import AIOKafkaConnection, AIOKafkaProtocol
 from aiokafka.errors import KafkaConnectionError
+from aiokafka.protocol.metadata import MetadataRequest
 
 import app.worker.main  # noqa: F401 - installs the patches
 from app.worker.faust_internals import connections
@@ -42,9 +43,10 @@ async def _client_with_a_connection_at_eof() -> tuple[AIOKafkaClient, "asyncio.F
     reader = asyncio.StreamReader(loop=loop)
     protocol = AIOKafkaProtocol(conn._closed_fut, reader, loop=loop)
     transport, _ = await loop.create_connection(lambda: protocol, "127.0.0.1", port)
-    conn._reader, conn._writer, conn._protocol = reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    conn._reader, conn._writer, conn._protocol = reader, writer, protocol
     pending: asyncio.Future[Any] = loop.create_future()
-    conn._requests.append((7, None, pending))
+    conn._requests.append((7, MetadataRequest([]).prepare({3: (0, 1)}), pending))
     for _ in range(200):
         if peers:
             break
@@ -68,7 +70,7 @@ def quiet_aiokafka(monkeypatch):  # noqa: ANN001, ANN201
     monkeypatch.setattr(logging.getLogger("aiokafka"), "disabled", True)
 
 
-async def test_aiokafka_alone_leaves_the_pending_request_of_a_dropped_connection_unanswered(quiet_aiokafka):  # noqa: ANN001
+async def test_aiokafka_alone_leaves_a_dropped_connections_pending_request_unanswered(quiet_aiokafka):  # noqa: ANN001
     """The defect the patch is for, shown on aiokafka's own ``_get_conn``."""
     client, pending, server = await _client_with_a_connection_at_eof()
     try:
@@ -81,10 +83,12 @@ async def test_aiokafka_alone_leaves_the_pending_request_of_a_dropped_connection
         server.close()
 
 
-async def test_a_dropped_broken_connection_fails_its_pending_request_at_once(quiet_aiokafka):  # noqa: ANN001
+async def test_a_dropped_broken_connection_fails_its_pending_request_at_once(quiet_aiokafka, caplog):  # noqa: ANN001
     client, pending, server = await _client_with_a_connection_at_eof()
     try:
-        assert await client._get_conn(NODE) is None
+        with caplog.at_level(logging.WARNING, logger=connections.__name__):
+            assert await client._get_conn(NODE) is None
+        assert "closed with 1 request(s) unanswered (MetadataRequest_v1)" in caplog.text
         assert (NODE, ConnectionGroup.DEFAULT) not in client._conns
         assert pending.done()
         with pytest.raises(KafkaConnectionError, match="closed"):
@@ -96,7 +100,7 @@ async def test_a_dropped_broken_connection_fails_its_pending_request_at_once(qui
 
 async def test_a_connected_connection_is_left_alone():
     class Live:
-        _requests = [(1, None, None)]
+        _requests: list[Any] = []
         closed = False
 
         def connected(self) -> bool:
@@ -157,11 +161,15 @@ async def test_a_batch_waiting_past_the_limit_fails_the_producer_check_with_the_
         assert 1.0 <= fresh.oldest_batch_seconds < 2.0
         assert producer_check(state=fresh).ok
 
-        stuck = producer_state(_Producer(task=sender, queued=[], in_flight=[_Batch(PRODUCER_STALL_SECONDS + 5)]))
+        producer = _Producer(task=sender, queued=[], in_flight=[_Batch(PRODUCER_STALL_SECONDS + 5)])
+        waiting = type("Conn", (), {"_requests": [(3, MetadataRequest([]).prepare({3: (0, 1)}), None)]})()
+        producer._producer.client._conns[(NODE, ConnectionGroup.DEFAULT)] = waiting
+        stuck = producer_state(producer)
+        assert stuck.pending_requests == {"1/DEFAULT": ("MetadataRequest_v1",)}
         check = producer_check(state=stuck)
         assert not check.ok
         assert "unacknowledged" in check.error
-        assert "in flight to nodes [1]" in check.detail
+        assert "in flight to nodes [1]" in check.detail and "MetadataRequest_v1" in check.detail
     finally:
         sender.cancel()
 

@@ -34,10 +34,10 @@ async def _get_conn(self: AIOKafkaClient, node_id: Any, *, group: Any = Connecti
                     no_hint: bool = False) -> Any:
     conn = self._conns.get((node_id, group))
     if conn is not None and not conn.connected():
-        pending = len(conn._requests)
+        pending = [type(request).__name__ for _, request, future in conn._requests if not future.done()]
         if pending:
-            logger.warning("Kafka connection to node %s closed with %d request(s) unanswered: they fail now "
-                           "and are retried", node_id, pending)
+            logger.warning("Kafka connection to node %s closed with %d request(s) unanswered (%s): they fail now "
+                           "and are retried", node_id, len(pending), ", ".join(pending))
         conn.close(reason=CloseReason.CONNECTION_BROKEN)
     return await _AIOKAFKA_GET_CONN(self, node_id, group=group, no_hint=no_hint)
 

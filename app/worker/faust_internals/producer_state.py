@@ -29,8 +29,8 @@ class ProducerState:
     in_flight_nodes: tuple[Any, ...] = ()
     metadata_update_pending: bool = False
     connect_lock_held: bool = False
-    #: ``"<node>/<group>" -> requests awaiting an answer`` (connections with any)
-    pending_requests: dict[str, int] = field(default_factory=dict)
+    #: ``"<node>/<group>" -> the requests awaiting an answer on it`` (their types; connections with any)
+    pending_requests: dict[str, tuple[str, ...]] = field(default_factory=dict)
     #: where each produce-request task of the sender waits (innermost frames first)
     send_tasks_waiting_in: tuple[str, ...] = ()
 
@@ -65,7 +65,8 @@ def producer_state(producer: Any, *, trace_after_seconds: float = 10.0) -> Produ
     now = time.monotonic()
     oldest = max((now - batch._ctime for batch in (*queued, *in_flight)), default=0.0)
     kafka = client.client
-    pending = {f"{node}/{getattr(group, 'name', group)}": len(conn._requests)
+    pending = {f"{node}/{getattr(group, 'name', group)}":
+               tuple(type(request).__name__ for _, request, _ in conn._requests)
                for (node, group), conn in list(kafka._conns.items()) if conn._requests}
     lock = kafka._get_conn_lock_value
     return ProducerState(
