@@ -31,7 +31,7 @@ class ProducerState:
     connect_lock_held: bool = False
     #: ``"<node>/<group>" -> the requests awaiting an answer on it`` (their types; connections with any)
     pending_requests: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    #: where each produce-request task of the sender waits (innermost frames first)
+    #: where each produce-request task of the sender waits (its chain of coroutines, innermost last)
     send_tasks_waiting_in: tuple[str, ...] = ()
 
     def describe(self) -> str:
