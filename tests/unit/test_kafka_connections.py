@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -127,8 +128,6 @@ def test_a_producer_not_started_has_no_state_and_passes_the_health_check():
 
 class _Batch:
     def __init__(self, age: float) -> None:
-        import time
-
         self._ctime = time.monotonic() - age
 
 
