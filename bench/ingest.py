@@ -64,6 +64,17 @@ def broker_pids(ctx: BenchContext) -> list[int]:
         return []
 
 
+def rabbitmq_pids(ctx: BenchContext) -> list[int]:
+    """The local stack's RabbitMQ node pid (its Erlang VM), empty for another server; only read."""
+    try:
+        from app.ops.stack.manager import StackManager
+
+        pid = StackManager(settings=ctx.settings, echo=lambda _line: None).rabbit.running_pid()
+        return [int(pid)] if pid else []
+    except Exception:  # noqa: BLE001 - CPU accounting is optional
+        return []
+
+
 class CpuMeter:
     """CPU seconds used by a set of processes between start() and stop()."""
 

@@ -58,7 +58,7 @@ from app.ops.workload import build_workload
 from app.worker.publisher import EventPublisher
 from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, job_spacing, ratio,
                            workload_phrase, workload_start)
-from bench.ingest import cpu_seconds
+from bench.ingest import CpuMeter, broker_pids, cpu_seconds, rabbitmq_pids
 from bench.profile import start_profiler, stop_profiler
 
 TITLE = "Pipeline throughput"
@@ -174,6 +174,10 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
     started = await asyncio.to_thread(worker.start, timeout=240)
     pid = worker.process.proc.pid
     profiler = start_profiler(pid=pid, name=f"pipeline-{name}")
+    # CPU of every process of the pipeline (worker, Kafka broker, RabbitMQ) from the first event
+    # handled to the last change of any agent's count: what the whole pipeline costs the machine.
+    meter = CpuMeter({"worker": [pid], "broker": broker_pids(ctx), "rabbitmq": rabbitmq_pids(ctx)})
+    machine_cpu: dict[str, float] = {}
     try:
         first: tuple[float, float, float | None] | None = None
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
@@ -183,6 +187,7 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
             handled = min(counts.get(agent, 0.0) for agent in agents)
             if first is None and handled > 0:
                 first = (now, handled, cpu_seconds(pid))
+                meter.start()
             if handled >= total:
                 break
             if time.monotonic() > deadline:
@@ -198,12 +203,14 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
         # The downstream agents (audit, notifications) consume what the lifecycle agent emitted
         # and may lag behind it: the work per event is counted once every agent is idle.
         counts, quiet_since = await asyncio.to_thread(handled_by_agent, worker.base_url), time.monotonic()
+        machine_cpu = meter.stop()
         quiet_s = QUICK_QUIET_S if ctx.quick else QUIET_S
         while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
             await asyncio.sleep(POLL_S)
             latest = await asyncio.to_thread(handled_by_agent, worker.base_url)
             if latest != counts:
                 counts, quiet_since = latest, time.monotonic()
+                machine_cpu = meter.stop()
         all_done_s = time.perf_counter() - first[0] - quiet_s
         consumer = AIOKafkaConsumer(bootstrap_servers=ctx.settings.kafka_bootstrap)
         await consumer.start()
@@ -222,6 +229,8 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
                 "all_agents_done_s": round(all_done_s, 2),
                 "worker_cores": round(cores, 3) if cores is not None else None,
                 "deliveries_per_event": round(sum(counts.values()) / lifecycle, 3),
+                "cpu_us_per_event": {process: round(seconds * 1e6 / lifecycle, 1)
+                                     for process, seconds in machine_cpu.items()},
                 "changelog_writes_per_event": round(writes / lifecycle, 3),
                 "handled_by_agent": {agent: int(n) for agent, n in sorted(counts.items())},
                 "changelog_writes_by_table": {table: round(n / lifecycle, 3) for table, n
@@ -334,6 +343,32 @@ def _whole_rate(counted: dict[str, Any]) -> float:
     return counted.get("handled_by_agent", {}).get("track_job_lifecycle", 0) / seconds if seconds > 0 else 0.0
 
 
+def _machine_budget(*, off: dict[str, Any], on: dict[str, Any]) -> list[str]:
+    """The whole pipeline's CPU per lifecycle event by process, and what it leaves of the machine."""
+    runs = {"bridge off": off.get("cpu_us_per_event") or {}, "bridge on": on.get("cpu_us_per_event") or {}}
+    processes = [p for p in ("worker", "broker", "rabbitmq") if any(p in cpu for cpu in runs.values())]
+    if not processes:
+        return []
+    names = {"worker": "worker (all its agents)", "broker": "Kafka broker (JVM)", "rabbitmq": "RabbitMQ (Erlang VM)"}
+    cores = os.cpu_count() or 1
+    lines = ["**The machine's CPU per lifecycle event, whole pipeline** (user + system CPU of each process from "
+             "`/proc/<pid>/stat`, from the worker's first event to the last event any agent handled, over the "
+             "lifecycle events; the broker and RabbitMQ are the local stack's, on the same "
+             f"{cores} cores):", "", "| process | bridge off | bridge on |", "| --- | --- | --- |"]
+    for process in processes:
+        lines.append(f"| {names[process]} | " + " | ".join(
+            f"{cpu[process]:,.0f} µs" if process in cpu else "–" for cpu in runs.values()) + " |")
+    totals = {run: sum(cpu.get(p, 0.0) for p in processes) for run, cpu in runs.items()}
+    lines.append("| all of them | " + " | ".join(f"**{t:,.0f} µs**" for t in totals.values()) + " |")
+    lines.append(f"| events/s if the {cores} cores did only this | " + " | ".join(
+        f"{cores * 1e6 / t:,.0f}" if t else "–" for t in totals.values()) + " |")
+    budget = cores * 1e6 / 4000
+    lines += ["", f"4,000 events/s on this machine leaves {budget:,.0f} µs of CPU per lifecycle event for all of "
+              "these processes together; the last row is the rate this pipeline's CPU cost allows even if nothing "
+              "waited.", ""]
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     params, figs, ratios, model = result["params"], result["figures"], result["ratios"], result["params"]["model"]
     off, on = params["counted"]["bridge_off"], params["counted"]["bridge_on"]
@@ -382,6 +417,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"lifecycle events: **{_whole_rate(off):,.0f} events/s** end to end with the bridge off, "
         f"{_whole_rate(on):,.0f} events/s with it on.",
         "",
+        *_machine_budget(off=off, on=on),
         "Changelog records per lifecycle event, by table (bridge off): "
         + ", ".join(f"`{t}` {n:.2f}" for t, n in off.get("changelog_writes_by_table", {}).items()) + ".",
         "",
