@@ -24,7 +24,8 @@ the agent's per-event handler on each inside a :class:`Batch`:
   acknowledge.
 * **Other confirmations are windowed.** :meth:`Batch.defer` queues a coroutine factory (a
   RabbitMQ publish waiting for its confirm); :meth:`Batch.finish` runs them with at most
-  ``window`` in flight and returns when all succeeded.
+  ``window`` in flight, while the Kafka sends are awaited (neither waits for the other), and
+  returns when all succeeded.
 
 Only after :meth:`Batch.finish` returns does the agent hand control back to Faust, which
 then acks the batch's events: offsets never pass an effect that was not acknowledged.
@@ -173,7 +174,8 @@ class Batch:
         self._deferred.append(factory)
 
     async def finish(self) -> None:
-        """Flush the tables, await every send (re-sending failures), run the deferred work."""
+        """Flush the tables, await every send (re-sending failures) and, meanwhile, run the
+        deferred work; an error of the deferred work is raised once the sends are acknowledged."""
         self.flush()
         records, self._changelog = self._changelog, []
         client = changelog.batch_client(self._producer) if records else None
@@ -183,16 +185,26 @@ class Batch:
             for record in records:
                 await self.send(topic=record.topic, key=record.key, value=record.value, partition=record.partition,
                                 timestamp=None, headers=[], changelog_record=record)
-        await self._await_sends()
-        if self._deferred:
-            deferred, self._deferred = self._deferred, []
-            gate = asyncio.Semaphore(self._window)
+        deferred, self._deferred = self._deferred, []
+        if not deferred:
+            await self._await_sends()
+            return
+        # The deferred work (RabbitMQ publishes) depends on nothing Kafka acknowledges: it runs
+        # while the sends are awaited, so a batch waits for the slower of the two, not their sum.
+        gate = asyncio.Semaphore(self._window)
 
-            async def run(factory: Callable[[], Awaitable[Any]]) -> Any:
-                async with gate:
-                    return await factory()
+        async def run(factory: Callable[[], Awaitable[Any]]) -> Any:
+            async with gate:
+                return await factory()
 
-            await asyncio.gather(*(run(f) for f in deferred))
+        confirmations = asyncio.ensure_future(asyncio.gather(*(run(f) for f in deferred)))
+        try:
+            await self._await_sends()
+        except BaseException:
+            confirmations.cancel()
+            await asyncio.gather(confirmations, return_exceptions=True)
+            raise
+        await confirmations
 
     async def _await_sends(self) -> None:
         sends, self._sends = self._sends, []

@@ -293,6 +293,72 @@ async def test_deferred_confirmations_run_with_at_most_the_window_in_flight():
     assert sorted(done) == list(range(50)) and peak == 8
 
 
+class _HeldProducer(FakeProducer):
+    """Every send's acknowledgement is the one future ``ack``, resolved by the test."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ack = asyncio.get_running_loop().create_future()
+
+    async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001, ANN201
+        self.sent.append((topic, key, value, partition))
+        return self.ack
+
+
+async def test_deferred_confirmations_run_while_the_sends_are_awaited():
+    producer = _HeldProducer()
+    confirmed: list[str] = []
+
+    async def confirm() -> None:
+        # Kafka acknowledges only once the copy is out: waited for one after the other, the
+        # batch would never finish.
+        confirmed.append("copy")
+        producer.ack.set_result(SimpleNamespace(offset=0))
+
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
+    await batch.send(topic="t", key=b"k", value=b"v", partition=None, timestamp=None, headers=[])
+    batch.defer(confirm)
+    await asyncio.wait_for(batch.finish(), 5)
+    assert confirmed == ["copy"]
+
+
+async def test_a_failed_confirmation_fails_the_batch_once_its_sends_are_acknowledged():
+    producer = FakeProducer()
+
+    async def refused() -> None:
+        raise RuntimeError("nacked")
+
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
+    await batch.send(topic="t", key=b"k", value=b"v", partition=None, timestamp=None, headers=[])
+    batch.defer(refused)
+    with pytest.raises(RuntimeError, match="nacked"):
+        await batch.finish()
+    assert len(producer.sent) == 1
+
+
+async def test_a_cancelled_finish_cancels_its_confirmations():
+    producer = _HeldProducer()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def confirm() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    batch = Batch(producer=producer, backoff=_NO_WAIT)
+    await batch.send(topic="t", key=b"k", value=b"v", partition=None, timestamp=None, headers=[])
+    batch.defer(confirm)
+    finishing = asyncio.ensure_future(batch.finish())
+    await asyncio.wait_for(started.wait(), 5)
+    finishing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await finishing
+    assert cancelled.is_set()
+
+
 def test_a_rocksdb_store_gets_the_changelog_records_bytes_and_reads_them_back(tmp_path):
     import faust
 
