@@ -17,7 +17,9 @@ end) on the run's RabbitMQ, its topology declared with :func:`app.worker.rabbit_
    c. the agents' way: ``publish_events`` of the whole repetition, one write per window
       of ``COSMIC_RABBITMQ_CONFIRM_WINDOW`` messages, every confirm awaited before it returns.
 
-   Repetitions rotate which path goes first; both work queues are purged before each.
+   Repetitions rotate which path goes first; both work queues are purged before each. Each
+   timed repetition also records the CPU of RabbitMQ's Erlang VM (the local stack's) and of
+   this process, per message.
 
 2. End-to-end latency at a fixed rate: a real worker (``python -m app.ops.cli worker``, its own
    app id and topic prefix, ``COSMIC_RABBITMQ_URL`` = the vhost) bridges ``job-lifecycle``;
@@ -144,7 +146,13 @@ async def _throughput(ctx: BenchContext, *, vhost_url: str, n: int, reps: int) -
     from app.worker.rabbit_bridge import RabbitBridge, event_message
     from app.worker.rabbit_topology import declare_topology, route_for
 
+    from bench.ingest import cpu_seconds, rabbitmq_pids
+
     runs: dict[str, list[float]] = {"bare": [], "bridge": [], "batch": []}
+    #: CPU µs per message of RabbitMQ's Erlang VM (the local stack's; empty for another server)
+    #: and of this process (the publisher), per repetition and path.
+    cpu: dict[str, dict[str, list[float]]] = {path: {"rabbitmq": [], "publisher": []} for path in runs}
+    rabbit = rabbitmq_pids(ctx)
     mix: dict[str, int] = {}
     connection = await aio_pika.connect(vhost_url, client_properties={"connection_name": "cosmic-bench bare"})
     bridge = RabbitBridge()
@@ -182,6 +190,8 @@ async def _throughput(ctx: BenchContext, *, vhost_url: str, n: int, reps: int) -
             for path in order:
                 await _purge(admin_channel)
                 gc.collect()
+                rabbit_before = cpu_seconds(rabbit[0]) if rabbit else None
+                own_before = time.process_time()
                 start = time.perf_counter()
                 if path == "bare":
                     await _bare_publish(exchange, prepared)
@@ -190,6 +200,10 @@ async def _throughput(ctx: BenchContext, *, vhost_url: str, n: int, reps: int) -
                 else:
                     await bridge.publish_events(list(events), window=ctx.settings.rabbitmq_confirm_window)
                 elapsed = time.perf_counter() - start
+                cpu[path]["publisher"].append((time.process_time() - own_before) * 1e6 / n)
+                rabbit_after = cpu_seconds(rabbit[0]) if rabbit else None
+                if rabbit_before is not None and rabbit_after is not None:
+                    cpu[path]["rabbitmq"].append((rabbit_after - rabbit_before) * 1e6 / n)
                 rate = n / elapsed
                 runs[path].append(rate)
                 ctx.log(f"bridge: publish {path} {rep + 1}/{reps}: {n:,} confirmed in {elapsed:.2f} s "
@@ -199,7 +213,7 @@ async def _throughput(ctx: BenchContext, *, vhost_url: str, n: int, reps: int) -
     finally:
         await bridge.stop()
         await connection.close()
-    return {"runs": runs, "mix": mix, "bridge_retries": retries}
+    return {"runs": runs, "cpu": cpu, "mix": mix, "bridge_retries": retries}
 
 
 # -- 2. Kafka → RabbitMQ latency -----------------------------------------------------------
@@ -367,6 +381,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
             "publish_events_per_repetition": n, "publish_repetitions": reps, "in_flight": 1,
             "batch_window": ctx.settings.rabbitmq_confirm_window,
             "event_mix": throughput["mix"], "bridge_publish_retries": throughput["bridge_retries"],
+            "cpu_us_per_message": throughput["cpu"],
             "latency_target_rate": RATE, "latency_seconds": seconds, "latency_batch": max(1, int(RATE * TICK_S)),
             "latency_topic": latency["topic"], "worker_app_id": latency["app_id"],
             "worker_ready_s": round(latency["worker_ready_s"], 1),
@@ -374,6 +389,13 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
         "latency": {k: (round(v, 2) if isinstance(v, float) else v) for k, v in latency.items()},
         "figures": figures,
     }
+
+
+def _median_us(values: list[float] | None) -> str:
+    if not values:
+        return "–"
+    ordered = sorted(values)
+    return f"{ordered[len(ordered) // 2]:,.0f} µs"
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -391,19 +413,25 @@ def markdown(result: dict[str, Any]) -> str:
         f"of {p.get('batch_window', 256)} messages, returning once every one is confirmed. Median of "
         f"{p['publish_repetitions']} repetitions (rotating order), range in brackets.",
         "",
-        "| path | confirmed throughput (median) | range |",
-        "| --- | --- | --- |",
+        "| path | confirmed throughput (median) | range | RabbitMQ CPU per message | publisher CPU per message |",
+        "| --- | --- | --- | --- | --- |",
     ]
-    for key in ("bare_confirmed_eps", "bridge_confirmed_eps", "batch_confirmed_eps"):
+    cpu = p.get("cpu_us_per_message") or {}
+    for key, path in (("bare_confirmed_eps", "bare"), ("bridge_confirmed_eps", "bridge"),
+                      ("batch_confirmed_eps", "batch")):
         fig = f[key]
         lines.append(f"| {fig['label']} | {fmt(fig['value'], fig['unit'])} | "
-                     f"{fig['min']:,.0f}–{fig['max']:,.0f} events/s |")
+                     f"{fig['min']:,.0f}–{fig['max']:,.0f} events/s | "
+                     f"{_median_us(cpu.get(path, {}).get('rabbitmq'))} | {_median_us(cpu.get(path, {}).get('publisher'))} |")
     lines += [
         "",
         f"b / a: {fmt(f['bridge_vs_bare']['value'], 'ratio')}; c / a: {fmt(f['batch_vs_bare']['value'], 'ratio')}. "
         "With one message in flight, throughput is bounded by the confirm round trip (RabbitMQ confirms "
         "a persistent message once the queues have it on disk); a window of confirms outstanding is "
-        "what lifts (c) above it, and (c) is the ceiling of one agent's copies.",
+        "what lifts (c) above it, and (c) is the ceiling of one agent's copies. CPU per message: user + system "
+        "CPU of RabbitMQ's Erlang VM (the local stack's, from `/proc/<pid>/stat`, 10 ms ticks) and of the bench "
+        "process over each timed repetition, divided by its messages (median over repetitions) — what a "
+        "persistent copy routed to two queues costs the machine, whoever publishes it.",
         "",
         f"**Kafka → queue latency:** a real worker (own app id and topics) bridges "
         f"`job-lifecycle`; the bench publishes to Kafka with `EventPublisher` at "
