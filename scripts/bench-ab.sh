@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Compare two revisions with the pipeline bench in alternating runs (single runs vary by ±30 %
 # on a 2-core machine): ./scripts/bench-ab.sh BEFORE [AFTER=HEAD] [ROUNDS=2] [EVENTS=10000]
+# SECTION=latency compares the latency section instead (P50/P99 per rate and sink, and the
+# rate each sink drained at; EVENTS is then unused).
 # Each side runs from a worktree of its revision (this checkout's .venv, the running local
 # stack); reports land in /tmp/bench-ab/<side>-<round>/ (benchmarks.md, .json, py-spy profiles).
 set -euo pipefail
@@ -9,6 +11,8 @@ before=${1:?usage: scripts/bench-ab.sh BEFORE [AFTER] [ROUNDS] [EVENTS]}
 after=${2:-HEAD}
 rounds=${3:-2}
 events=${4:-10000}
+section=${SECTION:-pipeline}
+case $section in pipeline|latency) ;; *) echo "SECTION must be pipeline or latency" >&2; exit 2;; esac
 out=/tmp/bench-ab
 python=$PWD/.venv/bin/python
 mkdir -p "$out"
@@ -23,10 +27,19 @@ for round in $(seq 1 "$rounds"); do
     report=$out/$side-$round
     rm -rf "$report"; mkdir -p "$report"
     (cd "$out/tree-$side" && COSMIC_BENCH_PROFILE_DIR=$report/profiles \
-       "$python" -m bench --only pipeline --events "$events" --output-dir "$report" > "$report/log" 2>&1)
+       "$python" -m bench --only "$section" --events "$events" --output-dir "$report" > "$report/log" 2>&1)
     "$python" - "$report/benchmarks.json" "$side $round" <<'PY'
 import json, sys
 data = json.load(open(sys.argv[1]))
+if "latency" in data["sections"]:
+    cells = [sys.argv[2]]
+    for run in data["sections"]["latency"]["runs"]:
+        for sink in ("table", "queue"):
+            fig = run["sinks"][sink]
+            cells.append(f"{run['rate']}/s {sink}: P50 {fig['p50']:,.1f} ms, P99 {fig['p99']:,.1f} ms, "
+                         f"drained {fig['drained_eps']:,.0f}/s")
+    print(" | ".join(cells))
+    sys.exit(0)
 section = data["sections"]["pipeline"]
 counted, events = section["params"]["counted"], section["params"]["events"]
 cells = [sys.argv[2], f"Faust floor {section['figures']['faust_floor']['value']:,.0f}/s"]
