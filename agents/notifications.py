@@ -132,9 +132,11 @@ async def apply_notification_preferences(stream):
 
 # -- deciding the deliveries ----------------------------------------------------------------------
 def _status_entry(entries: list[dict[str, Any]], event: NotificationEvent) -> dict[str, Any]:
-    """The user's entry for ``event``'s notification (appended, oldest dropped, when new)."""
-    for entry in entries:
+    """The user's entry for ``event``'s notification (appended, oldest dropped, when new), the
+    caller's own to change: a stored entry is copied into ``entries`` first."""
+    for i, entry in enumerate(entries):
         if entry["notification_id"] == event.notification_id:
+            entries[i] = entry = dict(entry, deliveries=dict(entry.get("deliveries", {})))
             return entry
     entry = {
         "notification_id": event.notification_id, "job_id": event.job_id, "severity": event.severity,
@@ -147,8 +149,10 @@ def _status_entry(entries: list[dict[str, Any]], event: NotificationEvent) -> di
 
 
 def _load_entries(user_id: str) -> list[dict[str, Any]]:
+    """The user's stored entries as a new list; the entries themselves are the stored ones
+    (:func:`_status_entry` copies the one that is changed)."""
     stored = notification_status.get(user_id) or {}
-    return [dict(e, deliveries=dict(e.get("deliveries", {}))) for e in stored.get("notifications", [])]
+    return list(stored.get("notifications", []))
 
 
 def _has_outcome(user_id: str, key: str) -> bool:

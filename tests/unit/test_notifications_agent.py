@@ -244,6 +244,22 @@ async def test_default_preferences_record_the_websocket_feed_once(memory_app, br
     assert bridge.published == [] and memory_app["dead"] == []
 
 
+async def test_an_entry_is_copied_before_it_is_changed_never_changed_where_it_is_stored(memory_app, bridge):
+    user = _user()
+    sent, other = _sent(user), _sent(user)
+    async with deliver_notifications.test_context() as agent:
+        await _put_event(agent, sent)
+        await _put_event(agent, other)
+    stored = notification_status[user]["notifications"]
+    before = json.dumps(stored)
+    entries = notifications._load_entries(user)
+    entry = notifications._status_entry(entries, _read(sent))
+    entry["read"] = True
+    entry["deliveries"]["EMAIL"] = {"status": "pending"}
+    assert json.dumps(notification_status[user]["notifications"]) == before  # the stored value is untouched
+    assert entries[0] is entry and entries[1] is stored[1]  # only the changed entry was copied
+
+
 async def test_routing_follows_preferences_and_queues_once_per_channel(memory_app, bridge, monkeypatch):
     user, other = _user(), _user()
     first, second = _sent(user), _sent(user)
