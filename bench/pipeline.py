@@ -30,6 +30,11 @@ A worker's rate is read from its ``/metrics`` (events handled per agent, polled 
 over that time — so start-up and table recovery are not counted. For (c) too the lifecycle
 agent's rate counts: it also makes the RabbitMQ copies (the topic's one reader).
 
+**The machine's CPU.** For (b) and (c) the CPU of the worker, the local stack's Kafka broker and
+RabbitMQ (from ``/proc``) is read from the worker's first event to the last event any agent
+handled, per lifecycle event: what the whole pipeline costs this machine, and the rate its cores
+would allow if nothing waited.
+
 **Cost model.** From (f): a record through a Faust agent costs ``t_msg`` = 1 / floor(0), a
 table write ``t_write`` = (1 / floor(N) − t_msg) / N. After (b), the worker's own counts —
 records its agents handled (every agent that reads a topic counts, so a record read by
