@@ -11,9 +11,10 @@ Per event (see :mod:`app.core.state_machine` for the transition and out-of-order
    ``notifications`` on completion, failure and retry. Rejected events go to
    ``job-lifecycle.dlq`` with their reason; undecodable records too (this agent owns the
    topic's dead letters).
-2. The anomaly side (:func:`agents.runtime_anomaly.handle_lifecycle_event`): ``known_jobs``,
-   ``runtime_stats`` and runtime alerts, for every decodable event whatever step 1
-   decided (see :func:`handle_event` for the order and the failures).
+2. The anomaly side (:func:`agents.runtime_anomaly.handle_lifecycle_event`): ``known_jobs``
+   (a copy of what step 1 left in ``job_state``), ``runtime_stats`` and runtime alerts, for
+   every decodable event whatever step 1 decided (see :func:`handle_event` for the order and
+   the failures).
 3. The RabbitMQ copy (``COSMIC_RABBITMQ_BRIDGE_ENABLED``): every decodable event, whatever
    steps 1 and 2 decided, is copied to the ``job.events`` exchange with the batch's other
    copies, confirmed before the batch is acked (:mod:`app.worker.rabbit_bridge`) — so this
@@ -259,18 +260,20 @@ def _notification(
 async def handle_event(event: JobEvent, origin: Origin) -> None:
     """Both sides of one job-lifecycle event: the lifecycle's, then the anomaly side's.
 
-    Order: the two share no table (job_state, job_counts, active_jobs here; known_jobs,
-    runtime_stats there) and neither reads what the other writes, so the tables end the
-    same either way; the order decides what is emitted first and whose exception reaches
-    :func:`app.worker.streams.process_events`. Lifecycle first: a completion's audit record and
-    "completed" notification precede an alert about its runtime (both notifications go to
-    the owner's partition of ``notifications``, in that order), and the lifecycle's outcome
-    is the event's outcome.
+    Order: lifecycle first. The anomaly side writes its own tables (known_jobs,
+    runtime_stats) and reads the job's ``job_state`` value as the lifecycle side left it: a
+    job is known once its JobSubmitted was applied, with the status the lifecycle decided. The
+    order also decides what is emitted first and whose exception reaches
+    :func:`app.worker.streams.process_events`: a completion's audit record and "completed"
+    notification precede an alert about its runtime (both notifications go to the owner's
+    partition of ``notifications``, in that order), and the lifecycle's outcome is the event's
+    outcome.
 
     The anomaly side runs whatever the lifecycle decided (applied, parked, rejected, an
-    exact duplicate, a failure), as it did as an agent of its own: its offset fences
-    (``known_jobs``, ``runtime_stats``) and "a job completes once" make duplicates and
-    replays safe there. Then the lifecycle's exception is raised again, so process_events
+    exact duplicate, a failure): it writes ``known_jobs`` only when what it derives from
+    ``job_state`` changed, and judges a JobCompleted only if the lifecycle accepted it; its
+    offset fences (``known_jobs``, ``runtime_stats``) and "a job completes once" make
+    duplicates and replays safe there. Then the lifecycle's exception is raised again, so process_events
     dead-letters it, counts the duplicate or retries exactly as before (a retry runs both
     sides again, each fenced by offset as on a replay after a restart).
 

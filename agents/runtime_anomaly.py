@@ -6,8 +6,15 @@ delivery and batch as its own handling and whatever that decided. Per event:
 
 * keeps ``known_jobs[job_id]`` (owner, type, cluster = ``tacc_system``, status, when it
   started running) — what the metrics side needs for the unknown-job check, the cluster
-  windows and the overrun rule;
-* on a JobCompleted (the first of its job), judges ``metrics_summary.execution_time_s``
+  windows and the overrun rule. It is a copy of what the lifecycle side just decided: read
+  from the job's ``job_state`` value after that side handled the event (same key, same
+  partition, same batch), so a job is known once its JobSubmitted was applied, and its
+  status is the lifecycle's — not the status an event asked for (a late RUNNING after a
+  swapped COMPLETED, a rejected or duplicate event). The entry is written only when one of
+  its fields changes: an event that changed nothing the metrics side reads (a duplicate, a
+  rejected or parked event) writes no changelog record;
+* on a JobCompleted (the first of its job) that the lifecycle side accepted (applied, or
+  parked until its turn), judges ``metrics_summary.execution_time_s``
   against the type's runtimes so far (:func:`app.core.anomaly.check_completed` on the merge of
   every partition's Welford state in ``runtime_stats``), then adds it to this partition's
   state (unless :func:`app.core.anomaly.learns` keeps a gross outlier out). An anomaly emits a
@@ -21,8 +28,10 @@ Idempotency: emitted ids derive from the triggering event id (:func:`app.core.id
 so a replay re-emits the same ids. Every write is fenced by the source offset (the job's
 entry and the partition's state keep the offset that last changed them); a replayed event
 re-asserts what it wrote (see agents/job_lifecycle.py for why) and re-emits its effects;
-a second JobCompleted of a job is ignored (a job completes once). These fences, not the
-lifecycle's dedupe, make duplicates and replays safe here.
+a second JobCompleted of a job is ignored (a job completes once). An event after the entry's
+offset that changed nothing wrote nothing, and replaying it derives the same entry from the
+same ``job_state`` again, so it writes nothing then either (as ``active_jobs`` in
+agents/job_lifecycle.py).
 """
 
 from __future__ import annotations
@@ -35,12 +44,13 @@ from typing import Any, Mapping
 from app.core.anomaly import RUNTIME_OVERRUN, Anomaly, check_completed, check_overrun, learns
 from app.core.ids import derived_id
 from app.core.metrics_math import RUNTIME_BUCKETS, bucket_of, welford_add, welford_merge
-from app.core.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, JobStatusChanged, JobSubmitted, NotificationSent, SystemAlert
+from app.core.models import EventBase, JobCompleted, JobEvent, JobMetricsSample, NotificationSent, SystemAlert
 from app.core.timeutil import from_epoch_ms, utc_ms
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from app.worker import streams
 from app.worker.main import settings
 from app.worker.streams import Origin
+from tables.job_state import job_state
 from tables.known_jobs import known_jobs
 from tables.runtime_stats import runtime_stats
 
@@ -123,22 +133,17 @@ def anomaly_from_data(data: Mapping[str, Any]) -> Anomaly:
 
 
 # -- the lifecycle side -------------------------------------------------------------------------
-def _updated_entry(known: Mapping[str, Any] | None, event: JobEvent, offset: int) -> dict[str, Any]:
-    entry = dict(known or {"user_id": None, "job_type": None, "cluster": None, "status": None,
-                           "running_since_ms": None, "completed": None})
-    if event.user_id and not entry.get("user_id"):
-        entry["user_id"] = event.user_id
-    if isinstance(event, JobSubmitted):
-        entry["user_id"] = event.user_id or entry.get("user_id")
-        entry["job_type"] = event.job_type
-        entry["cluster"] = event.tacc_system
-        entry["status"] = entry.get("status") or "SUBMITTED"
-    else:
-        entry["status"] = event.status_after()
-        if isinstance(event, JobStatusChanged) and event.new_status == "RUNNING":
-            entry["running_since_ms"] = utc_ms(event.timestamp)
-    entry["offset"] = offset
-    return entry
+def _entry_of(state: Mapping[str, Any], known: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``known_jobs`` entry of a job whose lifecycle value is ``state`` (without its offset)."""
+    return {
+        "user_id": state.get("user_id"), "job_type": state.get("job_type"), "cluster": state.get("tacc_system"),
+        "status": state.get("status"), "running_since_ms": state.get("timestamps", {}).get("RUNNING"),
+        "completed": (known or {}).get("completed"),
+    }
+
+
+def _unchanged(known: Mapping[str, Any] | None, entry: Mapping[str, Any]) -> bool:
+    return known is not None and all(known.get(field) == value for field, value in entry.items())
 
 
 def _learn(*, partition: int, offset: int, job_type: str, runtime_s: float) -> None:
@@ -177,11 +182,12 @@ async def handle_lifecycle_event(event: EventBase, origin: Origin) -> None:
                     correlation_id=event.correlation_id,
                 ))
         return
-    if isinstance(event, JobCompleted) and known is not None and known.get("completed"):
-        return  # a job completes once: a second JobCompleted is a duplicate or invalid
-    entry = _updated_entry(known, event, offset)
+    state = job_state.get(job_id)
+    if state is None:
+        return  # never submitted (or its JobSubmitted failed): not a known job
+    entry = _entry_of(state, known)
     effects: list[EventBase] = []
-    if isinstance(event, JobCompleted):
+    if isinstance(event, JobCompleted) and not entry["completed"] and event.event_id in state.get("event_ids", ()):
         runtime = event.metrics_summary.execution_time_s
         job_type = entry.get("job_type")
         completed: dict[str, Any] = {"event_id": event.event_id, "offset": offset, "runtime_s": runtime,
@@ -202,6 +208,9 @@ async def handle_lifecycle_event(event: EventBase, origin: Origin) -> None:
                 )
                 logger.warning("runtime anomaly: %s", effects[0].message)  # type: ignore[attr-defined]
         entry["completed"] = completed
+    if _unchanged(known, entry):
+        return  # nothing the metrics side reads changed: no write, the offset stays at the last change
+    entry["offset"] = offset
     known_jobs[job_id] = entry
     if effects:
         await streams.emit(*effects)

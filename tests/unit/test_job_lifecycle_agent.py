@@ -151,9 +151,40 @@ async def test_the_anomaly_side_sees_every_decodable_event_whatever_the_lifecycl
         assert DUPLICATES_DROPPED["job-lifecycle"] == dropped + 1
     # dead letters as before, each record once (the undecodable one is not skipped and counted twice)
     assert [reason for _, reason, _ in memory_app["dead"]] == ["undecodable:not-framed", "unknown-job"]
-    assert known_jobs["job-8"]["status"] == other[1].status_after()  # known, though the lifecycle refused it
-    assert known_jobs["job-7"]["offset"] == duplicate_offset  # the duplicate reached the anomaly side too
-    assert job_state["job-7"]["status"] == "FAILED"
+    assert known_jobs.get("job-8") is None  # refused by the lifecycle (never submitted): not a known job
+    assert job_state["job-7"]["status"] == known_jobs["job-7"]["status"] == "FAILED"
+    # the duplicate reached the anomaly side too, and changed nothing: no write, the offset of the last change
+    assert known_jobs["job-7"]["offset"] < duplicate_offset
+
+
+async def test_known_jobs_holds_the_lifecycle_status_not_the_last_event_s(memory_app):
+    # COMPLETED overtakes RUNNING: the lifecycle parks it, then applies RUNNING and COMPLETED in
+    # that order when RUNNING arrives. The last event is the RUNNING; the job is COMPLETED.
+    events = lifecycle_events(job_id="job-1", user_id="amy", rng=random.Random(11), outcome="COMPLETED")
+    assert [e.status_after() for e in events] == ["SUBMITTED", "QUEUED", "RUNNING", "COMPLETED"]
+    async with track_job_lifecycle.test_context() as agent:
+        for event in [events[0], events[1], events[3], events[2]]:
+            await agent.put(_encode(event), key=b"job-1")
+        assert job_state["job-1"]["status"] == "COMPLETED"
+        known = known_jobs["job-1"]
+    assert known["status"] == "COMPLETED" and known["user_id"] == "amy"
+    assert known["job_type"] == events[0].job_type and known["cluster"] == events[0].tacc_system
+    assert known["running_since_ms"] == job_state["job-1"]["timestamps"]["RUNNING"]
+    assert known["completed"]["event_id"] == events[3].event_id  # judged, as the lifecycle accepted it
+
+
+async def test_a_refused_completion_is_not_judged(memory_app):
+    # A JobCompleted after the job was cancelled is rejected by the lifecycle: the anomaly side
+    # neither records it as the job's completion nor learns its runtime.
+    events = lifecycle_events(job_id="job-2", user_id="amy", rng=random.Random(11), outcome="COMPLETED")
+    cancelled = lifecycle_events(job_id="job-2", user_id="amy", rng=random.Random(12), outcome="CANCELLED")[-1]
+    assert cancelled.status_after() == "CANCELLED"
+    async with track_job_lifecycle.test_context() as agent:
+        for event in [*events[:3], cancelled, events[3]]:
+            await agent.put(_encode(event), key=b"job-2")
+        assert job_state["job-2"]["status"] == "CANCELLED"
+    assert [reason for _, reason, _ in memory_app["dead"]] == ["invalid-transition"]
+    assert known_jobs["job-2"]["status"] == "CANCELLED" and known_jobs["job-2"]["completed"] is None
 
 
 def _anomaly_side_failing(monkeypatch, *, event_id: str, errors: list[BaseException]) -> list[str]:
@@ -235,4 +266,4 @@ async def test_a_failing_lifecycle_side_still_runs_the_anomaly_side(memory_app, 
         await agent.put(_encode(events[0]), key=b"job-3")
     assert [reason for _, reason, _ in memory_app["dead"]] == ["error"]  # once, for the lifecycle side
     assert job_state.get("job-3") is None
-    assert known_jobs["job-3"]["status"] == "SUBMITTED"
+    assert known_jobs.get("job-3") is None  # the lifecycle never applied its JobSubmitted: not known
