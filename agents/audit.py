@@ -2,8 +2,9 @@
 
 Each record of ``audit-trail`` partition *p* (decoded to its JSON form — what the chain holds —
 by :func:`app.worker.streams.process_events`; undecodable ones are dead-lettered there)
-becomes the next entry of *p*'s hash chain (:mod:`app.core.audit_chain`): entry ``n`` in
-``audit_chain["p:n"]``, chained to entry ``n - 1``.
+becomes the next entry of *p*'s hash chain (:mod:`app.core.audit_chain`): entry ``n``,
+chained to entry ``n - 1``, stored in its block of ``audit_chain`` (:mod:`tables.audit_chain`:
+a batch writes each block it extends once).
 It is also appended to the resource index and the actor index (:mod:`tables.audit_index`).
 A record whose event_id was already chained at another offset — the lifecycle agent
 re-emits its audit records with the same ids after a crash — is a duplicate: dropped and
@@ -25,8 +26,9 @@ damage:
 * Faust flushes the producer before it commits source offsets, so every write of a
   committed record is in its changelog;
 * within ONE changelog partition records persist in order (the producer keeps one batch
-  in flight per partition), and all entries of partition *p* live in partition *p* of the
-  ``audit_chain`` changelog, so the surviving entries are always a gap-free prefix.
+  in flight per partition), all entries of partition *p* live in partition *p* of the
+  ``audit_chain`` changelog, and a block's record holds every entry of the block up to its
+  newest, so the surviving entries are always a gap-free prefix.
 
 So the agent never trusts the head pointer alone; it derives the head from the entries
 (:func:`chain_head`): it steps back while the entry the pointer names is missing (the
@@ -52,7 +54,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from app.core.audit_chain import GENESIS_HASH, entry_key, make_entry
+from app.core.audit_chain import GENESIS_HASH, make_entry
 from app.core.errors import DuplicateEvent
 from app.core.topic_specs import AUDIT_TRAIL
 from app.worker.batching import active_batch
@@ -60,7 +62,7 @@ from app.worker.main import app
 from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.worker.streams import Origin, process_events
 from app.worker.topics import audit_trail_topic
-from tables.audit_chain import audit_chain, audit_chain_heads, chain_entry
+from tables.audit_chain import audit_chain_heads, chain_entry, store_entry
 from tables.audit_index import ACTOR_INDEX_LIMIT, RESOURCE_INDEX_LIMIT, audit_by_actor, audit_by_resource
 
 logger = logging.getLogger(__name__)
@@ -171,7 +173,7 @@ async def handle_audit_record(record: dict[str, Any], origin: Origin) -> None:
         # Re-assert what this record wrote: the local store can be ahead of the changelogs
         # after a SIGKILL (values are stored at once, changelog records sent later), and
         # only records after the last commit, i.e. replayed ones, can be affected.
-        audit_chain[entry_key(partition, entry["seq"])] = entry
+        store_entry(partition, entry)
         audit_chain_heads[str(partition)] = head.pointer()
     else:
         by_resource = audit_by_resource.get(resource_id)
@@ -183,7 +185,7 @@ async def handle_audit_record(record: dict[str, Any], origin: Origin) -> None:
         entry = make_entry(seq=head.seq + 1, event_id=event_id, record=record, prev_hash=head.hash,
                            source_offset=offset)
         # Entry first, then what points at it (see the module docstring).
-        audit_chain[entry_key(partition, entry["seq"])] = entry
+        store_entry(partition, entry)
         head = heads[partition] = _head_of(entry)
     if audit_chain_heads.get(str(partition)) != head.pointer():
         audit_chain_heads[str(partition)] = head.pointer()

@@ -29,7 +29,7 @@ from typing import Any
 from app.core.topic_specs import AUDIT_TRAIL
 from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
-from tables.audit_chain import chain_entry
+from tables.audit_chain import chain_entries
 
 #: Newest index items kept per resource.
 RESOURCE_INDEX_LIMIT = 1000
@@ -62,9 +62,6 @@ def actor_records(*, partition: int, actor: str) -> list[dict[str, Any]]:
     """The actor's indexed records of ``partition``, oldest first: the index keeps only their
     chain positions, and each item is read back from its chain entry (same partition)."""
     indexed = audit_by_actor.get(f"{partition}/{actor}") or {}
-    items = []
-    for seq in indexed.get("seqs", ()):
-        entry = chain_entry(partition, seq)
-        if entry is not None:
-            items.append(item_of_entry(entry=entry, partition=partition))
-    return items
+    seqs = indexed.get("seqs", ())
+    entries = chain_entries(partition, seqs)
+    return [item_of_entry(entry=entries[seq], partition=partition) for seq in seqs if seq in entries]

@@ -1,8 +1,12 @@
 """The audit hash chain: hashing one entry, and verifying a partition's chain (pure; no I/O).
 
 Every record on ``audit-trail`` partition *p* becomes chain entry *n* of partition *p*
-(``n`` = 0, 1, 2 … with no gaps), stored under the key :func:`entry_key` ``"p:nnnnnnnnnnnn"``
-of the ``audit_chain`` table::
+(``n`` = 0, 1, 2 … with no gaps), named by :func:`entry_key` ``"p:nnnnnnnnnnnn"`` and stored
+in a *block* of :data:`BLOCK_SIZE` consecutive entries: the ``audit_chain`` table's value under
+:func:`block_key` (the key of the block's first entry) is ``{"offset": source offset of its
+newest entry, "entries": [entry, …]}``, so a batch that chains many records of a partition
+writes a few table values (and changelog records), not one per record.
+:func:`entries_of_blocks` turns the table back into entry key → entry. Each entry is::
 
     hash(n) = sha256( prev_hash + "\\n" + canonical_json(record) + "\\n" + str(n) )
 
@@ -33,6 +37,10 @@ from typing import Any, Iterable, Mapping
 GENESIS_HASH = "0" * 64
 #: Table (and changelog topic) holding the chain entries.
 CHAIN_TABLE = "audit_chain"
+#: Entries per table value. A batch chaining *k* records of a partition writes about
+#: k / BLOCK_SIZE + 1 values; a batch chaining one rewrites its block (BLOCK_SIZE / 2 entries
+#: on average), so larger blocks trade bytes at low rates for records at high ones.
+BLOCK_SIZE = 16
 ENTRY_FIELDS = ("seq", "event_id", "record", "prev_hash", "hash", "source_offset")
 
 
@@ -58,6 +66,34 @@ def parse_entry_key(key: str) -> tuple[int, int] | None:
     if not sep or not head.isdigit() or not tail.isdigit():
         return None
     return int(head), int(tail)
+
+
+def block_key(partition: int, seq: int) -> str:
+    """The ``audit_chain`` key of the block holding entry ``seq`` of ``partition``."""
+    return entry_key(partition, seq - seq % BLOCK_SIZE)
+
+
+def entries_of_blocks(table: Mapping[str, Any]) -> dict[str, Any]:
+    """The chain entries of an ``audit_chain`` table (block key → block), by entry key.
+
+    An entry is filed under the seq its position in the block gives (``verify_entries`` then
+    checks that it names that seq). A value under a chain key that is not a block (not a
+    list of 1 to BLOCK_SIZE entries, or not under a block's first seq) is kept under its own
+    key, so verification reports it as unreadable there; keys that are not chain keys are
+    kept as they are (stray keys).
+    """
+    entries: dict[str, Any] = {}
+    for key, value in table.items():
+        parsed = parse_entry_key(key)
+        blocked = value.get("entries") if isinstance(value, dict) else None
+        if parsed is None or not isinstance(blocked, list) or not 0 < len(blocked) <= BLOCK_SIZE \
+                or parsed[1] % BLOCK_SIZE:
+            entries[key] = value
+            continue
+        partition, first = parsed
+        for index, entry in enumerate(blocked):
+            entries[entry_key(partition, first + index)] = entry
+    return entries
 
 
 def changelog_topic_name(app_id: str, table: str = CHAIN_TABLE) -> str:

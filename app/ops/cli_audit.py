@@ -3,7 +3,8 @@
 ``cosmic audit verify`` reads the ``audit_chain`` table's changelog topic
 (``<COSMIC_APP_ID>-audit_chain-changelog``) from Kafka from beginning to end with a plain
 consumer (no consumer group, nothing committed), folds it into the table (the last value
-of a key wins, a tombstone deletes it), and recomputes every partition's chain in seq
+of a key wins, a tombstone deletes it), takes the entries out of their blocks
+(:func:`app.core.audit_chain.entries_of_blocks`) and recomputes every partition's chain in seq
 order (:func:`app.core.audit_chain.verify_entries`). It prints the entries per partition and
 exits 0 when every chain is intact; otherwise it names the first break of each broken
 partition — partition, seq, event id, what was expected and what was found — and exits 1.
@@ -18,7 +19,9 @@ import sys
 
 import click
 
-from app.core.audit_chain import VerifyReport, changelog_topic_name, fold_changelog, verify_entries
+from app.core.audit_chain import (
+    VerifyReport, changelog_topic_name, entries_of_blocks, fold_changelog, verify_entries,
+)
 from app.core.errors import ConfigError, CosmicError
 from app.core.settings import Settings
 from app.ops.topic_reader import TopicReadError, read_topic, topic_partitions
@@ -48,7 +51,7 @@ async def verify_chain(*, settings: Settings, timeout: float = 60.0) -> tuple[st
     """(changelog topic, report) for the app of ``settings``."""
     topic = changelog_topic_name(settings.app_id)
     partitions, records = await read_changelog(bootstrap=settings.kafka_bootstrap, topic=topic, timeout=timeout)
-    return topic, verify_entries(fold_changelog(records), partitions=partitions)
+    return topic, verify_entries(entries_of_blocks(fold_changelog(records)), partitions=partitions)
 
 
 def _print_report(topic: str, report: VerifyReport) -> None:

@@ -11,7 +11,9 @@ import uuid
 
 from aiokafka import AIOKafkaProducer
 
-from app.core.audit_chain import changelog_topic_name, entry_key, fold_changelog, parse_entry_key
+from app.core.audit_chain import (
+    block_key, changelog_topic_name, entries_of_blocks, entry_key, fold_changelog, parse_entry_key,
+)
 from app.core.ids import derived_id
 from app.core.models import AuditRecord
 from app.core.settings import PROJECT_ROOT, Settings
@@ -149,19 +151,23 @@ async def test_audit_chain_indexes_verify_and_detect_tampering(worker_factory, w
     assert text.returncode == 0, text.stdout + text.stderr
     assert "OK" in text.stdout.splitlines()[0] and "total: 121 entries in 5 partitions" in text.stdout
 
-    # TAMPER: somebody rewrites one stored audit record in the changelog topic
+    # TAMPER: somebody rewrites one stored audit record in the changelog topic (entry 2 of the
+    # fullest partition, in its block: the table stores BLOCK_SIZE entries per value)
     topic = changelog_topic_name(worker_env["COSMIC_APP_ID"])
     settings = Settings.from_env(environ=worker_env)
     _, records = await read_changelog(bootstrap=settings.kafka_bootstrap, topic=topic)
     table = fold_changelog(records)
-    partition = max(range(5), key=lambda p: sum(1 for k in table if parse_entry_key(k)[0] == p))
-    key = entry_key(partition, 2)
-    victim = table[key]
+    entries = entries_of_blocks(table)
+    partition = max(range(5), key=lambda p: sum(1 for k in entries if parse_entry_key(k)[0] == p))
+    key = block_key(partition, 2)
+    block = table[key]
+    victim = block["entries"][2]
+    assert victim == entries[entry_key(partition, 2)] and victim["seq"] == 2
     victim["record"]["actor"] = "mallory"
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(topic, json.dumps(victim).encode(), key=key.encode(), partition=partition)
+        await producer.send_and_wait(topic, json.dumps(block).encode(), key=key.encode(), partition=partition)
     finally:
         await producer.stop()
 

@@ -8,12 +8,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from agents.audit import AUDIT_HITS, chain_head, record_audit_trail
-from app.core.audit_chain import GENESIS_HASH, chain_hash, entry_key, verify_entries
+from app.core.audit_chain import BLOCK_SIZE, GENESIS_HASH, block_key, chain_hash, entries_of_blocks, verify_entries
 from app.core.models import AuditRecord
 from app.core.validation import event_to_json
 from app.worker.main import app, codecs
 from app.worker.streams import DUPLICATES_DROPPED
-from tables.audit_chain import audit_chain, audit_chain_heads
+from tables.audit_chain import audit_chain, audit_chain_heads, chain_entries, chain_entry, store_entry
 from tables.audit_index import actor_records, audit_by_actor, audit_by_resource
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
@@ -45,13 +45,19 @@ async def _put(agent, event: AuditRecord, *, partition: int, offset: int | None 
                     timestamp=event.timestamp.timestamp())
 
 
-def _chain_of(partition: int) -> list[dict]:
-    keys = sorted(k for k in audit_chain.data.keys() if k.startswith(f"{partition}:"))
-    return [audit_chain.data[k] for k in keys]
-
-
 def _table_entries() -> dict:
-    return {k: audit_chain.data[k] for k in audit_chain.data.keys()}
+    """The stored chain entries by entry key (taken out of their blocks)."""
+    return entries_of_blocks({k: audit_chain.data[k] for k in audit_chain.data.keys()})
+
+
+def _chain_of(partition: int) -> list[dict]:
+    entries = _table_entries()
+    return [entries[k] for k in sorted(k for k in entries if k.startswith(f"{partition}:"))]
+
+
+def _set_block(partition: int, seq: int, entries: list[dict]) -> None:
+    """Replace, in the store, the block holding entry ``seq`` (as a crash could leave it)."""
+    audit_chain.data[block_key(partition, seq)] = {"offset": entries[-1]["source_offset"], "entries": entries}
 
 
 async def test_records_chain_per_partition_with_contiguous_seqs_and_are_indexed(memory_app):
@@ -161,7 +167,7 @@ async def test_a_lost_head_pointer_is_repaired_from_the_entries(memory_app):
             await _put(agent, event, partition=0)
         before = _table_entries()
         # entries 1 and 2 reached the changelog, the head pointer's last two writes did not
-        first = audit_chain.data[entry_key(0, 0)]
+        first = chain_entry(0, 0)
         audit_chain_heads.data["0"] = {"offset": first["source_offset"], "seq": 0, "hash": first["hash"]}
         assert chain_head(0).seq == 2
         await _put(agent, events[2], partition=0, offset=offsets[2])  # replayed
@@ -185,7 +191,7 @@ async def test_a_lost_entry_is_chained_again_with_the_same_hash(memory_app):
             await _put(agent, event, partition=2)
         before = _table_entries()
         # the head pointer, processed id and indexes of entry 2 survived; entry 2 itself did not
-        del audit_chain.data[entry_key(2, 2)]
+        _set_block(2, 2, _chain_of(2)[:2])
         assert chain_head(2).seq == 1
         await _put(agent, events[2], partition=2, offset=offsets[2])  # replayed: not a duplicate
         assert _table_entries() == before  # same seq, same prev hash, same hash
@@ -201,9 +207,31 @@ async def test_the_chain_head_skips_an_entry_that_does_not_link(memory_app):
     async with record_audit_trail.test_context() as agent:
         for event in events:
             await _put(agent, event, partition=1)
-        audit_chain.data[entry_key(1, 2)] = {**audit_chain.data[entry_key(1, 1)], "seq": 2, "prev_hash": "f" * 64}
-        audit_chain_heads.data["1"] = {"offset": 0, "seq": 0, "hash": audit_chain.data[entry_key(1, 0)]["hash"]}
+        chain = _chain_of(1)
+        _set_block(1, 2, [*chain, {**chain[1], "seq": 2, "prev_hash": "f" * 64}])
+        audit_chain_heads.data["1"] = {"offset": 0, "seq": 0, "hash": chain[0]["hash"]}
         assert chain_head(1).seq == 1
+
+
+async def test_entries_fill_blocks_of_block_size_in_seq_order(memory_app):
+    events = [_audit(f"job-{i % 3}", step=i) for i in range(2 * BLOCK_SIZE + 3)]
+    async with record_audit_trail.test_context() as agent:
+        for event in events:
+            await _put(agent, event, partition=3)
+        blocks = sorted(k for k in audit_chain.data.keys() if k.startswith("3:"))
+        assert blocks == [block_key(3, 0), block_key(3, BLOCK_SIZE), block_key(3, 2 * BLOCK_SIZE)]
+        assert [len(audit_chain.data[k]["entries"]) for k in blocks] == [BLOCK_SIZE, BLOCK_SIZE, 3]
+        # a block's offset is its newest entry's: the changelog fence of every offset-fenced table
+        assert all(audit_chain.data[k]["offset"] == audit_chain.data[k]["entries"][-1]["source_offset"] for k in blocks)
+        chain = _chain_of(3)
+        assert [e["event_id"] for e in chain] == [e.event_id for e in events]
+        assert verify_entries(_table_entries()).ok
+        assert chain_entry(3, BLOCK_SIZE) == chain[BLOCK_SIZE] and chain_entry(3, len(events)) is None
+        assert chain_entries(3, [1, BLOCK_SIZE + 1, 99, -1]) == {1: chain[1], BLOCK_SIZE + 1: chain[BLOCK_SIZE + 1]}
+        # an entry can only extend its block: one after a gap is refused
+        with pytest.raises(ValueError, match="gap"):
+            store_entry(3, {**chain[-1], "seq": len(events) + 1})
+    assert memory_app["dead"] == []
 
 
 def test_verify_reads_the_chain_tables_changelog():

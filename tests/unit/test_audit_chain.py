@@ -9,10 +9,13 @@ import json
 import pytest
 
 from app.core.audit_chain import (
+    BLOCK_SIZE,
     GENESIS_HASH,
+    block_key,
     canonical_json,
     chain_hash,
     changelog_topic_name,
+    entries_of_blocks,
     entry_key,
     fold_changelog,
     make_entry,
@@ -41,6 +44,17 @@ def _chain(n: int, *, partition: int = 0) -> dict[str, dict]:
         entries[entry_key(partition, seq)] = entry
         prev = entry["hash"]
     return entries
+
+
+def _blocks(entries: dict[str, dict]) -> dict[str, dict]:
+    """``entries`` (entry key → entry) as the ``audit_chain`` table stores them: in blocks."""
+    blocks: dict[str, dict] = {}
+    for key in sorted(entries):
+        partition, seq = parse_entry_key(key)
+        block = blocks.setdefault(block_key(partition, seq), {"offset": -1, "entries": []})
+        block["entries"].append(entries[key])
+        block["offset"] = entries[key]["source_offset"]
+    return blocks
 
 
 def _by_seq(entries: dict[str, dict]) -> dict[int, dict]:
@@ -199,17 +213,41 @@ def _cli(monkeypatch, records, *args):  # noqa: ANN001
     return CliRunner().invoke(app.ops.cli_audit.audit, ["verify", *args])
 
 
+def test_entries_come_out_of_their_blocks():
+    e = {**_chain(2 * BLOCK_SIZE + 1, partition=0), **_chain(3, partition=4)}
+    blocks = _blocks(e)
+    assert sorted(blocks) == [block_key(0, 0), block_key(0, BLOCK_SIZE), block_key(0, 2 * BLOCK_SIZE), block_key(4, 0)]
+    assert block_key(0, BLOCK_SIZE + 5) == entry_key(0, BLOCK_SIZE)
+    assert entries_of_blocks(blocks) == e
+    report = verify_entries(entries_of_blocks(blocks), partitions=range(5))
+    assert report.ok and report.total == 2 * BLOCK_SIZE + 4
+    # an entry changed inside a block breaks the chain at its seq
+    tampered = copy.deepcopy(blocks)
+    tampered[block_key(0, BLOCK_SIZE)]["entries"][3]["record"]["actor"] = "mallory"
+    brk = verify_entries(entries_of_blocks(tampered)).first_break
+    assert (brk.partition, brk.seq, brk.kind) == (0, BLOCK_SIZE + 3, "hash-mismatch")
+    # a block that is not one (no entries, too many, not at a block's first seq) is unreadable there
+    for key, value in [(block_key(0, BLOCK_SIZE), {"offset": 1, "entries": []}),
+                       (block_key(0, BLOCK_SIZE), {"offset": 1, "entries": [e[entry_key(0, 0)]] * (BLOCK_SIZE + 1)}),
+                       (block_key(0, BLOCK_SIZE), "not a block")]:
+        brk = verify_entries(entries_of_blocks({**blocks, key: value})).first_break
+        assert (brk.seq, brk.kind) == (BLOCK_SIZE, "unreadable"), value
+    misplaced = {**blocks, entry_key(4, 1): blocks.pop(block_key(4, 0))}
+    assert verify_entries(entries_of_blocks(misplaced)).first_break.partition == 4
+
+
 def test_verify_command_exit_codes_and_output(monkeypatch):
     e = {**_chain(3, partition=0), **_chain(2, partition=1)}
-    records = [(k.encode(), json.dumps(v).encode()) for k, v in e.items()]
+    records = [(k.encode(), json.dumps(v).encode()) for k, v in _blocks(e).items()]
     ok = _cli(monkeypatch, records)
     assert ok.exit_code == 0, ok.output
     assert ok.output.splitlines()[0] == "audit chain cosmic-unit-audit_chain-changelog: OK"
     assert "partition 0: 3 entries" in ok.output and "total: 5 entries in 2 partitions" in ok.output
 
-    tampered = copy.deepcopy(e[entry_key(1, 1)])
+    block = _blocks(copy.deepcopy(e))[block_key(1, 0)]
+    tampered = block["entries"][1]
     tampered["record"]["actor"] = "mallory"
-    records.append((entry_key(1, 1).encode(), json.dumps(tampered).encode()))
+    records.append((block_key(1, 0).encode(), json.dumps(block).encode()))
     broken = _cli(monkeypatch, records)
     assert broken.exit_code == 1
     assert f"FIRST BREAK: partition 1 seq 1 (event {tampered['event_id']}): hash does not match" in broken.output
