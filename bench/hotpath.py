@@ -1,5 +1,5 @@
 """CPU per lifecycle event of the pipeline's own handling, in one process, without a broker:
-``python -m bench.hotpath [--jobs N] [--profile FILE]``.
+``python -m bench.hotpath [--jobs N] [--batch N] [--profile FILE]``.
 
 The bench workload (``app.ops.workload``: whole job lifecycles with duplicates and swapped
 pairs) is encoded, then run through the real handlers in batches of 500, exactly as
@@ -76,7 +76,7 @@ def _events(topic: str, records: list[tuple[bytes, bytes]]) -> list[Any]:
     return events
 
 
-async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
+async def _run(*, jobs: int, profile: str | None, batch_size: int = BATCH) -> dict[str, float]:
     import agents.audit as audit
     import agents.job_lifecycle as lifecycle
     import agents.notifications as notifications
@@ -107,10 +107,10 @@ async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
     opening = time.process_time() - began
 
     async def handle(events: list[Any], *, topic: str, handler: Any, as_json: bool) -> None:
-        for start in range(0, len(events), BATCH):
+        for start in range(0, len(events), batch_size):
             batch = Batch(producer=producer, window=256, backoff=streams.backoff_delay, direct_changelog=True)
             with batch.active():
-                for event in events[start:start + BATCH]:
+                for event in events[start:start + batch_size]:
                     set_current_event(event)
                     await streams.handle_one(topic=topic, origin=streams._origin(event.message), handler=handler,
                                              as_json=as_json)
@@ -152,6 +152,9 @@ async def _run(*, jobs: int, profile: str | None) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.hotpath", description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000, help="job lifecycles (about 5 events each)")
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help=f"events per agent batch (default {BATCH}; a worker's batches are smaller at low "
+                             "rates: this shows what a batch costs besides its events)")
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the handling to FILE")
     parser.add_argument("--store", choices=("memory", "rocksdb"), default="memory",
                         help="the tables' store: Faust's memory store, or RocksDB in a temporary directory "
@@ -163,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("agents").setLevel(logging.ERROR)  # the anomaly side logs every alert
-    result = asyncio.run(_run(jobs=args.jobs, profile=args.profile))
+    result = asyncio.run(_run(jobs=args.jobs, profile=args.profile, batch_size=args.batch))
     for key, value in result.items():
         print(f"{key}: {value}")
     return 0

@@ -38,7 +38,10 @@ with no new arrival for 30 s, or 600 s after the last send, ends the wait; a sin
 than 5 % fails the section). One run per rate, no repetitions. When the worker drains a sink
 slower than the send rate (its arrivals per second, first to last arrival, below 95 % of the
 rate sent), a backlog builds up and that sink's latencies are mostly queueing delay; the report
-says so. The result keeps 101 quantiles (0 … 100 %) of every sink at every rate;
+says so. Each rate's run also reads the CPU of the worker, the Kafka broker, RabbitMQ, the
+bench process and the websocket client (from ``/proc``, first send to last arrival): what the
+machine's cores did while it ran, and the worker's CPU per event, which bounds the rate its one
+Python thread can drain. The result keeps 101 quantiles (0 … 100 %) of every sink at every rate;
 :func:`write_files` draws their distributions to ``benchmarks-latency.png``.
 
 ``python -m bench.latency client`` (spec on stdin) is the websocket client process (internal).
@@ -58,6 +61,7 @@ from typing import Any, Sequence
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from app.worker.rabbit_topology import JOB_EVENTS_API
 from bench.context import BenchContext, BenchError, bridged_worker, figure, fmt, make_events, publish_paced
+from bench.ingest import CpuMeter, broker_pids, rabbitmq_pids
 
 TITLE = "Latency at a fixed rate"
 #: Rates (events/s) in the order they run, lowest first (each on a worker that drained the last):
@@ -76,6 +80,11 @@ SINK_LABELS = {
     "websocket": "publish → websocket client received",
 }
 SINK_NAMES = {"table": "the table", "queue": "`job-events-api`", "websocket": "the websocket client"}
+#: Processes whose CPU each rate's run reads (from its first send to its last arrival).
+CPU_PROCESSES = ("worker", "broker", "rabbitmq", "bench", "client")
+CPU_LABELS = {"worker": "worker (agents, bridge, websocket hub)", "broker": "Kafka broker (JVM)",
+              "rabbitmq": "RabbitMQ (Erlang VM)", "bench": "bench process (publisher, sink readers)",
+              "client": "websocket client process"}
 API_QUEUE = JOB_EVENTS_API
 WS_CHANNEL = "jobs:all"
 #: After the last send: a sink with no new arrival for STALL_S is done waiting; nobody waits
@@ -214,9 +223,11 @@ def _at_pct(quantiles: Sequence[float], pct: int) -> float:
 
 
 async def _measure(*, ctx: BenchContext, publisher: Any, sinks: Sequence[_Arrivals], worker: Any,
-                   rate: int, seconds: float, seed: int) -> dict[str, Any]:
-    """Publish at ``rate`` for ``seconds``, wait for every sink; the run's figures."""
+                   rate: int, seconds: float, seed: int, meter: CpuMeter) -> dict[str, Any]:
+    """Publish at ``rate`` for ``seconds``, wait for every sink; the run's figures (with the CPU
+    ``meter``'s processes' use from the first send to the last arrival)."""
     events = make_events(int(rate * seconds), seed=seed)
+    meter.start()
     paced = await publish_paced(publisher=publisher, events=events, rate=rate, tick_s=TICK_S, clock=time.time)
     sent_at, sent, started, send_s = paced.sent_at, paced.sent, paced.started, paced.seconds
     achieved, max_in_flight = paced.rate, paced.max_in_flight
@@ -225,12 +236,17 @@ async def _measure(*, ctx: BenchContext, publisher: Any, sinks: Sequence[_Arriva
     ids = set(sent_at)
     counts = await _wait_for(sinks, ids, timeout=MAX_DRAIN_S, stall=STALL_S)
     wait_s = time.perf_counter() - started - send_s
+    cpu_s = meter.stop()
     short = {name: n for name, n in counts.items() if n < COMPLETE_SHARE * sent}
     if short:
         raise BenchError(f"latency: at {rate:,} events/s only {counts} of {sent:,} events arrived (none for "
                          f"{STALL_S:.0f} s, or {MAX_DRAIN_S:.0f} s after the last send):\n{worker.log_tail()}")
+    window_s = send_s + wait_s
+    cpu = {name: {"cores": used / window_s, "us_per_event": used / sent * 1e6} for name, used in cpu_s.items()}
     result: dict[str, Any] = {"rate": rate, "events": sent, "achieved_rate": achieved, "send_s": send_s,
-                              "wait_s": wait_s, "max_in_flight": max_in_flight, "sinks": {}}
+                              "wait_s": wait_s, "max_in_flight": max_in_flight, "cpu": cpu, "sinks": {}}
+    ctx.log(f"latency: {rate:,}/s CPU over {window_s:.1f} s: " + ", ".join(
+        f"{name} {c['cores']:.2f} cores ({c['us_per_event']:,.0f} µs/event)" for name, c in cpu.items()))
     for sink in sinks:
         arrived = {eid: sink.at[eid] for eid in ids if eid in sink.at}
         latencies = [(at - sent_at[eid]) * 1000 for eid, at in arrived.items()]
@@ -343,6 +359,8 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
         token = mint_token(settings=settings, sub=f"bench-latency-{ctx.run_id}", role=settings.jwt_operator_role)
         child, client_reader = await _start_client(worker=worker, token=token, sink=ws)
         tasks.append(client_reader)
+        meter = CpuMeter({"worker": [worker.process.proc.pid], "broker": broker_pids(ctx),
+                          "rabbitmq": rabbitmq_pids(ctx), "bench": [os.getpid()], "client": [child.pid]})
 
         # warm-up: lifecycles through all three paths (partitions assigned, their databases
         # created, bridge connected)
@@ -360,7 +378,7 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
                     task.result()
                     raise BenchError(f"latency: a sink reader ended early:\n{worker.log_tail()}")
             runs.append(await _measure(ctx=ctx, publisher=publisher, sinks=sinks, worker=worker, rate=rate,
-                                       seconds=seconds, seed=seed))
+                                       seconds=seconds, seed=seed, meter=meter))
     finally:
         stop_start = time.perf_counter()
         if child is not None:
@@ -407,7 +425,8 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
                 figures[f"r{rate}_{sink}_{pct}"] = figure(
                     label=f"{SINK_LABELS[sink]}, {pct.upper()} at {rate:,} events/s", unit="ms", runs=[s[pct]])
         runs.append({
-            **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k != "sinks"},
+            **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if k not in ("sinks", "cpu")},
+            "cpu": {name: {k: round(v, 3) for k, v in c.items()} for name, c in r["cpu"].items()},
             "sinks": {name: {k: ([round(q, 2) for q in v] if k == "quantiles" else
                                  round(v, 2) if isinstance(v, float) else v) for k, v in s.items()}
                       for name, s in r["sinks"].items()},
@@ -426,7 +445,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
             "changelog_timestamp_types": measured["changelog_timestamp_types"],
             "rabbitmq_queue": API_QUEUE, "vhost": vhost, "websocket_channel": WS_CHANNEL,
             "worker_ready_s": round(measured["worker_ready_s"], 1),
-            "quantile_points": QUANTILE_POINTS,
+            "quantile_points": QUANTILE_POINTS, "cores": os.cpu_count(),
         },
         "runs": runs,
         "figures": figures,
@@ -473,19 +492,38 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {r['rate']:,} events/s ({r['achieved_rate']:,.0f}) | {SINK_LABELS[sink]} | "
                          f"{s['matched']:,} / {r['events']:,} | {s['p50']:,.1f} ms | {s['p95']:,.1f} ms | "
                          f"{s['p99']:,.1f} ms | {s['max']:,.1f} ms | {fmt(s['drained_eps'], 'events/s')} |")
+    measured_cpu = [r for r in result["runs"] if r.get("cpu")]
+    if measured_cpu:
+        names = [n for n in CPU_PROCESSES if any(n in r["cpu"] for r in measured_cpu)]
+        lines += ["", "CPU of each process on the machine while each rate ran (user + system, from `/proc`, from "
+                      "the first send to the last arrival at any sink; cores = CPU seconds per second of that "
+                      "window, µs = CPU per event sent). The machine has "
+                      f"{p.get('cores') or os.cpu_count()} cores; the worker's agents, bridge and websocket hub share one Python "
+                      "thread (and the GIL with its consumer thread):",
+                  "",
+                  "| rate | " + " | ".join(CPU_LABELS[n] for n in names) + " | all of them |",
+                  "| --- | " + " | ".join("---" for _ in names) + " | --- |"]
+        for r in measured_cpu:
+            cells = [f"{r['cpu'][n]['cores']:.2f} cores ({r['cpu'][n]['us_per_event']:,.0f} µs)" if n in r["cpu"]
+                     else "–" for n in names]
+            total = sum(c["cores"] for c in r["cpu"].values())
+            lines.append(f"| {r['rate']:,} events/s | " + " | ".join(cells) + f" | **{total:.2f} cores** |")
     target = next((r for r in result["runs"] if r["rate"] == p["target_rate"]), None)
     if target is not None:
         p99 = target["sinks"]["table"]["p99"]
         verdict = "met" if p99 < p["target_ms"] else "**not met**"
         lines += ["", f"Target: P99 publish → table updated below {p['target_ms']:g} ms at "
                       f"{p['target_rate']:,} events/s — measured **{p99:,.1f} ms**: {verdict}."]
-        if p99 >= p["target_ms"]:
-            lines += ["", "The floor behind it: one worker's pipeline cannot drain that rate. Its throughput "
-                          "is the *Pipeline* section's worker figure, which equals the floor of Faust doing the "
-                          "worker's deliveries and table writes per event (the cost model there), itself below "
-                          "1,000 events/s on this machine; above that rate every event waits behind a growing "
-                          "backlog, whatever the per-event cost. The unloaded rows (lowest rate) show the "
-                          "per-event latency when the worker keeps up."]
+        worker_cpu = (target.get("cpu") or {}).get("worker")
+        if p99 >= p["target_ms"] and worker_cpu:
+            total = sum(c["cores"] for c in target["cpu"].values())
+            lines += ["", f"The floor behind it, measured in this run: at {p['target_rate']:,} events/s the worker "
+                          f"used {worker_cpu['cores']:.2f} cores — {worker_cpu['us_per_event']:,.0f} µs of CPU per "
+                          f"event, so its one Python thread can handle at most about "
+                          f"{1e6 / worker_cpu['us_per_event']:,.0f} events/s — and the processes above used "
+                          f"{total:.2f} of the machine's {p.get('cores') or os.cpu_count()} cores. Below one core's worth of events "
+                          "the worker keeps up (the lower rates' rows: the per-event latency); above it every "
+                          "event waits behind a growing backlog, whatever the per-event latency."]
     for r in result["runs"]:
         behind = [(sink, r["sinks"][sink]["drained_eps"]) for sink in SINKS
                   if r["sinks"][sink]["drained_eps"] < 0.95 * r["achieved_rate"]]

@@ -5,6 +5,8 @@
 # rate each sink drained at; EVENTS is then unused).
 # Each side runs from a worktree of its revision (this checkout's .venv, the running local
 # stack); reports land in /tmp/bench-ab/<side>-<round>/ (benchmarks.md, .json, py-spy profiles).
+# BENCH_CODE=current measures both sides with this checkout's bench/ (a measurement added
+# since BEFORE, e.g. the latency section's CPU per process, then exists on both sides).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:?usage: scripts/bench-ab.sh BEFORE [AFTER] [ROUNDS] [EVENTS]}
@@ -21,6 +23,7 @@ for side in before after; do
   tree=$out/tree-$side
   [ -d "$tree" ] && git worktree remove --force "$tree"
   git worktree add -q --detach "$tree" "$rev"
+  if [ "${BENCH_CODE:-}" = current ]; then rm -rf "$tree/bench"; cp -r bench "$tree/bench"; fi
 done
 for round in $(seq 1 "$rounds"); do
   for side in before after; do

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 from app.core.audit_chain import BLOCK_SIZE, CHAIN_TABLE, block_key
 from app.core.topic_specs import AUDIT_TRAIL, spec_by_name
+from app.worker.batching import active_batch
 from app.worker.table_fencing import fenced_table
 from tables import copartitioned_table
 
@@ -39,9 +40,23 @@ audit_chain_heads = copartitioned_table(
 )
 
 
+def _batch_blocks() -> dict[str, list[dict[str, Any]]] | None:
+    """The blocks this batch read or wrote, by key (None outside a batch): a block is decoded
+    from the store once per batch, however many of its entries the batch reads or appends."""
+    batch = active_batch()
+    return None if batch is None else batch.memo.setdefault("audit-chain-blocks", {})
+
+
 def _block_entries(partition: int, seq: int) -> list[dict[str, Any]]:
-    block = audit_chain.get(block_key(partition, seq))
-    return block["entries"] if block else []
+    key = block_key(partition, seq)
+    blocks = _batch_blocks()
+    if blocks is not None and key in blocks:
+        return blocks[key]
+    block = audit_chain.get(key)
+    entries = block["entries"] if block else []
+    if blocks is not None:
+        blocks[key] = entries
+    return entries
 
 
 def chain_entry(partition: int, seq: int) -> dict[str, Any] | None:
@@ -74,12 +89,14 @@ def store_entry(partition: int, entry: dict[str, Any]) -> None:
     after the block's last entry, or in place of the one it holds at that seq (a replay
     re-asserting what it wrote writes the block again, unchanged)."""
     seq = entry["seq"]
-    key = block_key(partition, seq)
-    block = audit_chain.get(key)
-    entries = block["entries"] if block else []
+    entries = _block_entries(partition, seq)
     index = seq % BLOCK_SIZE
     if index > len(entries):
         raise ValueError(f"audit chain {partition}: entry {seq} would leave a gap after entry "
                          f"{seq - index + len(entries) - 1}")
     entries = [*entries[:index], entry, *entries[index + 1:]]
+    key = block_key(partition, seq)
     audit_chain[key] = {"offset": max(e["source_offset"] for e in entries), "entries": entries}
+    blocks = _batch_blocks()
+    if blocks is not None:
+        blocks[key] = entries
