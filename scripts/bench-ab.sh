@@ -41,6 +41,9 @@ if "latency" in data["sections"]:
             fig = run["sinks"][sink]
             cells.append(f"{run['rate']}/s {sink}: P50 {fig['p50']:,.1f} ms, P99 {fig['p99']:,.1f} ms, "
                          f"drained {fig['drained_eps']:,.0f}/s")
+        worker = (run.get("cpu") or {}).get("worker")
+        if worker:
+            cells.append(f"{run['rate']}/s worker CPU {worker['cores']:.2f} cores, {worker['us_per_event']:,.0f} µs/event")
     print(" | ".join(cells))
     sys.exit(0)
 section = data["sections"]["pipeline"]
