@@ -72,7 +72,8 @@ FULL_RATES, QUICK_RATES = (50, 100, 1_000), (100, 1_000)
 FULL_SECONDS, QUICK_SECONDS = 10.0, 1.0
 TICK_S = 0.01
 #: The issue's target: P99 publish → table updated at 1,000 events/s.
-TARGET_MS, TARGET_RATE = 25.0, 1_000
+#: Issue #17: P99 publish → table below 100 ms at 1,000 events/s (stretch: 25 ms).
+TARGET_MS, STRETCH_MS, TARGET_RATE = 100.0, 25.0, 1_000
 SINKS = ("table", "queue", "websocket")
 SINK_LABELS = {
     "table": "publish → table updated",
@@ -439,7 +440,7 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
             "events": {str(r["rate"]): r["events"] for r in measured["runs"]},
             "matched": {str(r["rate"]): {name: s["matched"] for name, s in r["sinks"].items()}
                         for r in measured["runs"]},
-            "target_ms": TARGET_MS, "target_rate": TARGET_RATE,
+            "target_ms": TARGET_MS, "stretch_ms": STRETCH_MS, "target_rate": TARGET_RATE,
             "topic": measured["topic"], "worker_app_id": measured["app_id"],
             "changelog_topic": measured["changelog"],
             "changelog_timestamp_types": measured["changelog_timestamp_types"],
@@ -512,7 +513,8 @@ def markdown(result: dict[str, Any]) -> str:
     if target is not None:
         p99 = target["sinks"]["table"]["p99"]
         verdict = "met" if p99 < p["target_ms"] else "**not met**"
-        lines += ["", f"Target: P99 publish → table updated below {p['target_ms']:g} ms at "
+        stretch = f" (stretch {p['stretch_ms']:g} ms)" if p.get("stretch_ms") else ""
+        lines += ["", f"Target: P99 publish → table updated below {p['target_ms']:g} ms{stretch} at "
                       f"{p['target_rate']:,} events/s — measured **{p99:,.1f} ms**: {verdict}."]
         worker_cpu = (target.get("cpu") or {}).get("worker")
         if p99 >= p["target_ms"] and worker_cpu:
