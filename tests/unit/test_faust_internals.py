@@ -5,8 +5,10 @@ progress); the app without Monitor is what the worker runs."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
+from aiokafka.structs import TopicPartition
 from faust.transport.producer import ProducerBuffer
 
 import app.worker.main  # noqa: F401 - installs the patches
@@ -92,6 +94,65 @@ async def test_the_worker_consumer_waits_the_settings_fetch_wait_not_faust_s_150
     assert await worker_consumer_fetch_wait(app) == 100
 
 
+async def test_the_worker_consumer_knows_faust_s_consumer_so_its_fetcher_can_skip_what_faust_paused():
+    from app.worker.faust_internals.fetch import FAUST_CONSUMER_ATTR
+    from app.worker.main import app
+
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    try:
+        assert getattr(consumer._subscription, FAUST_CONSUMER_ATTR) is app.consumer
+    finally:
+        await consumer.stop()
+
+
+def _fetcher(*, paused: set, records: dict) -> SimpleNamespace:
+    """Just enough of an aiokafka Fetcher for its ``_get_actions_per_node`` (one broker, node 0),
+    its subscription state holding a Faust consumer that paused ``paused``."""
+    from app.worker.faust_internals.fetch import FAUST_CONSUMER_ATTR
+
+    subscriptions = SimpleNamespace(**{FAUST_CONSUMER_ATTR: SimpleNamespace(_paused_partitions=paused)})
+    return SimpleNamespace(
+        _subscriptions=subscriptions, _records=records, _in_flight=set(), _select_read_replica=lambda tp: 0,
+        _client=SimpleNamespace(cluster=SimpleNamespace(leader_for_partition=lambda tp: 0)),
+        _max_partition_fetch_bytes=1 << 20, _fetch_max_wait_ms=100, _fetch_min_bytes=1, _fetch_max_bytes=50 << 20,
+        _isolation_level=0, _client_rack=None, _fetcher_timeout=0.2,
+    )
+
+
+def _assignment(tps: list) -> SimpleNamespace:
+    state = SimpleNamespace(has_valid_position=True, paused=False, position=7, resume_fut=None)
+    return SimpleNamespace(tps=tps, state_value=lambda tp: state)
+
+
+def _fetched(actions) -> set:  # noqa: ANN001
+    requests = actions[0]
+    return {TopicPartition(topic, partition) for _, request in requests for topic, parts in request.topics
+            for partition, _, _ in parts}
+
+
+def test_the_fetcher_leaves_out_the_partitions_faust_paused_and_drops_what_it_holds_of_them():
+    from app.worker.faust_internals.fetch import ALL_PAUSED_RECHECK_S, _get_actions_per_node
+
+    source = [TopicPartition("job-lifecycle", p) for p in range(3)]
+    changelog = [TopicPartition("app-job_state-changelog", p) for p in range(3)]
+    held = object()
+    # Faust paused its active table's changelog partitions; one of them holds fetched records
+    fetcher = _fetcher(paused={*changelog}, records={changelog[1]: held})
+    actions = _get_actions_per_node(fetcher, _assignment(source + changelog))
+    assert _fetched(actions) == set(source)
+    assert fetcher._records == {}  # never read while paused; fetched again from its position on resume
+    assert actions[2] == 0.2  # aiokafka's own timeout while something is fetched
+    # nothing paused (or a consumer that is not Faust's, like the websocket hub's): aiokafka's behaviour
+    fetcher = _fetcher(paused=set(), records={})
+    assert _fetched(_get_actions_per_node(fetcher, _assignment(source + changelog))) == set(source + changelog)
+    del fetcher._subscriptions._cosmic_faust_consumer
+    assert _fetched(_get_actions_per_node(fetcher, _assignment(source + changelog))) == set(source + changelog)
+    # a rebalance: Faust paused everything; the fetcher looks again soon for what it resumes
+    fetcher = _fetcher(paused={*source, *changelog}, records={source[0]: held})
+    actions = _get_actions_per_node(fetcher, _assignment(source + changelog))
+    assert _fetched(actions) == set() and fetcher._records == {} and actions[2] == ALL_PAUSED_RECHECK_S
+
+
 @pytest.mark.parametrize("raw", ["0", "30001", "x"])
 def test_a_bad_fetch_wait_is_refused_naming_the_variable(raw):
     from app.core.errors import ConfigError
@@ -102,8 +163,6 @@ def test_a_bad_fetch_wait_is_refused_naming_the_variable(raw):
 
 
 def test_committed_offsets_are_a_copy_of_the_consumers_and_empty_before_any_commit():
-    from types import SimpleNamespace
-
     from app.worker.faust_internals.state import committed_offsets
 
     consumer = SimpleNamespace(_committed_offset={"tp-0": 5})
@@ -115,8 +174,6 @@ def test_committed_offsets_are_a_copy_of_the_consumers_and_empty_before_any_comm
 
 
 def test_a_changelog_the_consumer_counts_zero_partitions_of_is_trusted_and_a_known_one_is_checked():
-    from types import SimpleNamespace
-
     from app.worker.faust_internals.state import trust_unknown_changelog
 
     table = SimpleNamespace(_verified_source_topics_for_partitions=set(), changelog_topic_name="t-changelog")
@@ -127,7 +184,6 @@ def test_a_changelog_the_consumer_counts_zero_partitions_of_is_trusted_and_a_kno
 
 
 def test_stream_partitions_without_a_committed_offset_are_sought_to_their_beginning():
-    from aiokafka import TopicPartition
     from faust.transport.consumer import Consumer
 
     from app.worker.faust_internals import seek
@@ -140,10 +196,6 @@ def test_stream_partitions_without_a_committed_offset_are_sought_to_their_beginn
 
 
 async def test_perform_seek_rewinds_only_never_committed_stream_partitions():
-    from types import SimpleNamespace
-
-    from aiokafka import TopicPartition
-
     from app.worker.faust_internals import seek
 
     rewound: list = []

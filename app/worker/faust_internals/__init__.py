@@ -21,7 +21,9 @@ below is written against that version's code.
   restart). It is closed first, so they fail and are retried.
 * :mod:`.producer_state` — what the producer waits for (health: a stalled producer).
 * :mod:`.fetch` — the worker consumer's fetch wait is a setting (Faust writes 1.5 s into its
-  consumer; a partition resumed after a rebalance waits for the fetch in flight: failover stall).
+  consumer; a partition resumed after a rebalance waits for the fetch in flight: failover stall),
+  and its fetcher leaves out the partitions Faust has paused (every active table's changelog
+  partition was in every fetch, or held fetched records never read).
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
   ``take_events`` stops filling and waits its whole window again after every batch).
 * :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
