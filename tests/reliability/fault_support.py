@@ -4,11 +4,13 @@ and accounting it (in, out, lost, duplicated) into the suite's report."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from typing import Sequence
 
 import aio_pika
+from yarl import URL
 
 from app.core.codecs import Codecs
 from app.core.ids import derived_id
@@ -125,9 +127,14 @@ class QueueDrain:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
+            # aio_pika.connect drops the connection it made when connecting fails; garbage-collected
+            # later with no loop running, it warns "Connection.close was never awaited"
+            connection = aio_pika.Connection(URL(self.url))
             try:
-                connection = await aio_pika.connect(self.url, timeout=5)
+                await connection.connect(timeout=5)
             except Exception:  # noqa: BLE001 - RabbitMQ is down: try again
+                with contextlib.suppress(Exception):
+                    await connection.close()
                 await asyncio.sleep(0.5)
                 continue
             try:
