@@ -39,9 +39,11 @@ would allow if nothing waited.
 table write ``t_write`` = (1 / floor(N) − t_msg) / N. After (b), the worker's own counts —
 records its agents handled (every agent that reads a topic counts, so a record read by
 two agents counts twice) and changelog records its tables wrote, each per
-lifecycle event — give what Faust alone would need per lifecycle event: ``deliveries ×
-t_msg + writes × t_write``. Its inverse is the pipeline's Faust floor, written next to the
-measured rate.
+lifecycle event — give what Faust's per-record path (each send awaited, each table write
+through its producer buffer) would need per lifecycle event: ``deliveries × t_msg + writes ×
+t_write``. Its inverse is written next to the measured rate: what the per-record style the
+batched agents left would allow, not a floor of the batched worker (the machine CPU table is
+where its limit shows).
 """
 
 from __future__ import annotations
