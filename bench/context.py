@@ -138,6 +138,25 @@ def handled_by_agent(base_url: str) -> dict[str, float]:
     return {agent: float(count) for agent, count in _HANDLED.findall(text)}
 
 
+async def wait_quiet(*, base_url: str, quiet_s: float, deadline: float, poll_s: float = 0.25,
+                     on_change: Callable[[], None] | None = None) -> dict[str, float]:
+    """Poll a worker's handled counts per agent (:func:`handled_by_agent`) until none changed for
+    ``quiet_s`` (or ``time.monotonic()`` passes ``deadline``); return the last counts.
+    ``on_change`` runs now and at every change seen, e.g. to read a CPU meter at the moment
+    the last agent finished."""
+    counts, quiet_since = await asyncio.to_thread(handled_by_agent, base_url), time.monotonic()
+    if on_change is not None:
+        on_change()
+    while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
+        await asyncio.sleep(poll_s)
+        latest = await asyncio.to_thread(handled_by_agent, base_url)
+        if latest != counts:
+            counts, quiet_since = latest, time.monotonic()
+            if on_change is not None:
+                on_change()
+    return counts
+
+
 @dataclass(frozen=True, kw_only=True)
 class PacedSend:
     """What :func:`publish_paced` did: each event's send moment, when it started (perf_counter)."""

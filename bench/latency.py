@@ -35,11 +35,13 @@ c. **websocket client received**: one client in a separate process (the client o
 
 After each rate's last send the bench waits until every sink has every event (bounded: a sink
 with no new arrival for 30 s, or 600 s after the last send, ends the wait; a sink missing more
-than 5 % fails the section). One run per rate, no repetitions. When the worker drains a sink
+than 5 % fails the section), then until every agent of the worker is idle (the audit and
+notification agents handle what the lifecycle agent emitted, and may lag behind the sinks). One run per rate, no repetitions. When the worker drains a sink
 slower than the send rate (its arrivals per second, first to last arrival, below 95 % of the
 rate sent), a backlog builds up and that sink's latencies are mostly queueing delay; the report
 says so. Each rate's run also reads the CPU of the worker, the Kafka broker, RabbitMQ, the
-bench process and the websocket client (from ``/proc``, first send to last arrival): what the
+bench process and the websocket client (from ``/proc``, from the first send to the last sink
+arrival or the last agent's last batch, whichever is later): what the
 machine's cores did while it ran, and the worker's CPU per event, which bounds the rate its one
 Python thread can drain. The result keeps 101 quantiles (0 … 100 %) of every sink at every rate;
 :func:`write_files` draws their distributions to ``benchmarks-latency.png``.
@@ -60,8 +62,10 @@ from typing import Any, Sequence
 
 from app.core.topic_specs import JOB_LIFECYCLE, spec_by_name
 from app.worker.rabbit_topology import JOB_EVENTS_API
-from bench.context import BenchContext, BenchError, bridged_worker, figure, fmt, make_events, publish_paced
+from bench.context import (BenchContext, BenchError, bridged_worker, figure, fmt, make_events, publish_paced,
+                           wait_quiet)
 from bench.ingest import CpuMeter, broker_pids, rabbitmq_pids
+from bench.profile import start_profiler, stop_profiler
 
 TITLE = "Latency at a fixed rate"
 #: Rates (events/s) in the order they run, lowest first (each on a worker that drained the last):
@@ -81,7 +85,7 @@ SINK_LABELS = {
     "websocket": "publish → websocket client received",
 }
 SINK_NAMES = {"table": "the table", "queue": "`job-events-api`", "websocket": "the websocket client"}
-#: Processes whose CPU each rate's run reads (from its first send to its last arrival).
+#: Processes whose CPU each rate's run reads (from its first send until every sink and agent is done).
 CPU_PROCESSES = ("worker", "broker", "rabbitmq", "bench", "client")
 CPU_LABELS = {"worker": "worker (agents, bridge, websocket hub)", "broker": "Kafka broker (JVM)",
               "rabbitmq": "RabbitMQ (Erlang VM)", "bench": "bench process (publisher, sink readers)",
@@ -95,6 +99,11 @@ STALL_S, MAX_DRAIN_S, COMPLETE_SHARE = 30.0, 600.0, 0.95
 #: the RocksDB databases a fresh worker creates at a partition's first write (10-20 ms each,
 #: app/worker/faust_internals/startup.py) exist before the clock starts.
 WARM_UP, WARM_UP_TIMEOUT_S = 400, 120.0
+#: After the sinks have every event, the agents that consume what the lifecycle agent emitted
+#: (audit trail, notifications: their batch wait is ``COSMIC_BACKGROUND_BATCH_MAX_WAIT_MS``) may
+#: still be at work: the bench waits until no agent's handled count changed for this long plus
+#: twice that wait (their databases too are created at a partition's first write).
+QUIET_S = 1.0
 QUANTILE_POINTS = 101
 PLOT_NAME = "benchmarks-latency.png"
 #: SIGTERM, then SIGKILL after this (it need not drain: the run's topics are deleted at the end).
@@ -223,11 +232,20 @@ def _at_pct(quantiles: Sequence[float], pct: int) -> float:
     return quantiles[round(pct / 100 * (len(quantiles) - 1))]
 
 
+async def _wait_agents_idle(worker: Any, *, on_change: Any = None) -> dict[str, float]:
+    """Wait until no agent of ``worker`` handled anything for :data:`QUIET_S` plus twice the
+    background agents' batch wait (see there); the handled counts."""
+    quiet_s = QUIET_S + 2 * worker.settings.background_batch_max_wait_ms / 1000.0
+    return await wait_quiet(base_url=worker.base_url, quiet_s=quiet_s,
+                            deadline=time.monotonic() + MAX_DRAIN_S, on_change=on_change)
+
+
 async def _measure(*, ctx: BenchContext, publisher: Any, sinks: Sequence[_Arrivals], worker: Any,
                    rate: int, seconds: float, seed: int, meter: CpuMeter) -> dict[str, Any]:
     """Publish at ``rate`` for ``seconds``, wait for every sink; the run's figures (with the CPU
-    ``meter``'s processes' use from the first send to the last arrival)."""
+    ``meter``'s processes' use from the first send until the sinks and the agents were done)."""
     events = make_events(int(rate * seconds), seed=seed)
+    profiler = start_profiler(pid=worker.process.proc.pid, name=f"latency-{rate}")
     meter.start()
     paced = await publish_paced(publisher=publisher, events=events, rate=rate, tick_s=TICK_S, clock=time.time)
     sent_at, sent, started, send_s = paced.sent_at, paced.sent, paced.started, paced.seconds
@@ -236,8 +254,18 @@ async def _measure(*, ctx: BenchContext, publisher: Any, sinks: Sequence[_Arriva
             f"(at most {max_in_flight} batches in flight); waiting for the sinks")
     ids = set(sent_at)
     counts = await _wait_for(sinks, ids, timeout=MAX_DRAIN_S, stall=STALL_S)
-    wait_s = time.perf_counter() - started - send_s
-    cpu_s = meter.stop()
+    cpu_s: dict[str, float] = {}
+    done_at = time.perf_counter()
+
+    def read_meter() -> None:  # at the last sink arrival, then at each agent batch after it
+        nonlocal done_at
+        done_at = time.perf_counter()
+        cpu_s.clear()
+        cpu_s.update(meter.stop())
+
+    await _wait_agents_idle(worker, on_change=read_meter)
+    wait_s = done_at - started - send_s
+    stop_profiler(profiler)
     short = {name: n for name, n in counts.items() if n < COMPLETE_SHARE * sent}
     if short:
         raise BenchError(f"latency: at {rate:,} events/s only {counts} of {sent:,} events arrived (none for "
@@ -372,7 +400,9 @@ async def _measure_all(ctx: BenchContext, *, vhost_url: str, rates: Sequence[int
         if min(counts.values()) < len(warm):
             raise BenchError(f"latency: warm-up events did not reach every sink in {WARM_UP_TIMEOUT_S:.0f} s "
                              f"({counts} of {len(warm)}):\n{worker.log_tail()}")
-        ctx.log(f"latency: warm-up through table, queue and websocket in {time.perf_counter() - warm_start:.1f} s")
+        await _wait_agents_idle(worker)
+        ctx.log(f"latency: warm-up through table, queue and websocket, every agent idle, in "
+                f"{time.perf_counter() - warm_start:.1f} s")
         for seed, rate in enumerate(rates, start=1):
             for task in tasks:
                 if task.done():  # a reader died: say why instead of waiting for nothing
@@ -447,6 +477,8 @@ async def run(*, ctx: BenchContext) -> dict[str, Any]:
             "rabbitmq_queue": API_QUEUE, "vhost": vhost, "websocket_channel": WS_CHANNEL,
             "worker_ready_s": round(measured["worker_ready_s"], 1),
             "quantile_points": QUANTILE_POINTS, "cores": os.cpu_count(),
+            "batch_wait_ms": ctx.settings.batch_max_wait_ms,
+            "background_wait_ms": ctx.settings.background_batch_max_wait_ms,
         },
         "runs": runs,
         "figures": figures,
@@ -480,7 +512,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Before the clock starts, {WARM_UP} warm-up events (whole lifecycles) go through every sink: a fresh "
         "worker creates a partition's table databases at its first write (10-20 ms each), which would "
         "otherwise land in the first rate's tail. "
-        "The bench waits until every event reached every sink before the next rate. \"Drained at\": the "
+        "The bench waits until every event reached every sink, and then until every agent of the worker was "
+        f"idle for {QUIET_S:.0f} s plus twice the background agents' batch wait ({p.get('background_wait_ms', 20):,.0f} ms: "
+        "the audit and notification agents handle what the lifecycle agent emitted, and may lag behind the "
+        "sinks), after the warm-up and before the next rate. \"Drained at\": the "
         "sink's arrivals per second from its first to its last arrival — the rate the worker sustained "
         "for that sink. One run per rate (no repetitions); the machine's other load makes the tails noisy.",
         "",
@@ -497,7 +532,8 @@ def markdown(result: dict[str, Any]) -> str:
     if measured_cpu:
         names = [n for n in CPU_PROCESSES if any(n in r["cpu"] for r in measured_cpu)]
         lines += ["", "CPU of each process on the machine while each rate ran (user + system, from `/proc`, from "
-                      "the first send to the last arrival at any sink; cores = CPU seconds per second of that "
+                      "the first send to the last arrival at any sink or the last batch of any agent, whichever is later; "
+                      "cores = CPU seconds per second of that "
                       "window, µs = CPU per event sent). The machine has "
                       f"{p.get('cores') or os.cpu_count()} cores; the worker's agents, bridge and websocket hub share one Python "
                       "thread (and the GIL with its consumer thread):",

@@ -64,7 +64,7 @@ from app.ops.topic_admin import ensure_topics
 from app.ops.workload import build_workload
 from app.worker.publisher import EventPublisher
 from bench.context import (BenchContext, BenchError, chunks, figure, fmt, handled_by_agent, job_spacing, ratio,
-                           workload_phrase, workload_start)
+                           wait_quiet, workload_phrase, workload_start)
 from bench.ingest import CpuMeter, broker_pids, cpu_seconds, rabbitmq_pids
 from bench.profile import start_profiler, stop_profiler
 
@@ -209,15 +209,15 @@ async def _worker_rate(ctx: BenchContext, *, settings: Any, name: str, bridge: b
         cores = (cpu_end - first[2]) / seconds if cpu_end is not None and first[2] is not None else None
         # The downstream agents (audit, notifications) consume what the lifecycle agent emitted
         # and may lag behind it: the work per event is counted once every agent is idle.
-        counts, quiet_since = await asyncio.to_thread(handled_by_agent, worker.base_url), time.monotonic()
-        machine_cpu = meter.stop()
+        machine_cpu: dict[str, float] = {}
+
+        def read_meter() -> None:
+            machine_cpu.clear()
+            machine_cpu.update(meter.stop())
+
         quiet_s = QUICK_QUIET_S if ctx.quick else QUIET_S
-        while time.monotonic() - quiet_since < quiet_s and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_S)
-            latest = await asyncio.to_thread(handled_by_agent, worker.base_url)
-            if latest != counts:
-                counts, quiet_since = latest, time.monotonic()
-                machine_cpu = meter.stop()
+        counts = await wait_quiet(base_url=worker.base_url, quiet_s=quiet_s, deadline=deadline, poll_s=POLL_S,
+                                  on_change=read_meter)
         all_done_s = time.perf_counter() - first[0] - quiet_s
         consumer = AIOKafkaConsumer(bootstrap_servers=ctx.settings.kafka_bootstrap)
         await consumer.start()

@@ -1,8 +1,9 @@
 """Optional py-spy profiles of the bench's workers: ``COSMIC_BENCH_PROFILE_DIR=DIR python -m bench``.
 
 With the variable set, a section that drains a worker records it with ``py-spy record``
-(collapsed stacks, 100 samples/s, ``--nonblocking``) from the worker's start until the drain
-is done, into ``DIR/<name>.txt``; ``python -m bench.profile DIR/<name>.txt`` prints where the
+(collapsed stacks, 100 samples/s, ``--nonblocking``) into ``DIR/<name>.txt``: the pipeline
+section from the worker's start until the drain is done (``pipeline-bridge-off``, ...), the
+latency section while each rate runs (``latency-1000``, ...); ``python -m bench.profile DIR/<name>.txt`` prints where the
 time went (inclusive share per function, and self time). Without the variable nothing runs.
 """
 

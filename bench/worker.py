@@ -20,6 +20,7 @@ class BenchWorker:
     """The run's worker: a :class:`app.ops.worker_process.WorkerProcess` with isolated settings."""
 
     def __init__(self, *, settings: Settings, workdir: Path) -> None:
+        self.settings = settings
         self.port = free_port()
         self.log_path = workdir / "worker.log"
         env = dict(os.environ)

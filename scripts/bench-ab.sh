@@ -7,6 +7,9 @@
 # stack); reports land in /tmp/bench-ab/<side>-<round>/ (benchmarks.md, .json, py-spy profiles).
 # BENCH_CODE=current measures both sides with this checkout's bench/ (a measurement added
 # since BEFORE, e.g. the latency section's CPU per process, then exists on both sides).
+# ENV_BEFORE / ENV_AFTER: settings for one side's run (and its worker), e.g. the same revision
+# with two values: ENV_BEFORE='COSMIC_BATCH_MAX_WAIT_MS=20' ENV_AFTER='COSMIC_BATCH_MAX_WAIT_MS=50'
+# ./scripts/bench-ab.sh HEAD HEAD 3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 before=${1:?usage: scripts/bench-ab.sh BEFORE [AFTER] [ROUNDS] [EVENTS]}
@@ -14,6 +17,8 @@ after=${2:-HEAD}
 rounds=${3:-2}
 events=${4:-10000}
 section=${SECTION:-pipeline}
+ENV_BEFORE=${ENV_BEFORE:-}
+ENV_AFTER=${ENV_AFTER:-}
 case $section in pipeline|latency) ;; *) echo "SECTION must be pipeline or latency" >&2; exit 2;; esac
 out=/tmp/bench-ab
 python=$PWD/.venv/bin/python
@@ -29,7 +34,8 @@ for round in $(seq 1 "$rounds"); do
   for side in before after; do
     report=$out/$side-$round
     rm -rf "$report"; mkdir -p "$report"
-    (cd "$out/tree-$side" && COSMIC_BENCH_PROFILE_DIR=$report/profiles \
+    side_env=$ENV_BEFORE; [ "$side" = after ] && side_env=$ENV_AFTER
+    (cd "$out/tree-$side" && env $side_env COSMIC_BENCH_PROFILE_DIR=$report/profiles \
        "$python" -m bench --only "$section" --events "$events" --output-dir "$report" > "$report/log" 2>&1)
     "$python" - "$report/benchmarks.json" "$side $round" <<'PY'
 import json, sys
