@@ -58,7 +58,7 @@ from app.core.audit_chain import GENESIS_HASH, make_entry
 from app.core.errors import DuplicateEvent
 from app.core.topic_specs import AUDIT_TRAIL
 from app.worker.batching import active_batch
-from app.worker.main import app
+from app.worker.main import app, settings
 from app.worker.observability import IDEMPOTENCY_HITS as IDEMPOTENCY_HITS_METRIC, labelled
 from app.worker.streams import Origin, process_events
 from app.worker.topics import audit_trail_topic
@@ -240,5 +240,6 @@ def _index(*, record: dict[str, Any], entry: dict[str, Any], partition: int, off
 # each partition's records are chained in offset order.
 @app.agent(audit_trail_topic, concurrency=1)
 async def record_audit_trail(stream):
-    async for result in process_events(stream, topic=AUDIT_TRAIL, handler=handle_audit_record, as_json=True):
+    async for result in process_events(stream, topic=AUDIT_TRAIL, handler=handle_audit_record, as_json=True,
+                                       max_wait_ms=settings.background_batch_max_wait_ms):
         yield result

@@ -306,5 +306,6 @@ async def record_notification_outcomes(stream):
 @app.agent(notifications_topic, concurrency=1)
 async def deliver_notifications(stream):
     async for result in process_events(stream, topic=NOTIFICATIONS, handler=handle_notification,
-                                       copy_to_rabbitmq=settings.rabbitmq_bridge_enabled):
+                                       copy_to_rabbitmq=settings.rabbitmq_bridge_enabled,
+                                       max_wait_ms=settings.background_batch_max_wait_ms):
         yield result

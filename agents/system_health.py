@@ -141,7 +141,8 @@ def _record_silence_alert(alert: SystemAlert) -> None:
 # State-changing agent: concurrency 1, so Faust never commits past an in-flight report.
 @app.agent(system_health_topic, concurrency=1)
 async def watch_system_health(stream):  # noqa: ANN001, ANN201
-    async for result in process_events(stream, topic=SYSTEM_HEALTH, handler=handle_health_event):
+    async for result in process_events(stream, topic=SYSTEM_HEALTH, handler=handle_health_event,
+                                       max_wait_ms=settings.background_batch_max_wait_ms):
         yield result
 
 

@@ -81,6 +81,11 @@ class Settings:
     #: batch to fill (ms): each batch's table keys are written once and its effects awaited once.
     batch_max_events: int = 1000
     batch_max_wait_ms: float = 20.0
+    #: The wait of the agents whose records nobody waits on at publish time — the audit trail,
+    #: notifications and system health, fed mostly by what the lifecycle agent emits (ms). A
+    #: longer wait makes their batches larger at a high rate, so they take less of the worker's
+    #: one thread from the lifecycle agent; an idle one hands a record over within this.
+    background_batch_max_wait_ms: float = 20.0
     #: How long the worker's producer waits to fill a request (ms): a batch's effects and
     #: changelog records then travel in a few produce requests instead of one each.
     producer_linger_ms: float = 5.0
@@ -198,9 +203,11 @@ class Settings:
             raise ConfigError("COSMIC_CONSUMER_FETCH_MAX_WAIT_MS must be from 1 to 30000")
         if self.producer_linger_ms < 0:
             raise ConfigError("COSMIC_PRODUCER_LINGER_MS must be 0 or more")
-        if self.batch_max_events < 1 or not self.batch_max_wait_ms > 0 or self.rabbitmq_confirm_window < 1:
-            raise ConfigError("COSMIC_BATCH_MAX_EVENTS >= 1, COSMIC_BATCH_MAX_WAIT_MS > 0 and "
-                              "COSMIC_RABBITMQ_CONFIRM_WINDOW >= 1 are required")
+        if (self.batch_max_events < 1 or not self.batch_max_wait_ms > 0 or not self.background_batch_max_wait_ms > 0
+                or self.rabbitmq_confirm_window < 1):
+            raise ConfigError("COSMIC_BATCH_MAX_EVENTS >= 1, COSMIC_BATCH_MAX_WAIT_MS > 0, "
+                              "COSMIC_BACKGROUND_BATCH_MAX_WAIT_MS > 0 and COSMIC_RABBITMQ_CONFIRM_WINDOW >= 1 "
+                              "are required")
         if self.log_format not in ("text", "json"):
             raise ConfigError("COSMIC_LOG_FORMAT must be text or json")
         if self.ws_send_queue < 1 or self.ws_max_frame_bytes < 256:

@@ -379,9 +379,11 @@ async def _repair_gap(*, cursor, agent: str, topic: str, origin: Origin, handler
 
 async def process_events(  # noqa: ANN201
     stream, *, topic: str, handler: Handler, dead_letter_undecodable: bool = True,  # noqa: ANN001
-    as_json: bool = False, copy_to_rabbitmq: bool = False,
+    as_json: bool = False, copy_to_rabbitmq: bool = False, max_wait_ms: float | None = None,
 ):
-    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name), in batches; yields
+    """Drive ``handler`` over a raw stream of ``topic`` (unprefixed name), in batches of at most
+    ``COSMIC_BATCH_MAX_EVENTS`` events, each handed over at most ``max_wait_ms`` (default
+    ``COSMIC_BATCH_MAX_WAIT_MS``) after its first event arrived; yields
     one list of (offset, ok) per batch, once the batch's effects are acknowledged. The handler
     gets each event as a record, or with ``as_json`` in its JSON form (:func:`handle_one`);
     with ``copy_to_rabbitmq`` each decodable record is also copied to RabbitMQ, confirmed
@@ -400,8 +402,8 @@ async def process_events(  # noqa: ANN201
     agent = current_agent()
     agent_name = agent.name.rsplit(".", 1)[-1] if agent is not None else topic
     batches = metrics.BATCH_EVENTS.labels(agent=agent_name)
-    async for events in take_batches(stream, max_events=settings.batch_max_events,
-                                     within=settings.batch_max_wait_ms / 1000.0):
+    wait_ms = settings.batch_max_wait_ms if max_wait_ms is None else max_wait_ms
+    async for events in take_batches(stream, max_events=settings.batch_max_events, within=wait_ms / 1000.0):
         batch = Batch(producer=app.producer, window=settings.rabbitmq_confirm_window, backoff=backoff_delay,
                       direct_changelog=app.producer.started)
         results: list[tuple[int, bool]] = []
