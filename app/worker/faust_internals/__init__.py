@@ -24,6 +24,8 @@ below is written against that version's code.
   consumer; a partition resumed after a rebalance waits for the fetch in flight: failover stall),
   and its fetcher leaves out the partitions Faust has paused (every active table's changelog
   partition was in every fetch, or held fetched records never read).
+* :mod:`.drain` — Faust's consumer hands a fetched record to its streams without four tasks
+  per record (``Service.wait_first`` per record: ~23 µs each) when the delivery completes at once.
 * :mod:`.take` — batches that fill while the previous batch is handled (Faust's
   ``take_events`` stops filling and waits its whole window again after every batch).
 * :mod:`.events` — setting Faust's per-task current event (the partition table writes use).
@@ -53,7 +55,7 @@ from typing import Any, Iterable
 import faust
 
 from app.core.errors import FaustVersionError
-from app.worker.faust_internals import connections, fetch, producer_buffer, seek, startup
+from app.worker.faust_internals import connections, drain, fetch, producer_buffer, seek, startup
 from app.worker.faust_internals.events import set_current_event
 from app.worker.faust_internals.startup import already_declared
 from app.worker.faust_internals.take import take_batches
@@ -105,6 +107,7 @@ def install(*, fetch_max_wait_ms: int) -> None:
     seek.install()
     fetch.install(fetch_max_wait_ms=fetch_max_wait_ms)
     connections.install()
+    drain.install()
 
 
 class App(faust.App):
