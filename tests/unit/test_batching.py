@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.errors import KafkaConnectionError
 from faust.streams import current_event
+from faust.types import TP
 
 from app.worker.batching import Batch, active_batch
 from app.worker.faust_internals import set_current_event
@@ -462,6 +463,43 @@ def test_a_flush_writes_each_rocksdb_partition_once_with_every_key(tmp_path):
         assert table.data["k"] == {"n": 15}  # partition 1's last write
         set_current_event(_event(0))
         assert table.data["k"] == {"n": 14}
+    finally:
+        set_current_event(None)
+
+
+def test_a_rocksdb_store_gets_an_acknowledged_offset_with_its_partition_s_next_batch_of_puts(tmp_path):
+    """The persisted offset (where recovery starts reading the changelog) is written in the
+    same RocksDB write as that partition's next data, never ahead of the data it covers; a
+    revoked partition forgets it."""
+    import faust
+
+    from app.worker.batching import coalescing_table
+    from app.worker.faust_internals import changelog
+
+    rocks = faust.App("cosmic-unit-rocks-offsets", store="rocksdb://", datadir=str(tmp_path), autodiscover=False)
+    table = coalescing_table(rocks, "things", partitions=2, default=None)
+    rocks.finalize()
+    store, topic = table.data, table.changelog_topic.get_topic_name()
+    set_current_event(_event(1))
+    try:
+        def write(key: str, partition: int) -> None:
+            writes = changelog.StoreWrites()
+            changelog.write_local(table=table, key=key, value={"k": key}, deleted=False, partition=partition,
+                                  writes=writes)
+            writes.commit()
+
+        write("first", 1)
+        changelog.record_persisted({(id(table), topic, 1): (table, 41)})  # its changelog record acknowledged
+        assert store.persisted_offset(TP(topic, 1)) is None  # not a write of its own
+        write("other", 0)
+        assert store.persisted_offset(TP(topic, 0)) is None and store.persisted_offset(TP(topic, 1)) is None
+        write("second", 1)  # the partition's next batch of puts carries it
+        assert store.persisted_offset(TP(topic, 1)) == 41
+        assert store._db_for_partition(1).get(json.dumps("second").encode()) is not None
+        changelog.record_persisted({(id(table), topic, 1): (table, 42)})
+        changelog.forget_offsets(store=store, partitions={1})  # revoked
+        write("third", 1)
+        assert store.persisted_offset(TP(topic, 1)) == 41
     finally:
         set_current_event(None)
 

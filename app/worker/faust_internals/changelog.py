@@ -11,7 +11,15 @@ writes the partition's *persisted offset* to RocksDB once per record.
 changelog record as bytes, serialized exactly as Faust serializes it. The batch
 (:mod:`app.worker.batching`) hands those records to the producer with its other sends, awaits them
 once, and then records each changelog partition's persisted offset once
-(:func:`record_persisted`, the highest acknowledged offset), before Faust acks the batch.
+(:func:`record_persisted`, the highest acknowledged offset), before Faust acks the batch. A
+RocksDB store gets it with that store partition's next batch of puts (:class:`StoreWrites`),
+one atomic write, instead of a put (a write to RocksDB's log) of its own per table partition
+per batch — 3 % of a worker's CPU at 1,000 events/s (docs/profiles.md, 2026-12-08 second
+part). The offset a store holds is then at most one batch behind: what its data holds is
+always at least what its offset says (the offset of batch *k* is written with, or after, the
+data of batch *k + 1*), so recovery may read a batch's records again (whole values, applied in
+order: the same result), never skip one. A partition revoked from the worker forgets its
+unwritten offset (:func:`forget_offsets`): its recovery writes its own.
 
 :func:`send_records` hands a batch's changelog records to aiokafka as one record batch per
 changelog partition instead of one ``send`` per record.
@@ -122,6 +130,17 @@ def _global_get(store: Any, raw_key: bytes) -> bytes | None:
     return None
 
 
+#: Acknowledged changelog offsets not yet written to their RocksDB store:
+#: ``(id(store), partition) -> (store, offset)`` (see the module docstring).
+_UNWRITTEN_OFFSETS: dict[tuple[int, int], tuple[Any, int]] = {}
+
+
+def forget_offsets(*, store: Any, partitions: set[int]) -> None:
+    """Drop the unwritten persisted offsets of ``store``'s ``partitions`` (revoked)."""
+    for partition in partitions:
+        _UNWRITTEN_OFFSETS.pop((id(store), partition), None)
+
+
 class StoreWrites:
     """The RocksDB puts of one flush, one ``WriteBatch`` per store and partition, written by
     :meth:`commit` (what Faust's changelog recovery does, ``Store.apply_changelog_batch``):
@@ -135,6 +154,9 @@ class StoreWrites:
         entry = self._batches.get(slot)
         if entry is None:
             entry = self._batches[slot] = (store, partition, WriteBatch(raw_mode=True))
+            unwritten = _UNWRITTEN_OFFSETS.pop(slot, None)
+            if unwritten is not None:  # the previous batch's offset, with this batch's data
+                entry[2].put(store.offset_key, str(unwritten[1]).encode())
         entry[2].put(key, value)
         store._key_index[key] = partition  # as Store._set: where a later read finds the key
 
@@ -219,6 +241,11 @@ async def send_records(*, client: Any, records: list[ChangelogRecord]) -> list[t
 
 def record_persisted(acknowledged: dict[tuple[int, str, int], tuple[Any, int]]) -> None:
     """Record each changelog partition's highest acknowledged offset as the table's persisted
-    offset (where recovery starts reading): ``(id(table), topic, partition) -> (table, offset)``."""
+    offset (where recovery starts reading): ``(id(table), topic, partition) -> (table, offset)``;
+    a RocksDB store's is written with its next batch of puts (see the module docstring)."""
     for (_, topic, partition), (table, offset) in acknowledged.items():
-        table.data.set_persisted_offset(TP(topic, partition), offset)
+        store = table.data
+        if isinstance(store, RocksDBStore):
+            _UNWRITTEN_OFFSETS[(id(store), partition)] = (store, offset)
+        else:
+            store.set_persisted_offset(TP(topic, partition), offset)

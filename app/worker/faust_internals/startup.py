@@ -3,7 +3,8 @@
 * ``Store.revoke_partitions`` (RocksDB) runs ``gc.collect()`` on every call, for every table
   and rebalance, even when it released no database: about 0.1 s each on a started worker, 2.4 s
   for this app's 24 tables before the first assignment is served. Here it collects only when it
-  released a database (the collection is what closes the released handle and its lock).
+  released a database (the collection is what closes the released handle and its lock). A
+  revoked partition's persisted offset not yet written (:mod:`.changelog`) is forgotten.
 * ``Store.assign_partitions`` (RocksDB) opens a database for every assigned partition of every
   table, creating it when it does not exist: 241 databases here, 8–25 ms each (RocksDB writes
   and syncs a new database's files), 2–4 s before a fresh worker serves. Here a partition whose
@@ -35,6 +36,8 @@ from faust.topics import Topic
 from faust.types import TP
 from mode.worker import Worker as ModeWorker
 
+from app.worker.faust_internals import changelog
+
 _DECLARED: set[str] = set()
 
 
@@ -51,6 +54,8 @@ async def _maybe_declare(self: Topic) -> None:
 
 def _revoke_partitions(self: RocksDBStore, table: Any, tps: set) -> None:
     released = False
+    changelog.forget_offsets(store=self, partitions={tp.partition for tp in tps
+                                                     if tp.topic in table.changelog_topic.topics})
     for tp in tps:
         if tp.topic in table.changelog_topic.topics:
             db = self._dbs.pop(tp.partition, None)
