@@ -82,10 +82,10 @@ class Settings:
     batch_max_events: int = 1000
     batch_max_wait_ms: float = 20.0
     #: The wait of the agents whose records nobody waits on at publish time — the audit trail,
-    #: notifications and system health, fed mostly by what the lifecycle agent emits (ms). A
-    #: longer wait makes their batches larger at a high rate, so they take less of the worker's
-    #: one thread from the lifecycle agent; an idle one hands a record over within this.
-    background_batch_max_wait_ms: float = 20.0
+    #: notifications and system health, fed mostly by what the lifecycle agent emits (ms): their
+    #: batches hold more records, so they take less of the worker's one thread from the
+    #: lifecycle agent (docs/profiles.md); an idle one hands a record over within this.
+    background_batch_max_wait_ms: float = 250.0
     #: How long the worker's producer waits to fill a request (ms): a batch's effects and
     #: changelog records then travel in a few produce requests instead of one each.
     producer_linger_ms: float = 5.0

@@ -102,3 +102,38 @@ def test_event_time_bounds_out_of_range_are_refused(name, value):
     with pytest.raises(ConfigError, match=name):
         Settings.from_env(environ={name: value})
 
+
+
+@pytest.mark.parametrize(("name", "value"), [("COSMIC_BATCH_MAX_EVENTS", "0"), ("COSMIC_BATCH_MAX_WAIT_MS", "0"),
+                                             ("COSMIC_BACKGROUND_BATCH_MAX_WAIT_MS", "0"),
+                                             ("COSMIC_BACKGROUND_BATCH_MAX_WAIT_MS", "-5")])
+def test_batch_sizes_and_waits_out_of_range_are_refused(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env(environ={name: value})
+
+
+async def test_the_background_agents_wait_their_own_batch_wait(monkeypatch):
+    """The audit, notification and health agents hand their batches over on their own wait;
+    the lifecycle agent on the main one."""
+    import agents.audit
+    import agents.job_lifecycle
+    import agents.notifications
+    import agents.system_health
+    import app.worker.streams as streams
+
+    waits: list[float] = []
+
+    async def take_batches(stream, *, max_events, within):  # noqa: ANN001, ANN202
+        waits.append(within)
+        return
+        yield
+
+    monkeypatch.setattr(streams, "take_batches", take_batches)
+    main, background = streams.settings.batch_max_wait_ms / 1000, streams.settings.background_batch_max_wait_ms / 1000
+    assert main != background  # the defaults (20 and 250 ms) unless the environment says otherwise
+    for agent in (agents.audit.record_audit_trail, agents.notifications.deliver_notifications,
+                  agents.system_health.watch_system_health, agents.job_lifecycle.track_job_lifecycle):
+        async for _ in agent.fun(object()):
+            pass
+    assert waits == [background, background, background, main]
+    assert Settings.from_env(environ={}).background_batch_max_wait_ms == 250.0
