@@ -555,13 +555,23 @@ def markdown(result: dict[str, Any]) -> str:
         worker_cpu = (target.get("cpu") or {}).get("worker")
         if p99 >= p["target_ms"] and worker_cpu:
             total = sum(c["cores"] for c in target["cpu"].values())
-            lines += ["", f"The floor behind it, measured in this run: at {p['target_rate']:,} events/s the worker "
-                          f"used {worker_cpu['cores']:.2f} cores — {worker_cpu['us_per_event']:,.0f} µs of CPU per "
-                          f"event, so its one Python thread can handle at most about "
-                          f"{1e6 / worker_cpu['us_per_event']:,.0f} events/s — and the processes above used "
-                          f"{total:.2f} of the machine's {p.get('cores') or os.cpu_count()} cores. Below one core's worth of events "
-                          "the worker keeps up (the lower rates' rows: the per-event latency); above it every "
-                          "event waits behind a growing backlog, whatever the per-event latency."]
+            capacity = 1e6 / worker_cpu["us_per_event"]
+            line = (f"The floor behind it, measured in this run: at {p['target_rate']:,} events/s the worker "
+                    f"used {worker_cpu['cores']:.2f} cores — {worker_cpu['us_per_event']:,.0f} µs of CPU per "
+                    f"event, so its one Python thread can handle at most about {capacity:,.0f} events/s — and "
+                    f"the processes above used {total:.2f} of the machine's {p.get('cores') or os.cpu_count()} "
+                    "cores. ")
+            if capacity < p["target_rate"]:
+                line += ("Below one core's worth of events the worker keeps up (the lower rates' rows: the "
+                         "per-event latency); above it every event waits behind a growing backlog, whatever the "
+                         "per-event latency.")
+            else:
+                line += (f"It had room for this rate, but that one thread was busy {worker_cpu['cores'] * 100:.0f} % of the "
+                         "time, shared by the lifecycle agent with the audit and notification agents, the "
+                         "RabbitMQ bridge and the websocket hub: an event waits behind whatever of that is "
+                         "running when it arrives, and behind the rest of its own batch (docs/profiles.md says "
+                         "where the time goes).")
+            lines += ["", line]
     for r in result["runs"]:
         behind = [(sink, r["sinks"][sink]["drained_eps"]) for sink in SINKS
                   if r["sinks"][sink]["drained_eps"] < 0.95 * r["achieved_rate"]]
