@@ -33,17 +33,15 @@ import logging
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Optional, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, Protocol
 from urllib.parse import quote
 
 import mode
 
 from app.core.auth import Principal
 from app.core.errors import CosmicError
-from app.core.models import EventBase, JobEvent, SystemAlert
 from app.core.settings import Settings
 from app.core.topic_specs import JOB_LIFECYCLE, JOB_METRICS, NOTIFICATIONS, SYSTEM_HEALTH, spec_by_name
-from app.core.validation import event_to_json
 from app.worker.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
 
 logger = logging.getLogger(__name__)
@@ -115,15 +113,15 @@ def parse_channel(name: str) -> Channel:
         "user:<id>:notifications, system:alerts or jobs:all", code="unknown_channel", channel=name[:300])
 
 
-def channels_of(topic: str, event: EventBase) -> list[str]:
-    """The channels an event of ``topic`` (without prefix) is published on."""
+def channels_of(topic: str, event: Mapping[str, Any]) -> list[str]:
+    """The channels an event of ``topic`` (without prefix), in its JSON form, is published on."""
     if topic == JOB_LIFECYCLE:
-        return [f"job:{event.job_id}:status", "jobs:all"]  # type: ignore[attr-defined]
+        return [f"job:{event['job_id']}:status", "jobs:all"]
     if topic == JOB_METRICS:
-        return [f"job:{event.job_id}:metrics"]  # type: ignore[attr-defined]
+        return [f"job:{event['job_id']}:metrics"]
     if topic == NOTIFICATIONS:
-        return [f"user:{event.user_id}:notifications"] if event.user_id else []
-    if topic == SYSTEM_HEALTH and isinstance(event, SystemAlert):
+        return [f"user:{event['user_id']}:notifications"] if event.get("user_id") else []
+    if topic == SYSTEM_HEALTH and event.get("event_type") == "SystemAlert":
         return ["system:alerts"]
     return []
 
@@ -394,9 +392,11 @@ class WebsocketHub(mode.Service):
             await asyncio.sleep(0)
 
     # -- live fan-out ------------------------------------------------------------------------
-    def decode(self, topic: str, record: Any) -> EventBase | None:
+    def decode(self, topic: str, record: Any) -> dict[str, Any] | None:
+        """The record's event in its JSON form (what a frame carries: ``decode_json``, without
+        building the event record first), or None if it does not decode."""
         try:
-            return self.codecs.for_topic(topic).decode(record.value)
+            return self.codecs.for_topic(topic).decode_json(record.value)
         except Exception as exc:  # noqa: BLE001 - undecodable records are the agents' DLQ business
             self.decode_errors += 1
             logger.debug("websocket hub skips undecodable %s@%s: %r", record.topic, record.offset, exc)
@@ -413,17 +413,14 @@ class WebsocketHub(mode.Service):
         event = self.decode(topic, record)
         if event is None:
             return
-        if isinstance(event, JobEvent):
-            self.learn_owner(job_id=event.job_id, user_id=event.user_id)
-        payload: dict[str, Any] | None = None
+        if topic == JOB_LIFECYCLE:
+            self.learn_owner(job_id=event["job_id"], user_id=event.get("user_id"))
         for name in channels_of(topic, event):
             subs = self.subscribers.get(name)
             if not subs:
                 continue
-            if payload is None:
-                payload = event_to_json(event)
             text = event_frame(channel=name, topic=record.topic, partition=record.partition, offset=record.offset,
-                               timestamp_ms=record.timestamp, event=payload)
+                               timestamp_ms=record.timestamp, event=event)
             self.deliver(subs, tp=(record.topic, record.partition), offset=record.offset, text=text)
 
     def deliver(self, subs: dict[Connection, Subscription], *, tp: TopicPartitionKey, offset: int, text: str) -> None:
@@ -587,7 +584,7 @@ class WebsocketHub(mode.Service):
                                 continue
                             await conn.put(event_frame(
                                 channel=channel.name, topic=record.topic, partition=record.partition,
-                                offset=record.offset, timestamp_ms=record.timestamp, event=event_to_json(event)))
+                                offset=record.offset, timestamp_ms=record.timestamp, event=event))
                             count += 1
                         fence[tp] = end[tp] - 1
                 finally:

@@ -17,6 +17,7 @@ from app.core.auth import Principal
 from app.core.models import JobMetricsSample, SystemAlert, SystemHealthReport
 from app.core.settings import Settings
 from app.core.timeutil import utc_now
+from app.core.validation import event_to_json
 from app.ops.demo import lifecycle_events
 from app.worker.main import codecs
 from app.worker.observability import WS_CONNECTIONS, WS_DROPPED_SLOW
@@ -130,16 +131,16 @@ def test_channel_names() -> None:
 
 def test_events_map_to_their_channels() -> None:
     submitted = lifecycle("J", "alice")[0]
-    assert channels_of("job-lifecycle", submitted) == ["job:J:status", "jobs:all"]
-    assert channels_of("job-metrics", metric("J", 1)) == ["job:J:metrics"]
+    assert channels_of("job-lifecycle", event_to_json(submitted)) == ["job:J:status", "jobs:all"]
+    assert channels_of("job-metrics", event_to_json(metric("J", 1))) == ["job:J:metrics"]
     alert = SystemAlert(event_id=str(uuid.uuid4()), event_type="SystemAlert", timestamp=utc_now(), correlation_id="c",
                         user_id=None, schema_version=1, alert_id="a", component="w", rule="lag", severity="WARNING",
                         state="FIRING", message="m", metrics={})
     report = SystemHealthReport(event_id=str(uuid.uuid4()), event_type="SystemHealthReport", timestamp=utc_now(),
                                 correlation_id="c", user_id=None, schema_version=1, component="w", status="HEALTHY",
                                 metrics={})
-    assert channels_of("system-health", alert) == ["system:alerts"]
-    assert channels_of("system-health", report) == []
+    assert channels_of("system-health", event_to_json(alert)) == ["system:alerts"]
+    assert channels_of("system-health", event_to_json(report)) == []
 
 
 # -- authorization -------------------------------------------------------------------------
