@@ -16,6 +16,7 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import fastavro
@@ -39,6 +40,8 @@ FAUST_META = "__faust"
 #: Keys of a parsed schema that never change what a record decodes to.
 _SHAPE_IGNORED = frozenset({"doc", "default", "aliases", "order", "__fastavro_parsed", "__named_schemas"})
 _LOGICAL_TYPE = frozenset({"logicalType"})
+#: fastavro's origin of timestamp-millis values (its logical read: this plus the milliseconds).
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").fullmatch
 
 
@@ -397,6 +400,33 @@ class ConfluentAvroCodec(faust.Codec):
         if plan.plain_fields is None:
             return event_to_json(self.decode(data))
         name, record = self._read_body(data, schema_id=schema_id, writer=plan.plain_writer, reader=None)
+        return self._plain_to_json(name, record, schema_id=schema_id, plan=plan)
+
+    def decode_both(self, data: bytes) -> tuple[EventBase, dict[str, Any]]:
+        """Bytes → ``(decode(data), decode_json(data))`` from one Avro read (raises
+        EventDecodeError): for an agent that handles the record and passes its JSON form on
+        (the RabbitMQ copy), instead of reading the bytes twice."""
+        schema_id = self._schema_id(data)
+        plan = self._writer_plan(schema_id)
+        if plan.plain_fields is None:
+            event = self.decode(data)
+            return event, event_to_json(event)
+        name, plain = self._read_body(data, schema_id=schema_id, writer=plan.plain_writer, reader=None)
+        fields = dict(plain)
+        as_json = self._plain_to_json(name, plain, schema_id=schema_id, plan=plan)
+        for fname, logical in plan.plain_fields[name]:
+            value = fields[fname]
+            if value is None:
+                continue
+            # as fastavro's logical read gives them (decode converts event_id to text)
+            fields[fname] = _EPOCH + timedelta(milliseconds=value) if logical == "timestamp-millis" else as_json[fname]
+        cls = EVENT_CLASSES.get(name.rsplit(".", 1)[-1])
+        if cls is None or cls not in TOPIC_EVENTS[self.topic]:
+            raise EventDecodeError(f"{name.rsplit('.', 1)[-1]} is not an event of {self.topic}", reason="bad-avro")
+        return build_record(cls, fields), as_json
+
+    def _plain_to_json(self, name: str, record: dict[str, Any], *, schema_id: int, plan: _WriterPlan) -> dict[str, Any]:
+        """A record read with logical types off (``plan.plain_writer``) → its JSON form, in place."""
         if name not in self._branch_names:
             raise EventDecodeError(f"{name.rsplit('.', 1)[-1]} is not an event of {self.topic}", reason="bad-avro")
         for fname, logical in plan.plain_fields[name]:

@@ -185,9 +185,15 @@ async def handle_one(
     metrics.labelled(metrics.EVENTS_CONSUMED, topic).inc()
     started = time.perf_counter()
     try:
+        as_json_form: dict[str, Any] | None = None
         try:
             codec = codecs.for_topic(topic)
-            event = (codec.decode_json if as_json else codec.decode)(origin.value or b"")
+            if as_json:
+                event = as_json_form = codec.decode_json(origin.value or b"")
+            elif copy_to_rabbitmq:  # the record for the handler, the JSON form for the copy: one read
+                event, as_json_form = codec.decode_both(origin.value or b"")
+            else:
+                event = codec.decode(origin.value or b"")
         except EventDecodeError as exc:
             if dead_letter_undecodable:
                 await dead_letter(origin=origin, reason=f"undecodable:{exc.reason}", error=exc, attempts=1)
@@ -195,24 +201,23 @@ async def handle_one(
                 UNDECODABLE_SKIPPED[topic] += 1
             return False
         if copy_to_rabbitmq:
-            await _copy_to_rabbitmq(topic=topic, origin=origin, event=event if as_json else None)
+            await _copy_to_rabbitmq(origin=origin, data=as_json_form)  # type: ignore[arg-type]
         with event_context_of(event):
             return await handle_decoded(topic=topic, origin=origin, handler=handler, event=event)
     finally:
         metrics.labelled(metrics.PROCESSING_SECONDS, agent_name).observe(time.perf_counter() - started)
 
 
-async def _copy_to_rabbitmq(*, topic: str, origin: Origin, event: dict[str, Any] | None) -> None:
-    """Publish the RabbitMQ copy of a decoded record (its JSON form: the message body), within
-    the batch (:func:`app.worker.rabbit_bridge.copy_event`); an event type with no route is
+async def _copy_to_rabbitmq(*, origin: Origin, data: dict[str, Any]) -> None:
+    """Publish the RabbitMQ copy of a decoded record (``data``, its JSON form: the message body),
+    within the batch (:func:`app.worker.rabbit_bridge.copy_event`); an event type with no route is
     dead-lettered as ``not-bridged``."""
     from app.worker.rabbit_bridge import copy_event
     from app.worker.rabbit_topology import route_for
 
     try:
-        data = event if event is not None else codecs.for_topic(topic).decode_json(origin.value or b"")
         route_for(data)
-    except (EventDecodeError, KeyError) as exc:
+    except KeyError as exc:
         error = RejectedEvent(f"no RabbitMQ copy of this record: {exc!r}", reason="not-bridged")
         await dead_letter(origin=origin, reason="not-bridged", error=error, attempts=1)
         return

@@ -82,14 +82,14 @@ def test_schema_ids_are_fetched_once_and_cached(codecs, client):
         (b"\x00\x00\x00\x00\x63\x02", "unknown-schema-id"),
     ],
 )
-@pytest.mark.parametrize("decoder", ["decode", "decode_json"])
+@pytest.mark.parametrize("decoder", ["decode", "decode_json", "decode_both"])
 def test_bytes_that_are_not_our_avro_raise_the_project_decode_error(codecs, blob, reason, decoder):
     with pytest.raises(EventDecodeError) as info:
         getattr(codecs.for_topic("job-lifecycle"), decoder)(blob)
     assert info.value.reason == reason
 
 
-@pytest.mark.parametrize("decoder", ["decode", "decode_json"])
+@pytest.mark.parametrize("decoder", ["decode", "decode_json", "decode_both"])
 def test_truncated_avro_body_is_a_decode_error_not_a_crash(codecs, decoder):
     codec = codecs.for_topic("job-lifecycle")
     data = codec.encode(_events()[0])
@@ -141,6 +141,9 @@ def test_decode_json_equals_the_event_as_json_for_every_event_type(codecs):
         codec = codecs.for_event(event)
         data = codec.encode(event)
         assert codec.decode_json(data) == event_to_json(codec.decode(data)), type(event).__name__
+        record, as_json = codec.decode_both(data)
+        assert record == codec.decode(data) == event and as_json == codec.decode_json(data), type(event).__name__
+        assert type(record) is type(event) and record.timestamp.utcoffset().total_seconds() == 0
     # the writer schema is ours: no schema resolution on either path
     assert all(plan.reader is None and plan.plain_fields is not None
                for codec in codecs.by_topic.values() for plan in codec._writer_plans.values())
@@ -165,6 +168,7 @@ def test_a_writer_schema_that_differs_only_in_docs_and_defaults_reads_without_re
     ours = codec.encode(event)
     data = struct.pack(">bI", 0, sid) + ours[5:]
     assert codec.decode_json(data) == event_to_json(codec.decode(data)) == event_to_json(event)
+    assert codec.decode_both(data) == (codec.decode(data), codec.decode_json(data))
     assert codec._writer_plans[sid].reader is None
 
 
@@ -188,6 +192,7 @@ def test_an_evolved_writer_schema_is_resolved_against_ours(codecs, client):
     plan = codec._writer_plan(sid)
     assert plan.reader is not None
     assert codec.decode_json(data) == event_to_json(codec.decode(data)) == event_to_json(event)
+    assert codec.decode_both(data) == (codec.decode(data), codec.decode_json(data))
 
 
 def test_decode_json_normalises_uuids_as_decode_does_and_refuses_non_uuids(codecs):
@@ -201,8 +206,9 @@ def test_decode_json_normalises_uuids_as_decode_does_and_refuses_non_uuids(codec
     upper = {**record, "event_id": record["event_id"].upper(), "timestamp": int(event.timestamp.timestamp() * 1000)}
     data = _frame(sid, plain_writer, "cosmic_horizons.events.JobQueued", upper)
     assert codec.decode_json(data)["event_id"] == record["event_id"] == codec.decode(data).event_id
+    assert codec.decode_both(data) == (codec.decode(data), codec.decode_json(data))
     bad = _frame(sid, plain_writer, "cosmic_horizons.events.JobQueued", {**upper, "event_id": "not-a-uuid"})
-    for decode in (codec.decode, codec.decode_json):
+    for decode in (codec.decode, codec.decode_json, codec.decode_both):
         with pytest.raises(EventDecodeError) as info:
             decode(bad)
         assert info.value.reason == "bad-avro"
