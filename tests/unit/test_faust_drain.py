@@ -125,3 +125,19 @@ async def test_other_calls_are_mode_s_own():
 
     assert (await service.wait_first(one())).results == [7]
     assert (await service.wait_first(one(), asyncio.sleep(5), timeout=1)).results == [7]
+
+
+async def test_each_delivery_gives_the_event_loop_a_turn_so_a_rebalance_is_seen_between_records():
+    """Faust's getmany checks the flow between records: work scheduled meanwhile (a rebalance
+    stopping the flow) must run before the next record is handed over."""
+    service, flow = Drainer(), Event()
+    delivered: list[int] = []
+    ran_between: list[int] = []
+
+    async def deliver(value: int) -> None:
+        delivered.append(value)
+
+    asyncio.get_running_loop().call_soon(lambda: ran_between.append(len(delivered)))
+    await service.wait_first(deliver(1), flow.wait())
+    await service.wait_first(deliver(2), flow.wait())
+    assert ran_between == [1]  # ran after the first delivery, before the second
